@@ -1,0 +1,161 @@
+/*
+ * fastnn.h -- the whole C API of fastnn's kernels.
+ *
+ * Conventions (see DESIGN.md):
+ *   - row-major, C-contiguous arrays; sizes and leading dimensions explicit;
+ *   - outputs first, then inputs, then sizes, then options;
+ *   - every kernel exists as _f32 and _f64, generated from one type-generic
+ *     source (a csrc/x_impl.h included twice);
+ *   - every kernel returns an int status: FNN_OK or a negative FNN_E* code;
+ *   - kernels never allocate on the hot path except the GEMM engine's packing
+ *     buffers, which are allocated once per thread and reused (see gemm.c).
+ */
+#ifndef FASTNN_H
+#define FASTNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status codes ------------------------------------------------------ */
+#define FNN_OK 0
+#define FNN_EINVAL (-1)    /* an argument is out of its domain              */
+#define FNN_ENOMEM (-2)    /* a workspace could not be allocated            */
+#define FNN_EOVERFLOW (-3) /* a size product overflows                      */
+#define FNN_ELABEL (-4)    /* a class label is outside [0, n_classes)       */
+
+/* ---- activations ------------------------------------------------------- */
+typedef enum {
+    FNN_ACT_IDENTITY = 0,
+    FNN_ACT_SIGMOID = 1,
+    FNN_ACT_TANH = 2,
+    FNN_ACT_RELU = 3,
+    FNN_ACT_LEAKY_RELU = 4, /* slope 0.01 (PyTorch's default)              */
+    FNN_ACT_ELU = 5,        /* alpha 1.0                                    */
+    FNN_ACT_GELU = 6,       /* exact: x * Phi(x), Phi from erf              */
+    FNN_ACT_SOFTPLUS = 7,   /* beta 1, log1p(exp(-|x|)) + max(x, 0)         */
+    FNN_ACT_SILU = 8,       /* x * sigmoid(x)                               */
+    FNN_ACT_SOFTMAX = 9,    /* over the last axis (rows)                    */
+    FNN_ACT_COUNT = 10
+} fnn_act;
+
+/* 1 when act's derivative needs the pre-activation z (not only a = act(z)). */
+int fnn_act_needs_z(int act);
+
+/* ---- run-time CPU dispatch (cpu.c) ------------------------------------- */
+enum { FNN_ISA_GENERIC = 0, FNN_ISA_AVX2 = 1 };
+
+/* Detect the CPU once and fill the dispatch table.  FASTNN_ISA=generic forces
+ * the portable path; FASTNN_ISA=avx2 asks for AVX2 (ignored if the CPU lacks
+ * it).  Returns the ISA chosen.  Idempotent; call before any kernel. */
+int fnn_init(void);
+int fnn_isa(void);
+const char *fnn_isa_name(int isa);
+/* 1 if the CPU (and OS) supports AVX2 + FMA. */
+int fnn_cpu_has_avx2(void);
+/* Block sizes of the GEMM engine in use for a dtype (elem_size 4 or 8). */
+void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc,
+                       int64_t *nc);
+int fnn_openmp_enabled(void);
+
+/* ---- GEMM (gemm.c) ----------------------------------------------------- */
+/* Epilogue applied to each tile of C after its last K block, while the tile
+ * is still in L1: c = act(c + bias[col]); the value before the activation is
+ * stored to z (row stride ldz) when z is not NULL.  A NULL epilogue, or one
+ * with bias == NULL and act == FNN_ACT_IDENTITY and z == NULL, is a plain
+ * GEMM.  FNN_ACT_SOFTMAX is not allowed here (it spans whole rows). */
+typedef struct {
+    const void *bias; /* (n,) of the GEMM's dtype, or NULL */
+    int act;          /* fnn_act, never FNN_ACT_SOFTMAX    */
+    void *z;          /* (m, ldz) pre-activation out, or NULL */
+    int64_t ldz;
+} fnn_epilogue;
+
+/* C = alpha * op(A) @ op(B) + beta * C, then the epilogue.
+ *   op(A) is (m, k): A is (m, lda>=k) when trans_a == 0, (k, lda>=m) otherwise;
+ *   op(B) is (k, n): B is (k, ldb>=n) when trans_b == 0, (n, ldb>=k) otherwise;
+ *   C is (m, ldc>=n).  beta == 0 overwrites C without reading it.
+ * n_threads <= 0 means 1.  Threads split the M (ic) loop, and the N (jr) loop
+ * when M is small; below a work threshold the call stays on one thread. */
+int fnn_gemm_f32(float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k,
+                 int64_t lda, int64_t ldb, int64_t ldc, int trans_a, int trans_b, float alpha,
+                 float beta, const fnn_epilogue *ep, int n_threads);
+int fnn_gemm_f64(double *c, const double *a, const double *b, int64_t m, int64_t n, int64_t k,
+                 int64_t lda, int64_t ldb, int64_t ldc, int trans_a, int trans_b, double alpha,
+                 double beta, const fnn_epilogue *ep, int n_threads);
+
+/* ---- activations (activation.c) ---------------------------------------- */
+/* out = act(x); x, out are (rows, cols); softmax is taken over each row.
+ * out may alias x. */
+int fnn_act_forward_f32(float *out, const float *x, int64_t rows, int64_t cols, int act);
+int fnn_act_forward_f64(double *out, const double *x, int64_t rows, int64_t cols, int act);
+
+/* dz = da * act'(z), computed from a = act(z) and, when fnn_act_needs_z(act),
+ * from z.  All (rows, cols); z may be NULL when not needed.  For softmax the
+ * Jacobian-vector product per row: dz = a * (da - sum(da * a)).
+ * When dbias is not NULL, dbias[j] = sum_i dz[i, j] (beta = 0: overwritten)
+ * in the same pass.  dz may alias da. */
+int fnn_act_backward_f32(float *dz, float *dbias, const float *da, const float *a,
+                         const float *z, int64_t rows, int64_t cols, int act);
+int fnn_act_backward_f64(double *dz, double *dbias, const double *da, const double *a,
+                         const double *z, int64_t rows, int64_t cols, int act);
+
+/* ---- dense layer (dense.c) --------------------------------------------- */
+/* x is (batch, in), w is (in, out), b is (out,) or NULL, a is (batch, out),
+ * z is (batch, out) or NULL: a = act(x @ w + b), z = x @ w + b when z != NULL.
+ * Bias and activation run in the GEMM epilogue (softmax in one pass after). */
+int fnn_dense_forward_f32(float *a, float *z, const float *x, const float *w, const float *b,
+                          int64_t batch, int64_t in, int64_t out, int act, int n_threads);
+int fnn_dense_forward_f64(double *a, double *z, const double *x, const double *w,
+                          const double *b, int64_t batch, int64_t in, int64_t out, int act,
+                          int n_threads);
+
+/* Backward of dense_forward.
+ *   da (batch, out) upstream gradient dL/da; a, z as saved by the forward
+ *   (z may be NULL unless fnn_act_needs_z(act)); x (batch, in); w (in, out).
+ *   delta (batch, out) workspace receiving dL/dz (may alias da);
+ *   dw (in, out) = x^T delta (+ beta_w * dw);  db (out,) = sum_batch delta
+ *   (or NULL); dx (batch, in) = delta w^T, or NULL to skip (first layer). */
+int fnn_dense_backward_f32(float *dx, float *dw, float *db, float *delta, const float *da,
+                           const float *a, const float *z, const float *x, const float *w,
+                           int64_t batch, int64_t in, int64_t out, int act, float beta_w,
+                           int n_threads);
+int fnn_dense_backward_f64(double *dx, double *dw, double *db, double *delta, const double *da,
+                           const double *a, const double *z, const double *x, const double *w,
+                           int64_t batch, int64_t in, int64_t out, int act, double beta_w,
+                           int n_threads);
+
+/* ---- losses (loss.c) ---------------------------------------------------- */
+/* Each computes the loss value (returned in *loss, accumulated in double) and
+ * its gradient with respect to the input in one pass.  grad may be NULL. */
+
+/* Softmax cross-entropy from logits (batch, classes), mean over the batch.
+ * Targets are integer labels (batch,) when labels != NULL, else probability
+ * rows target (batch, classes) (one-hot or soft).  A label outside
+ * [0, classes) returns FNN_ELABEL before anything is written. */
+int fnn_cross_entropy_f32(double *loss, float *grad, const float *logits, const int64_t *labels,
+                          const float *target, int64_t batch, int64_t classes);
+int fnn_cross_entropy_f64(double *loss, double *grad, const double *logits,
+                          const int64_t *labels, const double *target, int64_t batch,
+                          int64_t classes);
+/* Mean squared error over all n elements. */
+int fnn_mse_f32(double *loss, float *grad, const float *pred, const float *target, int64_t n);
+int fnn_mse_f64(double *loss, double *grad, const double *pred, const double *target, int64_t n);
+/* Binary cross-entropy from logits (BCEWithLogits), mean over all n elements. */
+int fnn_bce_logits_f32(double *loss, float *grad, const float *logits, const float *target,
+                       int64_t n);
+int fnn_bce_logits_f64(double *loss, double *grad, const double *logits, const double *target,
+                       int64_t n);
+
+/* ---- optimizers (optim.c) ---------------------------------------------- */
+/* Plain delta-rule update, one pass: w (n,) -= lr * dw (n,). */
+int fnn_sgd_update_f32(float *w, const float *dw, int64_t n, float lr);
+int fnn_sgd_update_f64(double *w, const double *dw, int64_t n, double lr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTNN_H */

@@ -1,0 +1,108 @@
+/*
+ * fnn_internal.h -- shared by the C sources, not part of the public API.
+ *
+ * Type-generic sources: a file `x_impl.h` is written once in terms of
+ *   T        the element type (float or double)
+ *   SFX(f)   f_f32 / f_f64          (names of generated functions)
+ *   TM(f)    f##f / f               (libm function for T: expf / exp)
+ * and included twice by `x.c`, once per type:
+ *   #define T float / #define SFX(f) f##_f32 / #define TM(f) f##f
+ *   #include "x_impl.h"   then #undef all three and repeat for double.
+ */
+#ifndef FNN_INTERNAL_H
+#define FNN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "fastnn.h"
+
+#if defined(_MSC_VER)
+#define FNN_TLS __declspec(thread)
+#define FNN_RESTRICT __restrict
+#define FNN_INLINE static __forceinline
+#else
+#define FNN_TLS _Thread_local
+#define FNN_RESTRICT __restrict__
+#define FNN_INLINE static inline __attribute__((always_inline))
+#endif
+
+#define FNN_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FNN_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- size arithmetic ---------------------------------------------------- */
+/* *out = a * b; returns 1 on overflow (a, b >= 0). */
+static inline int fnn_mul_overflows(int64_t a, int64_t b, int64_t *out)
+{
+    if (a < 0 || b < 0) return 1;
+    if (a != 0 && b > INT64_MAX / a) return 1;
+    *out = a * b;
+    return 0;
+}
+
+/* ---- 64-byte aligned, per-thread reusable buffers (gemm.c) --------------- */
+/* Returns a buffer of at least `bytes` bytes, 64-byte aligned, owned by the
+ * calling thread and reused by its later calls with the same slot; NULL if it
+ * cannot be allocated.  Only grows.  The memory lives until the thread ends
+ * (freed by fnn_thread_buffers_free, called at module unload). */
+void *fnn_thread_buffer(int slot, size_t bytes);
+void fnn_thread_buffers_free(void);
+#define FNN_BUF_PACK_A 0
+#define FNN_BUF_PACK_B 1
+#define FNN_BUF_COUNT 2
+
+/* ---- GEMM micro-kernels and dispatch (cpu.c, gemm_kernel_*.c) ----------- */
+/* A micro-kernel computes one MR x NR tile:
+ *   C[0:MR, 0:NR] = alpha * Ap @ Bp + beta * C        (beta == 0: C not read)
+ * Ap is a packed MR-tall panel, k columns: Ap[p*MR + i].
+ * Bp is k rows of NR values, row p at Bp + p*ldbp (ldbp = NR when packed).
+ * C has row stride ldc.  Edge tiles are handled by the driver. */
+typedef void (*fnn_ukr_f32)(int64_t k, const float *ap, const float *bp, int64_t ldbp, float *c,
+                            int64_t ldc, float alpha, float beta);
+typedef void (*fnn_ukr_f64)(int64_t k, const double *ap, const double *bp, int64_t ldbp,
+                            double *c, int64_t ldc, double alpha, double beta);
+
+typedef struct {
+    int64_t mr, nr, mc, kc, nc;
+    fnn_ukr_f32 ukr;
+} fnn_gemm_cfg_f32;
+typedef struct {
+    int64_t mr, nr, mc, kc, nc;
+    fnn_ukr_f64 ukr;
+} fnn_gemm_cfg_f64;
+
+/* The dispatch table: filled once by fnn_init, read-only afterwards. */
+extern fnn_gemm_cfg_f32 fnn_cfg_f32;
+extern fnn_gemm_cfg_f64 fnn_cfg_f64;
+
+/* Micro-kernels; the largest MR x NR any kernel uses is FNN_MAX_TILE. */
+#define FNN_MAX_TILE (8 * 32)
+void fnn_ukr_generic_f32(int64_t k, const float *ap, const float *bp, int64_t ldbp, float *c,
+                         int64_t ldc, float alpha, float beta);
+void fnn_ukr_generic_f64(int64_t k, const double *ap, const double *bp, int64_t ldbp, double *c,
+                         int64_t ldc, double alpha, double beta);
+/* Sized for 16 SSE2 / NEON vector registers: accumulators + one B row + A. */
+#define FNN_GENERIC_MR_F32 4
+#define FNN_GENERIC_NR_F32 8
+#define FNN_GENERIC_MR_F64 4
+#define FNN_GENERIC_NR_F64 4
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#define FNN_HAVE_X86 1
+void fnn_ukr_avx2_f32(int64_t k, const float *ap, const float *bp, int64_t ldbp, float *c,
+                      int64_t ldc, float alpha, float beta);
+void fnn_ukr_avx2_f64(int64_t k, const double *ap, const double *bp, int64_t ldbp, double *c,
+                      int64_t ldc, double alpha, double beta);
+#endif
+
+/* ---- epilogue (activation.c) ------------------------------------------- */
+/* On an (rows, cols) tile of C with row stride ldc;
+ * bias is NULL or points at the bias of the tile's first column:
+ * v = c + bias[j]; z = v (if z);
+ * c = act(v).  z points at the tile's first element, row stride ldz. */
+void fnn_epilogue_tile_f32(float *c, int64_t ldc, int64_t rows, int64_t cols, const float *bias,
+                           float *z, int64_t ldz, int act);
+void fnn_epilogue_tile_f64(double *c, int64_t ldc, int64_t rows, int64_t cols,
+                           const double *bias, double *z, int64_t ldz, int act);
+
+#endif /* FNN_INTERNAL_H */

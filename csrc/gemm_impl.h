@@ -1,0 +1,225 @@
+/*
+ * gemm_impl.h -- the blocked GEMM driver for one element type (T, SFX).
+ *
+ * Five loops around the micro-kernel (Goto & van de Geijn; BLIS):
+ *   jc: NC columns of C      -> B block
+ *   pc: KC slice of k         -> pack B[pc:pc+KC, jc:jc+NC] into NR-wide panels (all threads)
+ *   ic: MC rows of this thread's row range -> pack A into MR-tall panels (per thread)
+ *   jr: NR columns (this thread's column panels)
+ *   ir: MR rows               -> micro-kernel on an MR x NR tile held in registers
+ * Transposes are absorbed by the packing routines; the epilogue (bias,
+ * activation, pre-activation store) runs on each tile after its last K block.
+ */
+
+/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-tall panels:
+ * panel q holds rows i0+q*MR.., element (i, p) at q*MR*kc + p*MR + i.
+ * Rows past mc are zero-filled. */
+static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t lda, int trans,
+                        int64_t i0, int64_t mc, int64_t p0, int64_t kc, int64_t mr)
+{
+    for (int64_t ip = 0; ip < mc; ip += mr) {
+        int64_t ib = FNN_MIN(mr, mc - ip);
+        if (!trans) {
+            for (int64_t i = 0; i < ib; i++) {
+                const T *src = a + (i0 + ip + i) * lda + p0;
+                for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = src[p];
+            }
+        } else {
+            for (int64_t p = 0; p < kc; p++) {
+                const T *src = a + (p0 + p) * lda + i0 + ip;
+                for (int64_t i = 0; i < ib; i++) dst[p * mr + i] = src[i];
+            }
+        }
+        if (ib < mr)
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t i = ib; i < mr; i++) dst[p * mr + i] = 0;
+        dst += mr * kc;
+    }
+}
+
+/* Pack rows [p0, p0+kc) x cols [j0, j0+nb) of op(B), nb <= NR, into one
+ * NR-wide panel: element (p, j) at p*NR + j; columns past nb zero-filled. */
+static void SFX(pack_b)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT b, int64_t ldb, int trans,
+                        int64_t p0, int64_t kc, int64_t j0, int64_t nb, int64_t nr)
+{
+    if (!trans) {
+        for (int64_t p = 0; p < kc; p++) {
+            const T *src = b + (p0 + p) * ldb + j0;
+            T *d = dst + p * nr;
+            for (int64_t j = 0; j < nb; j++) d[j] = src[j];
+            for (int64_t j = nb; j < nr; j++) d[j] = 0;
+        }
+    } else {
+        for (int64_t j = 0; j < nb; j++) {
+            const T *src = b + (j0 + j) * ldb + p0;
+            for (int64_t p = 0; p < kc; p++) dst[p * nr + j] = src[p];
+        }
+        if (nb < nr)
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t j = nb; j < nr; j++) dst[p * nr + j] = 0;
+    }
+}
+
+/* C (rows, cols), row stride ldc: C = beta * C (beta == 0 writes zeros). */
+static void SFX(scale_c)(T *c, int64_t ldc, int64_t rows, int64_t cols, T beta)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        T *r = c + i * ldc;
+        if (beta == 0)
+            for (int64_t j = 0; j < cols; j++) r[j] = 0;
+        else if (beta != 1)
+            for (int64_t j = 0; j < cols; j++) r[j] *= beta;
+    }
+}
+
+/* Split nth threads into a tm x tn grid over (row panels pm, column panels pn)
+ * that minimizes the largest per-thread share of tiles; ties favour tm. */
+static void SFX(thread_grid)(int nth, int64_t pm, int64_t pn, int *tm, int *tn)
+{
+    int64_t best = -1;
+    *tm = 1;
+    *tn = nth;
+    for (int d = nth; d >= 1; d--) {
+        if (nth % d) continue;
+        int64_t share = ((pm + d - 1) / d) * ((pn + nth / d - 1) / (nth / d));
+        if (best < 0 || share < best) {
+            best = share;
+            *tm = d;
+            *tn = nth / d;
+        }
+    }
+}
+
+int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k, int64_t lda,
+                  int64_t ldb, int64_t ldc, int trans_a, int trans_b, T alpha, T beta,
+                  const fnn_epilogue *ep, int n_threads)
+{
+    if (m < 0 || n < 0 || k < 0) return FNN_EINVAL;
+    if (ldc < FNN_MAX(n, 1) || lda < FNN_MAX(trans_a ? m : k, 1) ||
+        ldb < FNN_MAX(trans_b ? k : n, 1))
+        return FNN_EINVAL;
+    if (ep && (ep->act < 0 || ep->act >= FNN_ACT_COUNT || ep->act == FNN_ACT_SOFTMAX ||
+               (ep->z && ep->ldz < n)))
+        return FNN_EINVAL;
+    if (m == 0 || n == 0) return FNN_OK;
+    fnn_init();
+
+    const int has_ep = ep && (ep->bias || ep->z || ep->act != FNN_ACT_IDENTITY);
+    const T *bias = has_ep ? (const T *)ep->bias : NULL;
+    T *z = has_ep ? (T *)ep->z : NULL;
+    const int64_t ldz = has_ep ? ep->ldz : 0;
+    const int act = has_ep ? ep->act : FNN_ACT_IDENTITY;
+
+    if (k == 0 || alpha == 0) {
+        SFX(scale_c)(c, ldc, m, n, beta);
+        if (has_ep) SFX(fnn_epilogue_tile)(c, ldc, m, n, bias, z, ldz, act);
+        return FNN_OK;
+    }
+
+    const int64_t MR = SFX(fnn_cfg).mr, NR = SFX(fnn_cfg).nr;
+    const int64_t MC = SFX(fnn_cfg).mc, KC = SFX(fnn_cfg).kc, NC = SFX(fnn_cfg).nc;
+    const SFX(fnn_ukr) ukr = SFX(fnn_cfg).ukr;
+
+    /* Threads: at least FNN_GEMM_MIN_WORK multiply-adds each. */
+    int nt = n_threads < 1 ? 1 : n_threads;
+    {
+        double work = (double)m * (double)n * (double)k;
+        int64_t cap = (int64_t)(work / FNN_GEMM_MIN_WORK);
+        if (cap < nt) nt = cap < 1 ? 1 : (int)cap;
+    }
+
+    const int64_t kc_max = FNN_MIN(KC, k);
+    const int64_t nc_max = FNN_MIN(NC, ((n + NR - 1) / NR) * NR);
+    const size_t bpack_bytes = (size_t)kc_max * (size_t)nc_max * sizeof(T);
+    const size_t apack_bytes =
+        (size_t)kc_max * (size_t)(((FNN_MIN(MC, m) + MR - 1) / MR) * MR) * sizeof(T);
+    T *bpack = (T *)fnn_thread_buffer(FNN_BUF_PACK_B, bpack_bytes);
+    if (!bpack) return FNN_ENOMEM;
+    int failed = 0;
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        T *apack = (T *)fnn_thread_buffer(FNN_BUF_PACK_A, apack_bytes);
+        if (!apack) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            failed = 1;
+        }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        int fail_seen;
+#ifdef _OPENMP
+#pragma omp atomic read
+#endif
+        fail_seen = failed;
+        if (!fail_seen) {
+            int tm, tn;
+            const int64_t pm = (m + MR - 1) / MR;
+            SFX(thread_grid)(nth, pm, (nc_max + NR - 1) / NR, &tm, &tn);
+            const int ti = tid / tn, tj = tid % tn;
+            /* this thread's rows, in whole MR panels */
+            const int64_t r0 = FNN_MIN(m, (pm * ti / tm) * MR);
+            const int64_t r1 = FNN_MIN(m, (pm * (ti + 1) / tm) * MR);
+            T tmp[FNN_MAX_TILE];
+
+            for (int64_t jc = 0; jc < n; jc += NC) {
+                const int64_t ncur = FNN_MIN(NC, n - jc);
+                const int64_t pn = (ncur + NR - 1) / NR;
+                const int64_t q0 = pn * tj / tn, q1 = pn * (tj + 1) / tn;
+                for (int64_t pc = 0; pc < k; pc += KC) {
+                    const int64_t kcur = FNN_MIN(KC, k - pc);
+                    const T beff = pc == 0 ? beta : (T)1;
+                    const int last = pc + kcur == k;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                    for (int64_t q = 0; q < pn; q++)
+                        SFX(pack_b)(bpack + q * kcur * NR, b, ldb, trans_b, pc, kcur,
+                                    jc + q * NR, FNN_MIN(NR, ncur - q * NR), NR);
+                    /* implicit barrier: B is packed */
+                    for (int64_t ic = r0; ic < r1; ic += MC) {
+                        const int64_t mcur = FNN_MIN(MC, r1 - ic);
+                        SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR);
+                        for (int64_t q = q0; q < q1; q++) {
+                            const int64_t j = jc + q * NR;
+                            const int64_t nb = FNN_MIN(NR, ncur - q * NR);
+                            const T *bp = bpack + q * kcur * NR;
+                            for (int64_t ip = 0; ip < mcur; ip += MR) {
+                                const int64_t ib = FNN_MIN(MR, mcur - ip);
+                                T *ct = c + (ic + ip) * ldc + j;
+                                const T *ap = apack + ip * kcur;
+                                if (ib == MR && nb == NR) {
+                                    ukr(kcur, ap, bp, NR, ct, ldc, alpha, beff);
+                                } else {
+                                    ukr(kcur, ap, bp, NR, tmp, NR, alpha, 0);
+                                    for (int64_t i = 0; i < ib; i++)
+                                        for (int64_t jj = 0; jj < nb; jj++)
+                                            ct[i * ldc + jj] =
+                                                beff == 0 ? tmp[i * NR + jj]
+                                                          : tmp[i * NR + jj] + beff * ct[i * ldc + jj];
+                                }
+                                if (last && has_ep)
+                                    SFX(fnn_epilogue_tile)(ct, ldc, ib, nb, bias ? bias + j : NULL,
+                                                           z ? z + (ic + ip) * ldz + j : NULL, ldz,
+                                                           act);
+                            }
+                        }
+                    }
+#ifdef _OPENMP
+#pragma omp barrier /* every thread is done with this B block */
+#endif
+                }
+            }
+        }
+    }
+    return failed ? FNN_ENOMEM : FNN_OK;
+}

@@ -1,0 +1,20 @@
+/* optim.c -- optimizers: each update is one fused pass over a parameter. */
+#include <math.h>
+
+#include "fnn_internal.h"
+
+#define T float
+#define SFX(f) f##_f32
+#define TM(fn) fn##f
+#include "optim_impl.h"
+#undef T
+#undef SFX
+#undef TM
+
+#define T double
+#define SFX(f) f##_f64
+#define TM(fn) fn
+#include "optim_impl.h"
+#undef T
+#undef SFX
+#undef TM

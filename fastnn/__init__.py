@@ -1,0 +1,52 @@
+"""fastnn: train neural networks on the CPU with fused C kernels.
+
+Quick start::
+
+    import fastnn as fnn
+    out = fnn.kernels.dense_forward(x, w, b, activation="relu")
+
+See ``python -m fastnn info`` for the ISA and threads in use.
+"""
+
+from __future__ import annotations
+
+from . import kernels, reference
+from ._config import get_num_threads, set_num_threads
+from ._names import ACTIVATIONS
+from ._version import __version__
+
+__all__ = [
+    "__version__",
+    "ACTIVATIONS",
+    "kernels",
+    "reference",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+    "config",
+]
+
+
+def config() -> dict:
+    """The configuration in use: version, ISA, GEMM blocking, threads, OpenMP, NumPy."""
+    import numpy as np
+
+    from . import _kernels
+
+    cfg = _kernels.config()
+    cfg["version"] = __version__
+    cfg["threads"] = get_num_threads()
+    cfg["numpy"] = np.__version__
+    return cfg
+
+
+def show_config() -> None:
+    """Print the ISA, block sizes and thread count fastnn uses on this machine."""
+    cfg = config()
+    print(f"fastnn {cfg['version']}")
+    print(f"  isa        : {cfg['isa']} (cpu has avx2+fma: {cfg['cpu_has_avx2']})")
+    print(f"  threads    : {cfg['threads']} (OpenMP {'on' if cfg['openmp'] else 'off'})")
+    for dt in ("float32", "float64"):
+        b = cfg[dt]
+        print(f"  gemm {dt}: MR={b['MR']} NR={b['NR']} MC={b['MC']} KC={b['KC']} NC={b['NC']}")
+    print(f"  numpy      : {cfg['numpy']}")

@@ -1,0 +1,70 @@
+"""Thread count and engine configuration, shared by every kernel call."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+_num_threads: int | None = None
+
+
+def _cgroup_cpu_limit() -> int | None:
+    """CPUs allowed by a cgroup v2/v1 CPU quota, or None when there is no quota."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota_us = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period_us = int(f.read())
+        if quota_us > 0 and period_us > 0:
+            return max(1, math.ceil(quota_us / period_us))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def default_num_threads() -> int:
+    """Threads to use when the user has not chosen: ``OMP_NUM_THREADS`` if set,
+    else the CPUs this process may run on, capped by a cgroup CPU quota.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if hasattr(os, "sched_getaffinity"):
+        n = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover - macOS / Windows
+        n = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit() if sys.platform.startswith("linux") else None
+    return max(1, min(n, limit) if limit else n)
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads every fastnn kernel may use.
+
+    Parameters
+    ----------
+    n : int
+        A positive thread count.  Results do not depend on it beyond float
+        rounding (and are bitwise repeatable for a fixed count).
+
+    """
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int | __import__("numpy").integer):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _num_threads = int(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads fastnn's kernels use (see :func:`set_num_threads`)."""
+    if _num_threads is None:
+        return default_num_threads()
+    return _num_threads

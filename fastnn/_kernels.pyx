@@ -1,0 +1,270 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, embedsignature=True
+"""fastnn._kernels -- the only compiled module: thin typed calls into csrc/.
+
+Each function here takes C-contiguous typed memoryviews whose shapes were
+already checked by :mod:`fastnn.kernels` (or by a layer, once at build time),
+releases the GIL and calls one C kernel.  Outputs come first, as in C.
+A negative C status is turned into a Python exception.
+"""
+from libc.stdint cimport int64_t
+
+cdef extern from "fastnn.h" nogil:
+    int FNN_OK, FNN_EINVAL, FNN_ENOMEM, FNN_EOVERFLOW, FNN_ELABEL
+    ctypedef struct fnn_epilogue:
+        const void *bias
+        int act
+        void *z
+        int64_t ldz
+    int fnn_init()
+    int fnn_isa()
+    const char *fnn_isa_name(int isa)
+    int fnn_cpu_has_avx2()
+    void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc,
+                           int64_t *nc)
+    int fnn_openmp_enabled()
+    int fnn_act_needs_z(int act)
+    int fnn_gemm_f32(float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k,
+                     int64_t lda, int64_t ldb, int64_t ldc, int trans_a, int trans_b,
+                     float alpha, float beta, const fnn_epilogue *ep, int n_threads)
+    int fnn_gemm_f64(double *c, const double *a, const double *b, int64_t m, int64_t n,
+                     int64_t k, int64_t lda, int64_t ldb, int64_t ldc, int trans_a,
+                     int trans_b, double alpha, double beta, const fnn_epilogue *ep,
+                     int n_threads)
+    int fnn_act_forward_f32(float *out, const float *x, int64_t rows, int64_t cols, int act)
+    int fnn_act_forward_f64(double *out, const double *x, int64_t rows, int64_t cols, int act)
+    int fnn_act_backward_f32(float *dz, float *dbias, const float *da, const float *a,
+                             const float *z, int64_t rows, int64_t cols, int act)
+    int fnn_act_backward_f64(double *dz, double *dbias, const double *da, const double *a,
+                             const double *z, int64_t rows, int64_t cols, int act)
+    int fnn_dense_forward_f32(float *a, float *z, const float *x, const float *w,
+                              const float *b, int64_t batch, int64_t inp, int64_t out,
+                              int act, int n_threads)
+    int fnn_dense_forward_f64(double *a, double *z, const double *x, const double *w,
+                              const double *b, int64_t batch, int64_t inp, int64_t out,
+                              int act, int n_threads)
+    int fnn_dense_backward_f32(float *dx, float *dw, float *db, float *delta, const float *da,
+                               const float *a, const float *z, const float *x, const float *w,
+                               int64_t batch, int64_t inp, int64_t out, int act, float beta_w,
+                               int n_threads)
+    int fnn_dense_backward_f64(double *dx, double *dw, double *db, double *delta,
+                               const double *da, const double *a, const double *z,
+                               const double *x, const double *w, int64_t batch, int64_t inp,
+                               int64_t out, int act, double beta_w, int n_threads)
+    int fnn_cross_entropy_f32(double *loss, float *grad, const float *logits,
+                              const int64_t *labels, const float *target, int64_t batch,
+                              int64_t classes)
+    int fnn_cross_entropy_f64(double *loss, double *grad, const double *logits,
+                              const int64_t *labels, const double *target, int64_t batch,
+                              int64_t classes)
+    int fnn_mse_f32(double *loss, float *grad, const float *pred, const float *target,
+                    int64_t n)
+    int fnn_mse_f64(double *loss, double *grad, const double *pred, const double *target,
+                    int64_t n)
+    int fnn_bce_logits_f32(double *loss, float *grad, const float *logits, const float *target,
+                           int64_t n)
+    int fnn_bce_logits_f64(double *loss, double *grad, const double *logits,
+                           const double *target, int64_t n)
+    int fnn_sgd_update_f32(float *w, const float *dw, int64_t n, float lr)
+    int fnn_sgd_update_f64(double *w, const double *dw, int64_t n, double lr)
+
+ctypedef fused floating:
+    float
+    double
+
+fnn_init()
+
+
+cdef int _check(int status, str name) except -1:
+    """Turn a C status into an exception naming the kernel."""
+    if status == FNN_OK:
+        return 0
+    if status == FNN_ENOMEM:
+        raise MemoryError(f"{name}: could not allocate the kernel's workspace")
+    if status == FNN_EOVERFLOW:
+        raise ValueError(f"{name}: array sizes overflow 64-bit indexing")
+    if status == FNN_ELABEL:
+        raise ValueError(f"{name}: a class label is outside [0, n_classes)")
+    raise ValueError(f"{name}: invalid argument (status {status})")
+
+
+cdef inline floating *_p2(floating[:, ::1] v) noexcept nogil:
+    """Pointer to a 2-D view's data, NULL for None or an empty view."""
+    if v is None or v.shape[0] == 0 or v.shape[1] == 0:
+        return NULL
+    return &v[0, 0]
+
+
+cdef inline const floating *_c2(const floating[:, ::1] v) noexcept nogil:
+    if v is None or v.shape[0] == 0 or v.shape[1] == 0:
+        return NULL
+    return &v[0, 0]
+
+
+cdef inline floating *_p1(floating[::1] v) noexcept nogil:
+    if v is None or v.shape[0] == 0:
+        return NULL
+    return &v[0]
+
+
+cdef inline const floating *_c1(const floating[::1] v) noexcept nogil:
+    if v is None or v.shape[0] == 0:
+        return NULL
+    return &v[0]
+
+
+def config():
+    """The engine's configuration: ISA, OpenMP, GEMM block sizes per dtype."""
+    cdef int64_t mr, nr, mc, kc, nc
+    out = {"isa": fnn_isa_name(fnn_isa()).decode(), "cpu_has_avx2": bool(fnn_cpu_has_avx2()),
+           "openmp": bool(fnn_openmp_enabled())}
+    for name, size in (("float32", 4), ("float64", 8)):
+        fnn_gemm_blocking(size, &mr, &nr, &mc, &kc, &nc)
+        out[name] = {"MR": mr, "NR": nr, "MC": mc, "KC": kc, "NC": nc}
+    return out
+
+
+def act_needs_z(int act):
+    """True when the derivative of activation code `act` needs the pre-activation."""
+    return bool(fnn_act_needs_z(act))
+
+
+def gemm(floating[:, ::1] c, const floating[:, ::1] a, const floating[:, ::1] b, bint trans_a,
+         bint trans_b, double alpha, double beta, int n_threads):
+    """c (m, n) = alpha op(a) op(b) + beta c; a is (m, k) or (k, m) if trans_a, b likewise."""
+    cdef int64_t m = c.shape[0], n = c.shape[1]
+    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef int64_t lda = a.shape[1], ldb = b.shape[1]
+    cdef int st
+    if m == 0 or n == 0:
+        return
+    if lda == 0:
+        lda = 1
+    if ldb == 0:
+        ldb = 1
+    with nogil:
+        if floating is float:
+            st = fnn_gemm_f32(&c[0, 0], _c2(a), _c2(b), m, n, k, lda, ldb, n, trans_a, trans_b,
+                              <float>alpha, <float>beta, NULL, n_threads)
+        else:
+            st = fnn_gemm_f64(&c[0, 0], _c2(a), _c2(b), m, n, k, lda, ldb, n, trans_a, trans_b,
+                              alpha, beta, NULL, n_threads)
+    _check(st, "gemm")
+
+
+def dense_forward(floating[:, ::1] a, floating[:, ::1] z, const floating[:, ::1] x,
+                  const floating[:, ::1] w, const floating[::1] b, int act, int n_threads):
+    """a (batch, out) = act(x (batch, in) @ w (in, out) + b (out,)); z (or None) = pre-activation."""
+    cdef int64_t batch = x.shape[0], inp = x.shape[1], out = w.shape[1]
+    cdef int st
+    with nogil:
+        if floating is float:
+            st = fnn_dense_forward_f32(_p2(a), _p2(z), _c2(x), _c2(w), _c1(b), batch, inp, out,
+                                       act, n_threads)
+        else:
+            st = fnn_dense_forward_f64(_p2(a), _p2(z), _c2(x), _c2(w), _c1(b), batch, inp, out,
+                                       act, n_threads)
+    _check(st, "dense_forward")
+
+
+def dense_backward(floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db,
+                   floating[:, ::1] delta, const floating[:, ::1] da, const floating[:, ::1] a,
+                   const floating[:, ::1] z, const floating[:, ::1] x, const floating[:, ::1] w,
+                   int act, double beta_w, int n_threads):
+    """delta = da * act'(z); dw = x^T delta + beta_w dw; db = sum(delta); dx = delta w^T."""
+    cdef int64_t batch = x.shape[0], inp = x.shape[1], out = w.shape[1]
+    cdef int st
+    with nogil:
+        if floating is float:
+            st = fnn_dense_backward_f32(_p2(dx), _p2(dw), _p1(db), _p2(delta), _c2(da), _c2(a),
+                                        _c2(z), _c2(x), _c2(w), batch, inp, out, act,
+                                        <float>beta_w, n_threads)
+        else:
+            st = fnn_dense_backward_f64(_p2(dx), _p2(dw), _p1(db), _p2(delta), _c2(da), _c2(a),
+                                        _c2(z), _c2(x), _c2(w), batch, inp, out, act, beta_w,
+                                        n_threads)
+    _check(st, "dense_backward")
+
+
+def act_forward(floating[:, ::1] out, const floating[:, ::1] x, int act):
+    """out (rows, cols) = act(x); softmax over each row."""
+    cdef int st
+    with nogil:
+        if floating is float:
+            st = fnn_act_forward_f32(_p2(out), _c2(x), x.shape[0], x.shape[1], act)
+        else:
+            st = fnn_act_forward_f64(_p2(out), _c2(x), x.shape[0], x.shape[1], act)
+    _check(st, "activation_forward")
+
+
+def act_backward(floating[:, ::1] dz, floating[::1] dbias, const floating[:, ::1] da,
+                 const floating[:, ::1] a, const floating[:, ::1] z, int act):
+    """dz (rows, cols) = da * act'(z) from a = act(z); dbias (cols,) or None = column sums."""
+    cdef int st
+    with nogil:
+        if floating is float:
+            st = fnn_act_backward_f32(_p2(dz), _p1(dbias), _c2(da), _c2(a), _c2(z), da.shape[0],
+                                      da.shape[1], act)
+        else:
+            st = fnn_act_backward_f64(_p2(dz), _p1(dbias), _c2(da), _c2(a), _c2(z), da.shape[0],
+                                      da.shape[1], act)
+    _check(st, "activation_backward")
+
+
+def cross_entropy(floating[:, ::1] grad, const floating[:, ::1] logits,
+                  const int64_t[::1] labels, const floating[:, ::1] target):
+    """Mean softmax cross-entropy of logits (batch, classes) against labels (batch,) or
+    target rows (batch, classes); fills grad (or None) and returns the loss."""
+    cdef double loss = 0.0
+    cdef int st
+    cdef const int64_t *lab = NULL
+    if labels is not None and labels.shape[0] > 0:
+        lab = &labels[0]
+    if labels is not None and target is not None:
+        raise ValueError("cross_entropy: give labels or target, not both")
+    with nogil:
+        if floating is float:
+            st = fnn_cross_entropy_f32(&loss, _p2(grad), _c2(logits), lab, _c2(target),
+                                       logits.shape[0], logits.shape[1])
+        else:
+            st = fnn_cross_entropy_f64(&loss, _p2(grad), _c2(logits), lab, _c2(target),
+                                       logits.shape[0], logits.shape[1])
+    _check(st, "cross_entropy")
+    return loss
+
+
+def mse(floating[::1] grad, const floating[::1] pred, const floating[::1] target):
+    """Mean squared error of flat pred (n,) against target (n,); fills grad, returns loss."""
+    cdef double loss = 0.0
+    cdef int st
+    with nogil:
+        if floating is float:
+            st = fnn_mse_f32(&loss, _p1(grad), _c1(pred), _c1(target), pred.shape[0])
+        else:
+            st = fnn_mse_f64(&loss, _p1(grad), _c1(pred), _c1(target), pred.shape[0])
+    _check(st, "mse")
+    return loss
+
+
+def bce_logits(floating[::1] grad, const floating[::1] logits, const floating[::1] target):
+    """Mean binary cross-entropy from flat logits (n,); fills grad, returns loss."""
+    cdef double loss = 0.0
+    cdef int st
+    with nogil:
+        if floating is float:
+            st = fnn_bce_logits_f32(&loss, _p1(grad), _c1(logits), _c1(target), logits.shape[0])
+        else:
+            st = fnn_bce_logits_f64(&loss, _p1(grad), _c1(logits), _c1(target), logits.shape[0])
+    _check(st, "binary_cross_entropy")
+    return loss
+
+
+def sgd_update(floating[::1] w, const floating[::1] dw, double lr):
+    """w (n,) -= lr * dw (n,), in place."""
+    cdef int st
+    with nogil:
+        if floating is float:
+            st = fnn_sgd_update_f32(_p1(w), _c1(dw), w.shape[0], <float>lr)
+        else:
+            st = fnn_sgd_update_f64(_p1(w), _c1(dw), w.shape[0], lr)
+    _check(st, "sgd_update")

@@ -1,0 +1,219 @@
+"""fastnn.reference -- NumPy twins of every kernel in :mod:`fastnn.kernels`.
+
+Same names, same signatures, plain NumPy written for clarity, not speed.  These
+define the math; the tests hold the C kernels to them.  Never used on the hot
+path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ._names import NEEDS_Z, activation_name
+from ._validation import as_float_array, common_float_dtype, labels_array
+
+__all__ = [
+    "gemm",
+    "dense_forward",
+    "dense_backward",
+    "activation_forward",
+    "activation_backward",
+    "cross_entropy",
+    "mse",
+    "binary_cross_entropy",
+    "sgd_update",
+]
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _fill(out: np.ndarray | None, value: np.ndarray) -> np.ndarray:
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+def _act(x: np.ndarray, name: str) -> np.ndarray:
+    """act(x) for one activation name, in x's dtype."""
+    if name == "identity":
+        return x.copy()
+    if name == "sigmoid":
+        return _sigmoid(x)
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "relu":
+        return np.where(x < 0, 0, x).astype(x.dtype)
+    if name == "leaky_relu":
+        return np.where(x < 0, x * x.dtype.type(0.01), x)
+    if name == "elu":
+        return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+    if name == "gelu":
+        return (x * 0.5 * _erfc(-x.astype(np.float64) / math.sqrt(2))).astype(x.dtype)
+    if name == "softplus":
+        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    if name == "silu":
+        return x * _sigmoid(x)
+    if name == "softmax":
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    raise ValueError(name)
+
+
+def _act_grad(da: np.ndarray, a: np.ndarray, z: np.ndarray | None, name: str) -> np.ndarray:
+    """Da * act'(z) from a = act(z) (and z for gelu/silu)."""
+    if name == "identity":
+        return da.copy()
+    if name == "sigmoid":
+        return da * a * (1 - a)
+    if name == "tanh":
+        return da * (1 - a * a)
+    if name == "relu":
+        return np.where(a > 0, da, 0).astype(da.dtype)
+    if name == "leaky_relu":
+        return np.where(a > 0, da, da * da.dtype.type(0.01))
+    if name == "elu":
+        return np.where(a > 0, da, da * (a + 1))
+    if name == "gelu":
+        z64 = z.astype(np.float64)
+        cdf = 0.5 * _erfc(-z64 / math.sqrt(2))
+        pdf = np.exp(-0.5 * z64 * z64) / math.sqrt(2 * math.pi)
+        return (da * (cdf + z64 * pdf)).astype(da.dtype)
+    if name == "softplus":
+        return da * -np.expm1(-a)  # sigmoid(z) = 1 - exp(-softplus(z))
+    if name == "silu":
+        s = _sigmoid(z)
+        return da * s * (1 + z * (1 - s))
+    if name == "softmax":
+        return a * (da - (da * a).sum(axis=-1, keepdims=True))
+    raise ValueError(name)
+
+
+def gemm(a: Any, b: Any, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
+         beta: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.gemm`: ``alpha * op(a) @ op(b) + beta * out``."""
+    dt = common_float_dtype(a, b)
+    a = as_float_array(a, "a", dt, 2)
+    b = as_float_array(b, "b", dt, 2)
+    opa = a.T if trans_a else a
+    opb = b.T if trans_b else b
+    res = dt.type(alpha) * (opa @ opb)
+    if beta != 0:
+        res = res + dt.type(beta) * out
+    return _fill(out, res.astype(dt))
+
+
+def dense_forward(x: Any, w: Any, b: Any = None, activation: str | None = "identity", *,
+                  out: np.ndarray | None = None, z_out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.dense_forward`: ``act(x @ w + b)``."""
+    name = activation_name(activation)
+    dt = common_float_dtype(x, w, b)
+    x = as_float_array(x, "x", dt, 2)
+    w = as_float_array(w, "w", dt, 2)
+    z = x @ w
+    if b is not None:
+        z = z + as_float_array(b, "b", dt, 1)
+    if z_out is not None:
+        z_out[...] = z
+    return _fill(out, _act(z, name))
+
+
+def dense_backward(grad_out: Any, x: Any, w: Any, out_act: Any, pre_act: Any = None,
+                   activation: str | None = "identity", *, need_dx: bool = True,
+                   dx_out: np.ndarray | None = None, dw_out: np.ndarray | None = None,
+                   db_out: np.ndarray | None = None
+                   ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.dense_backward`."""
+    name = activation_name(activation)
+    if pre_act is None and name in NEEDS_Z:
+        raise ValueError(f"dense_backward: activation {name!r} needs pre_act (the forward's z)")
+    dt = common_float_dtype(grad_out, x, w, out_act, pre_act)
+    x = as_float_array(x, "x", dt, 2)
+    w = as_float_array(w, "w", dt, 2)
+    delta = _act_grad(as_float_array(grad_out, "grad_out", dt, 2),
+                      as_float_array(out_act, "out_act", dt, 2),
+                      None if pre_act is None else as_float_array(pre_act, "pre_act", dt, 2),
+                      name)
+    dw = _fill(dw_out, x.T @ delta)
+    db = _fill(db_out, delta.sum(axis=0))
+    dx = _fill(dx_out, delta @ w.T) if need_dx else None
+    return dx, dw, db
+
+
+def activation_forward(x: Any, activation: str | None, *,
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.activation_forward`."""
+    name = activation_name(activation)
+    x = as_float_array(x, "x", common_float_dtype(x))
+    return _fill(out, _act(x, name))
+
+
+def activation_backward(grad_out: Any, out_act: Any, pre_act: Any = None,
+                        activation: str | None = "identity", *,
+                        out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.activation_backward`."""
+    name = activation_name(activation)
+    if pre_act is None and name in NEEDS_Z:
+        raise ValueError(f"activation_backward: activation {name!r} needs pre_act")
+    dt = common_float_dtype(grad_out, out_act, pre_act)
+    g = _act_grad(as_float_array(grad_out, "grad_out", dt), as_float_array(out_act, "out_act", dt),
+                  None if pre_act is None else as_float_array(pre_act, "pre_act", dt), name)
+    return _fill(out, g)
+
+
+def cross_entropy(logits: Any, labels: Any, *,
+                  grad_out: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.cross_entropy` (log-softmax, mean over the batch)."""
+    lab = np.asarray(labels)
+    dt = common_float_dtype(logits, lab if lab.ndim == 2 else None)
+    x = as_float_array(logits, "logits", dt, 2)
+    n, c = x.shape
+    if lab.ndim == 2:
+        t = as_float_array(lab, "labels", dt, 2)
+    else:
+        t = np.zeros_like(x)
+        t[np.arange(n), labels_array(lab, n, c)] = 1
+    x64 = x.astype(np.float64)
+    mx = x64.max(axis=1, keepdims=True)
+    lse = mx + np.log(np.exp(x64 - mx).sum(axis=1, keepdims=True))
+    loss = float((t * (lse - x64)).sum() / n) if n else 0.0
+    p = np.exp(x64 - lse)
+    grad = ((p * t.sum(axis=1, keepdims=True) - t) / max(n, 1)).astype(dt)
+    return loss, _fill(grad_out, grad)
+
+
+def mse(pred: Any, target: Any, *, grad_out: np.ndarray | None = None
+        ) -> tuple[float, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.mse` (mean over all elements)."""
+    dt = common_float_dtype(pred, target)
+    p = as_float_array(pred, "pred", dt)
+    t = as_float_array(target, "target", dt)
+    d = p - t
+    loss = float(np.mean(d.astype(np.float64) ** 2)) if d.size else 0.0
+    return loss, _fill(grad_out, (2 * d / max(d.size, 1)).astype(dt))
+
+
+def binary_cross_entropy(logits: Any, target: Any, *, grad_out: np.ndarray | None = None
+                         ) -> tuple[float, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.binary_cross_entropy` (``BCEWithLogitsLoss``)."""
+    dt = common_float_dtype(logits, target)
+    x = as_float_array(logits, "logits", dt)
+    t = as_float_array(target, "target", dt)
+    x64, t64 = x.astype(np.float64), t.astype(np.float64)
+    per = np.maximum(x64, 0) - x64 * t64 + np.log1p(np.exp(-np.abs(x64)))
+    loss = float(per.mean()) if per.size else 0.0
+    return loss, _fill(grad_out, ((_sigmoid(x) - t) / max(x.size, 1)).astype(dt))
+
+
+def sgd_update(w: np.ndarray, dw: Any, lr: float) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.sgd_update`: ``w -= lr * dw`` in place."""
+    w -= w.dtype.type(lr) * np.asarray(dw, dtype=w.dtype)
+    return w

@@ -1,0 +1,103 @@
+"""Build fastnn's compiled module: csrc/*.c kernels under one Cython module.
+
+OpenMP is probed at build time (-fopenmp with GCC/Clang, /openmp with MSVC,
+Apple Clang with libomp); without it the kernels build and run single-threaded.
+No -march flags: the AVX2 micro-kernels carry target attributes and are chosen
+at run time (csrc/cpu.c), so one binary runs on every x86-64 CPU.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).parent
+C_SOURCES = sorted(str(p.relative_to(HERE)).replace(os.sep, "/")
+                   for p in (HERE / "csrc").glob("*.c"))
+
+OPENMP_PROBE = r"""
+#include <omp.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    return n > 0 ? 0 : 1;
+}
+"""
+
+
+def openmp_flags(compiler) -> tuple[list[str], list[str]]:
+    """Compile and link flags that enable OpenMP with this compiler, or ([], [])."""
+    if os.environ.get("FASTNN_NO_OPENMP"):
+        return [], []
+    if compiler.compiler_type == "msvc":
+        candidates = [(["/openmp"], [])]
+    elif sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    tmp = tempfile.mkdtemp(prefix="fastnn-omp-")
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_PROBE)
+        for cflags, lflags in candidates:
+            try:
+                objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=lflags)
+                return cflags, lflags
+            except Exception:  # noqa: BLE001 -- any failure means "no OpenMP this way"
+                continue
+        return [], []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    """build_ext that adds optimisation and OpenMP flags suited to the compiler."""
+
+    def build_extensions(self) -> None:
+        """Add compiler-specific flags, then build as usual."""
+        ctype = self.compiler.compiler_type
+        if ctype == "msvc":
+            base = ["/O2", "/fp:precise"]
+        else:
+            base = ["-O3", "-fno-math-errno", "-fvisibility=hidden",
+                    "-Wno-unused-function", "-Wno-unreachable-code"]
+        omp_c, omp_l = openmp_flags(self.compiler)
+        print(f"fastnn: OpenMP flags {omp_c or 'none (single-threaded build)'}")
+        for ext in self.extensions:
+            ext.extra_compile_args = base + omp_c + ext.extra_compile_args
+            ext.extra_link_args = omp_l + ext.extra_link_args
+        super().build_extensions()
+
+
+extensions = [
+    Extension(
+        "fastnn._kernels",
+        sources=["fastnn/_kernels.pyx", *C_SOURCES],
+        include_dirs=["csrc"],
+        depends=[str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.h")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    ),
+    cmdclass={"build_ext": BuildExt},
+)

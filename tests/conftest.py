@@ -1,0 +1,52 @@
+"""Shared test helpers: dtype tolerances scaled with the reduction length."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import fastnn
+
+EPS = {np.dtype(np.float32): 1.2e-7, np.dtype(np.float64): 2.3e-16}
+
+
+def assert_close(actual, expected, dtype, k: int = 1, what: str = "", scale: float = 16.0):
+    """Assert |actual - expected| <= tol * (|expected| + 1) elementwise.
+
+    tol = scale * eps(dtype) * sqrt(k): a reduction of length k accumulates
+    rounding error growing like sqrt(k).  On failure, report the worst absolute
+    and relative difference and the first bad index.
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    tol = scale * EPS[np.dtype(dtype)] * math.sqrt(max(k, 1))
+    # the scale of the values: elements near zero are compared to the array's magnitude
+    mag = np.abs(expected) + np.max(np.abs(expected), initial=0.0) * 1e-3 + 1e-30
+    err = np.abs(actual - expected)
+    bad = ~(err <= tol * (mag + 1.0))
+    if bad.any():
+        idx = np.unravel_index(np.argmax(np.where(bad, err / (mag + 1.0), -1)), err.shape)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {bad.size} elements differ; worst abs diff "
+            f"{err[idx]:.3e} at {tuple(int(i) for i in idx)} (got {actual[idx]!r}, "
+            f"expected {expected[idx]!r}, rel {err[idx] / (abs(expected[idx]) + 1e-30):.3e}, "
+            f"tol {tol:.2e}); first bad index {first}"
+        )
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """Run a test at 1 and at 2 threads, restoring the previous setting."""
+    old = fastnn.get_num_threads()
+    fastnn.set_num_threads(request.param)
+    yield request.param
+    fastnn.set_num_threads(old)
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return np.dtype(request.param)
