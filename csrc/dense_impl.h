@@ -25,7 +25,7 @@ int SFX(fnn_dense_forward)(T *a, T *z, const T *x, const T *w, const T *b, int64
 
 /* Backward of dense_forward (shapes in fastnn.h):
  *   delta = da * act'(z), db = sum over the batch of delta   (one pass)
- *   dw = x^T delta + beta_w dw                               (GEMM, A transposed in packing)
+ *   dw = x^T delta + beta_w dw  (skipped when dw is NULL)   (GEMM, A transposed in packing)
  *   dx = delta w^T                                           (GEMM, B transposed in packing) */
 int SFX(fnn_dense_backward)(T *dx, T *dw, T *db, T *delta, const T *da, const T *a, const T *z,
                             const T *x, const T *w, int64_t batch, int64_t in, int64_t out, int act,
@@ -39,9 +39,12 @@ int SFX(fnn_dense_backward)(T *dx, T *dw, T *db, T *delta, const T *da, const T 
     int st = SFX(fnn_act_backward)(delta, db, da, a, z, batch, out, act);
     if (st != FNN_OK) return st;
     if (in == 0 || out == 0) return FNN_OK;
-    st = SFX(fnn_gemm)(dw, x, delta, in, out, batch, FNN_MAX(in, 1), FNN_MAX(out, 1), out, 1, 0,
-                       (T)1, beta_w, NULL, n_threads);
-    if (st != FNN_OK || dx == NULL || batch == 0) return st;
+    if (dw) { /* NULL for a frozen layer */
+        st = SFX(fnn_gemm)(dw, x, delta, in, out, batch, FNN_MAX(in, 1), FNN_MAX(out, 1), out, 1,
+                           0, (T)1, beta_w, NULL, n_threads);
+        if (st != FNN_OK) return st;
+    }
+    if (dx == NULL || batch == 0) return FNN_OK;
     return SFX(fnn_gemm)(dx, delta, w, batch, in, out, out, out, in, 0, 1, (T)1, (T)0, NULL,
                          n_threads);
 }

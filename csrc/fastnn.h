@@ -117,7 +117,8 @@ int fnn_dense_forward_f64(double *a, double *z, const double *x, const double *w
  *   da (batch, out) upstream gradient dL/da; a, z as saved by the forward
  *   (z may be NULL unless fnn_act_needs_z(act)); x (batch, in); w (in, out).
  *   delta (batch, out) workspace receiving dL/dz (may alias da);
- *   dw (in, out) = x^T delta (+ beta_w * dw);  db (out,) = sum_batch delta
+ *   dw (in, out) = x^T delta (+ beta_w * dw), or NULL to skip (frozen layer);
+ *   db (out,) = sum_batch delta
  *   (or NULL); dx (batch, in) = delta w^T, or NULL to skip (first layer). */
 int fnn_dense_backward_f32(float *dx, float *dw, float *db, float *delta, const float *da,
                            const float *a, const float *z, const float *x, const float *w,

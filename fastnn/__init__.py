@@ -10,16 +10,31 @@ See ``python -m fastnn info`` for the ISA and threads in use.
 
 from __future__ import annotations
 
-from . import kernels, reference
+from . import callbacks, init, kernels, losses, optim, reference, schedules
 from ._config import get_num_threads, set_num_threads
 from ._names import ACTIVATIONS
 from ._version import __version__
+from .io import load_model as load
+from .layers import Activation, Dense, Dropout, Flatten, Layer
+from .model import Sequential
 
 __all__ = [
     "__version__",
     "ACTIVATIONS",
     "kernels",
     "reference",
+    "callbacks",
+    "init",
+    "losses",
+    "optim",
+    "schedules",
+    "Sequential",
+    "Layer",
+    "Dense",
+    "Dropout",
+    "Activation",
+    "Flatten",
+    "load",
     "get_num_threads",
     "set_num_threads",
     "show_config",

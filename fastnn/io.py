@@ -1,0 +1,205 @@
+"""Saving and loading models: one zip file of ``.npy`` arrays plus JSON, never pickle.
+
+Why a zip of ``.npy``: both formats are documented and read by NumPy alone
+(``np.load(allow_pickle=False)`` cannot execute code), the zip's CRC-32 catches
+corrupted bytes, and any tool can list and read the parts.  (safetensors would
+be equally safe but is an extra dependency and has no place for the JSON state
+besides a string header.)
+
+Layout of a ``.fnn`` file::
+
+    fastnn.json          format name and version, architecture, optimizer and loss
+                         configuration, counters, RNG state, per-layer state
+    params/NNNN.npy      every parameter, in model order
+    optim/NAME.npy       optimizer state buffers
+
+Writes are atomic: a temporary file in the same directory, fsync, rename.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+
+FORMAT = "fastnn-model"
+VERSION = 1
+_MAX_JSON = 16 * 1024 * 1024
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync, then rename."""
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        try:  # make the rename itself durable
+            dfd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_model(model: Any, path: str | os.PathLike) -> None:
+    """Write ``model`` to ``path`` (see the module docstring for the format)."""
+    params = [p for layer in model.layers for p in layer.params]
+    opt = model.optimizer
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.get_config(),
+        "trainable": [layer.trainable for layer in model.layers],
+        "layer_state": [layer.state() for layer in model.layers],
+        "n_params": len(params),
+        "epoch": model.epoch,
+        "step": model.step,
+        "rng": _jsonable(model.rng.bit_generator.state),
+        "loss": None if model.loss is None else model.loss.name,
+        "optimizer": None if opt is None else {
+            "type": type(opt).__name__, "config": opt.get_config(),
+            "step_count": opt.step_count, "state": sorted(opt.state)},
+    }
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+            z.writestr("fastnn.json", json.dumps(meta, indent=1))
+            for i, p in enumerate(params):
+                z.writestr(f"params/{i:04d}.npy", _npy_bytes(p))
+            if opt is not None:
+                for name, arr in opt.state.items():
+                    z.writestr(f"optim/{name}.npy", _npy_bytes(arr))
+
+    atomic_write(path, write)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.integer | int):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def _read_npy(z: zipfile.ZipFile, name: str) -> np.ndarray:
+    try:
+        data = z.read(name)
+    except KeyError:
+        raise ValueError(f"model file is missing {name}") from None
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 -- any parse failure is a corrupt file
+        raise ValueError(f"model file entry {name} is not a valid .npy array: {exc}") from None
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"model file entry {name} has unsupported dtype {arr.dtype}")
+    return arr
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """Read a model written by :func:`save_model`; ValueError for any bad file."""
+    try:
+        z = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueError(f"{os.fspath(path)!r} is not a fastnn model file (not a zip: {exc})"
+                         ) from None
+    try:
+        with z:
+            bad = z.testzip()
+            if bad is not None:
+                raise ValueError(f"model file is corrupted (CRC mismatch in {bad})")
+            try:
+                info = z.getinfo("fastnn.json")
+            except KeyError:
+                raise ValueError("not a fastnn model file (no fastnn.json)") from None
+            if info.file_size > _MAX_JSON:
+                raise ValueError("model file header is implausibly large")
+            try:
+                meta = json.loads(z.read("fastnn.json"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValueError(f"model file header is not valid JSON: {exc}") from None
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ValueError("not a fastnn model file (wrong format tag)")
+            if meta.get("version") != VERSION:
+                raise ValueError(f"unsupported fastnn model file version {meta.get('version')!r}"
+                                 f" (this fastnn reads version {VERSION})")
+            return _build(z, meta)
+    except ValueError:
+        raise
+    except (KeyError, TypeError, IndexError, AttributeError, zipfile.BadZipFile, OSError,
+            EOFError) as exc:
+        raise ValueError(f"model file is malformed: {type(exc).__name__}: {exc}") from None
+
+
+def _build(z: zipfile.ZipFile, meta: dict) -> Any:
+    from . import layers as layers_mod
+    from . import optim as optim_mod
+    from .model import Sequential
+
+    cfg = meta["model"]
+    layers = []
+    for spec in cfg["layers"]:
+        cls = layers_mod.LAYER_TYPES.get(spec["type"])
+        if cls is None:
+            raise ValueError(f"model file names an unknown layer type {spec['type']!r}")
+        kwargs = dict(spec["config"])
+        trainable = kwargs.pop("trainable", True)
+        layer = cls(**kwargs)
+        layer.trainable = bool(trainable)
+        layers.append(layer)
+    model = Sequential(layers, dtype=cfg["dtype"], seed=cfg["seed"],
+                       input_shape=cfg["input_shape"], name=cfg["name"])
+    params = [p for layer in model.layers for p in layer.params]
+    if meta["n_params"] != len(params):
+        raise ValueError("model file's parameter count does not match its architecture")
+    arrays = [_read_npy(z, f"params/{i:04d}.npy") for i in range(len(params))]
+    model.set_weights(arrays)
+    for layer, st, tr in zip(model.layers, meta["layer_state"], meta["trainable"]):
+        layer.set_state(st)
+        layer.trainable = bool(tr)
+    model.epoch, model.step = int(meta["epoch"]), int(meta["step"])
+    model.rng.bit_generator.state = meta["rng"]
+    opt_meta = meta.get("optimizer")
+    if opt_meta is not None:
+        cls = getattr(optim_mod, opt_meta["type"], None)
+        if not (isinstance(cls, type) and issubclass(cls, optim_mod.Optimizer)):
+            raise ValueError(f"model file names an unknown optimizer {opt_meta['type']!r}")
+        conf = dict(opt_meta["config"])
+        if "betas" in conf:
+            conf["betas"] = tuple(conf["betas"])
+        model.compile(optimizer=cls(**conf), loss=meta["loss"] or "cross_entropy")
+        model._ensure_optimizer()
+        state = {name: _read_npy(z, f"optim/{name}.npy") for name in opt_meta["state"]}
+        model.optimizer.load_state_dict({"step_count": opt_meta["step_count"], "state": state})
+    elif meta.get("loss"):
+        from .losses import get_loss
+
+        model.loss = get_loss(meta["loss"])
+    return model

@@ -1,0 +1,423 @@
+"""Layers: each owns its parameters (views into the model's flat buffers) and the
+work buffers of its forward/backward pass, sized once per batch shape and reused.
+
+A layer's forward calls one C kernel; its backward calls one more.  Layers are
+built by :class:`fastnn.Sequential`, which gives them the dtype and the model's
+random Generator; before that ``weight`` and ``bias`` are ``None``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _kernels as _k
+from ._config import get_num_threads
+from ._names import NEEDS_Z, activation_code, activation_name
+from ._validation import positive_int
+from .init import Initializer, check_initializer, draw
+
+SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+class Layer:
+    """Base class.  Subclasses define ``param_shapes``, ``output_shape``, ``forward``,
+    ``backward`` and ``get_config``.
+
+    Attributes
+    ----------
+    trainable : bool
+        False freezes the layer: no gradients are applied and no optimizer
+        state is kept for its parameters.
+    name : str
+        Unique within a model (assigned by the model when not given).
+    """
+
+    #: names of the parameters, in the order of ``params``
+    param_names: tuple[str, ...] = ()
+
+    def __init__(self, name: str | None = None, trainable: bool = True) -> None:
+        self.name = name
+        self.trainable = bool(trainable)
+        self.dtype: np.dtype | None = None
+        self.params: list[np.ndarray] = []
+        self.grads: list[np.ndarray] = []
+        self._cache: dict[tuple, dict[str, np.ndarray]] = {}
+        self.input_shape: tuple[int | None, ...] | None = None
+
+    # ---- parameters -------------------------------------------------------
+    def param_shapes(self, input_shape: tuple[int | None, ...]) -> list[tuple[int, ...]]:
+        """Shapes of this layer's parameters for a given per-sample input shape."""
+        return []
+
+    def init_params(self, rng: np.random.Generator, dtype: np.dtype) -> list[np.ndarray]:
+        """Freshly drawn parameter values (called once, when the layer is built)."""
+        return []
+
+    @property
+    def built(self) -> bool:
+        """True once the layer has a dtype and its parameters."""
+        return self.dtype is not None
+
+    def build(self, input_shape: tuple[int | None, ...], dtype: np.dtype,
+              rng: np.random.Generator) -> tuple[int | None, ...]:
+        """Check ``input_shape`` (per sample), create parameters, return the output shape."""
+        out_shape = self.output_shape(input_shape)
+        dtype = np.dtype(dtype)
+        if self.params and self.dtype == dtype:
+            pass  # already built (e.g. reused in a new model): keep the values
+        elif self.params:
+            self.params = [np.ascontiguousarray(p, dtype=dtype) for p in self.params]
+        else:
+            self.params = self.init_params(rng, dtype)
+        self.grads = [np.zeros_like(p) for p in self.params]
+        self.dtype = dtype
+        self.input_shape = None if input_shape is None else tuple(input_shape)
+        self._cache.clear()
+        return out_shape
+
+    def bind(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        """Make this layer's parameters and gradients views of the model's flat buffers."""
+        for view, p in zip(params, self.params):
+            view[...] = p
+        self.params = params
+        self.grads = grads
+
+    def _set_param(self, i: int, value: Any) -> None:
+        if not self.params:
+            raise RuntimeError(f"{self.name or type(self).__name__} is not built yet")
+        arr = np.asarray(value)
+        if arr.shape != self.params[i].shape:
+            raise ValueError(f"{self.param_names[i]} must have shape {self.params[i].shape}, "
+                             f"got {arr.shape}")
+        self.params[i][...] = arr  # in place: stays a view of the model's buffer
+
+    def num_params(self) -> int:
+        """Number of scalar parameters."""
+        return int(sum(p.size for p in self.params))
+
+    # ---- computation -----------------------------------------------------
+    def output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """Per-sample output shape for a per-sample input shape (ValueError if invalid).
+
+        ``None`` stands for a shape not known yet (checked at the first batch).
+        """
+        return None if input_shape is None else tuple(input_shape)
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """Output of the layer; the array returned is a buffer reused by the next call."""
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray, need_dx: bool) -> np.ndarray | None:
+        """Fill ``grads`` from dL/d(output) (when trainable); return dL/d(input) or None.
+
+        ``grad_out`` may be overwritten (it is a buffer the model owns).
+        """
+        raise NotImplementedError
+
+    def penalty(self) -> float:
+        """Regularization term this layer adds to the loss."""
+        return 0.0
+
+    def _buffers(self, key: tuple, make: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        """Work buffers for one input shape, allocated once and reused (at most 4 shapes)."""
+        bufs = self._cache.get(key)
+        if bufs is None:
+            if len(self._cache) >= 4:
+                self._cache.pop(next(iter(self._cache)))
+            bufs = {name: np.empty(shape, dtype=self.dtype) for name, shape in make.items()}
+            self._cache[key] = bufs
+        return bufs
+
+    # ---- description -----------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments, JSON-serializable (used to save and clone)."""
+        return {"name": self.name, "trainable": self.trainable}
+
+    def state(self) -> dict[str, Any]:
+        """Non-parameter state to save (e.g. RNG counters)."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
+                         if k not in ("name", "trainable"))
+        return f"{type(self).__name__}({args})"
+
+
+class Dense(Layer):
+    """Fully connected layer ``y = act(x @ weight + bias)``, forward in one fused kernel.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    activation : str or None
+        One of :data:`fastnn.ACTIVATIONS` (None = identity).
+    init : str or callable
+        Weight initializer (see :mod:`fastnn.init`); biases start at zero.
+    bias : bool
+    l1, l2 : float
+        Add ``l1 * sum|W| + l2 * sum W**2`` to the loss (weights only), as Keras'
+        kernel regularizers.
+    name : str, optional
+    trainable : bool
+
+    Notes
+    -----
+    Input (batch, in_features); output (batch, out_features).  ``weight`` is
+    (in_features, out_features) (the transpose of ``torch.nn.Linear.weight``).
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_features: int, out_features: int, activation: str | None = None,
+                 init: str | Initializer = "glorot_uniform", bias: bool = True, l1: float = 0.0,
+                 l2: float = 0.0, name: str | None = None, trainable: bool = True) -> None:
+        super().__init__(name, trainable)
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
+        self.activation = activation_name(activation)
+        self._act = activation_code(self.activation)
+        self.init = check_initializer(init)
+        self.use_bias = bool(bias)
+        for nm, v in (("l1", l1), ("l2", l2)):
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{nm} must be a finite number >= 0, got {v}")
+        self.l1, self.l2 = float(l1), float(l2)
+        if not self.use_bias:
+            self.param_names = ("weight",)
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        """(in_features, out_features) weight, or None before the layer is built."""
+        return self.params[0] if self.params else None
+
+    @weight.setter
+    def weight(self, value: Any) -> None:
+        self._set_param(0, value)
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """(out_features,) bias, or None (no bias, or not built)."""
+        return self.params[1] if self.use_bias and self.params else None
+
+    @bias.setter
+    def bias(self, value: Any) -> None:
+        if not self.use_bias:
+            raise AttributeError("this Dense layer was created with bias=False")
+        self._set_param(1, value)
+
+    @property
+    def grad_weight(self) -> np.ndarray | None:
+        """dL/dweight from the last backward pass."""
+        return self.grads[0] if self.grads else None
+
+    @property
+    def grad_bias(self) -> np.ndarray | None:
+        """dL/dbias from the last backward pass."""
+        return self.grads[1] if self.use_bias and self.grads else None
+
+    def param_shapes(self, input_shape):
+        """Weight (in, out) and bias (out,)."""
+        shapes = [(self.in_features, self.out_features)]
+        return shapes + [(self.out_features,)] if self.use_bias else shapes
+
+    def init_params(self, rng, dtype):
+        """Weight from ``init``; bias zero."""
+        w = draw(self.init, self.in_features, self.out_features,
+                 (self.in_features, self.out_features), rng, dtype)
+        return [w, np.zeros(self.out_features, dtype)] if self.use_bias else [w]
+
+    def output_shape(self, input_shape):
+        """(out_features,) for an input of (in_features,)."""
+        if input_shape is None:
+            return (self.out_features,)
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"{self.name or 'Dense'} takes 2-D input (batch, features); got per-sample "
+                f"shape {tuple(input_shape)} (put a Flatten layer before it)")
+        if input_shape[0] is not None and input_shape[0] != self.in_features:
+            raise ValueError(f"{self.name or 'Dense'} expects {self.in_features} input features, "
+                             f"got {input_shape[0]}")
+        return (self.out_features,)
+
+    def forward(self, x, training):
+        """act(x @ W + b) in one kernel call; keeps x, a (and z for gelu/silu) for backward."""
+        n = x.shape[0]
+        make = {"a": (n, self.out_features), "dx": (n, self.in_features)}
+        if self.activation in NEEDS_Z:
+            make["z"] = (n, self.out_features)
+        bufs = self._buffers((n,), make)
+        _k.dense_forward[SPEC[self.dtype]](bufs["a"], bufs.get("z"), x, self.params[0],
+                                           self.params[1] if self.use_bias else None,
+                                           self._act, get_num_threads())
+        self._x, self._bufs = x, bufs
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """Delta = grad_out * act'(z) (in place), dW = x^T delta, db = sum delta, dx = delta W^T."""
+        bufs = self._bufs
+        dx = bufs["dx"] if need_dx else None
+        train = self.trainable
+        _k.dense_backward[SPEC[self.dtype]](
+            dx, self.grads[0] if train else None,
+            self.grads[1] if (train and self.use_bias) else None, grad_out, grad_out,
+            bufs["a"], bufs.get("z"), self._x, self.params[0], self._act, 0.0,
+            get_num_threads())
+        if train and (self.l1 or self.l2):
+            w, gw = self.params[0], self.grads[0]
+            if self.l2:
+                gw += (2 * self.l2) * w
+            if self.l1:
+                gw += self.l1 * np.sign(w)
+        return dx
+
+    def penalty(self):
+        """l1 * sum|W| + l2 * sum W^2."""
+        if not (self.l1 or self.l2) or not self.params:
+            return 0.0
+        w = self.params[0]
+        return float(self.l1 * np.abs(w).sum() + self.l2 * np.square(w).sum())
+
+    def get_config(self):
+        """Constructor arguments."""
+        init = self.init if isinstance(self.init, str) else "glorot_uniform"
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "activation": self.activation, "init": init, "bias": self.use_bias,
+                "l1": self.l1, "l2": self.l2, **super().get_config()}
+
+
+class Activation(Layer):
+    """A standalone activation layer, ``y = act(x)`` (softmax over the last axis).
+
+    Parameters
+    ----------
+    activation : str
+    name : str, optional
+    """
+
+    def __init__(self, activation: str, name: str | None = None) -> None:
+        super().__init__(name, True)
+        self.activation = activation_name(activation)
+        self._act = activation_code(self.activation)
+
+    def forward(self, x, training):
+        """act(x) into a reused buffer; keeps x only when the derivative needs it."""
+        bufs = self._buffers(x.shape, {"a": x.shape})
+        rows = x.reshape(-1, x.shape[-1])
+        _k.act_forward[SPEC[self.dtype]](bufs["a"].reshape(rows.shape), rows, self._act)
+        self._x, self._bufs = x, bufs
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """grad_out * act'(x), in place in grad_out."""
+        if not need_dx:
+            return None
+        shape2 = (-1, grad_out.shape[-1])
+        g = grad_out.reshape(shape2)
+        z = self._x.reshape(shape2) if self.activation in NEEDS_Z else None
+        _k.act_backward[SPEC[self.dtype]](g, None, g, self._bufs["a"].reshape(shape2), z,
+                                          self._act)
+        return grad_out
+
+    def get_config(self):
+        """Constructor arguments."""
+        return {"activation": self.activation, "name": self.name}
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each input with probability ``p`` and scale the
+    rest by ``1 / (1 - p)``; identity at inference.
+
+    The mask comes from a counter-based RNG keyed on the model's seed, the layer's
+    position and a counter of the elements it has seen, so it is reproducible,
+    independent of the thread count, and saved with the model.  Backward reuses it.
+
+    Parameters
+    ----------
+    p : float
+        Drop probability in [0, 1).
+    name : str, optional
+    """
+
+    def __init__(self, p: float = 0.5, name: str | None = None) -> None:
+        super().__init__(name, True)
+        if not (0.0 <= float(p) < 1.0):
+            raise ValueError(f"Dropout p must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.seed = 0
+        self.counter = 0
+
+    def forward(self, x, training):
+        """Masked, scaled copy of x in training; x itself otherwise."""
+        self._training = training and self.p > 0
+        if not self._training:
+            return x
+        bufs = self._buffers(x.shape, {"out": x.shape})
+        if "mask" not in bufs:
+            bufs["mask"] = np.empty(x.shape, np.uint8)
+        _k.dropout_forward[SPEC[self.dtype]](bufs["out"].reshape(-1), bufs["mask"].reshape(-1),
+                                             x.reshape(-1), self.p, self.seed, self.counter,
+                                             get_num_threads())
+        self.counter += x.size
+        self._bufs = bufs
+        return bufs["out"]
+
+    def backward(self, grad_out, need_dx):
+        """grad_out * mask / (1 - p), in place."""
+        if not need_dx or not self._training:
+            return grad_out if need_dx else None
+        g = grad_out.reshape(-1)
+        _k.dropout_backward[SPEC[self.dtype]](g, g, self._bufs["mask"].reshape(-1), self.p,
+                                              get_num_threads())
+        return grad_out
+
+    def get_config(self):
+        """Constructor arguments."""
+        return {"p": self.p, "name": self.name}
+
+    def state(self):
+        """The RNG key and counter."""
+        return {"seed": int(self.seed), "counter": int(self.counter)}
+
+    def set_state(self, state):
+        """Restore the RNG key and counter."""
+        self.seed = int(state["seed"])
+        self.counter = int(state["counter"])
+
+
+class Flatten(Layer):
+    """Flatten every axis but the batch axis: (batch, d1, d2, ...) -> (batch, d1*d2*...)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name, True)
+
+    def output_shape(self, input_shape):
+        """(prod(input_shape),), or (None,) when a dimension is unknown."""
+        if input_shape is None or any(d is None for d in input_shape):
+            return (None,)
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, training):
+        """A reshaped view of x."""
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out, need_dx):
+        """grad_out reshaped to the input's shape."""
+        return grad_out.reshape(self._shape) if need_dx else None
+
+    def get_config(self):
+        """Constructor arguments."""
+        return {"name": self.name}
+
+
+LAYER_TYPES: dict[str, type[Layer]] = {
+    "Dense": Dense,
+    "Activation": Activation,
+    "Dropout": Dropout,
+    "Flatten": Flatten,
+}

@@ -1,0 +1,144 @@
+"""Losses: value and gradient from one fused C call (see :mod:`fastnn.kernels`).
+
+Reductions follow PyTorch's defaults: ``cross_entropy`` averages over the batch,
+``mse`` and ``binary_cross_entropy`` over all elements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _kernels as _k
+from ._validation import labels_array
+
+SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+class Loss:
+    """Base class: ``prepare`` validates targets once, ``__call__`` runs the kernel."""
+
+    name = ""
+    is_classification = False
+
+    def prepare(self, y: Any, n_rows: int, out_shape: tuple[int, ...], dtype: np.dtype,
+                argname: str = "y") -> np.ndarray:
+        """Targets checked against the model's output shape, converted once."""
+        raise NotImplementedError
+
+    def __call__(self, out: np.ndarray, y: np.ndarray, grad: np.ndarray | None) -> float:
+        """Loss of output ``out`` against prepared targets ``y``; fills ``grad`` (dL/dout)."""
+        raise NotImplementedError
+
+    def accuracy(self, out: np.ndarray, y: np.ndarray) -> float | None:
+        """Fraction of correct predictions, or None for a regression loss."""
+        return None
+
+
+def _float_targets(y: Any, n_rows: int, out_shape: tuple[int, ...], dtype: np.dtype,
+                   argname: str) -> np.ndarray:
+    arr = np.asarray(y)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{argname} must be numeric, got dtype {arr.dtype}")
+    full = (n_rows, *out_shape)
+    if arr.shape != full:
+        if arr.ndim == 1 and full == (n_rows, 1) and arr.shape[0] == n_rows:
+            arr = arr.reshape(n_rows, 1)
+        else:
+            raise ValueError(f"{argname} must have shape {full} (the model's output), "
+                             f"got {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{argname} contains NaN or infinity")
+    return arr
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy from logits (``torch.nn.CrossEntropyLoss``), mean over the batch.
+
+    Targets: integer class labels (batch,), or one-hot / probability rows (batch, classes).
+    """
+
+    name = "cross_entropy"
+    is_classification = True
+
+    def prepare(self, y, n_rows, out_shape, dtype, argname="y"):
+        """int64 labels in [0, classes), or float rows of the output's shape."""
+        if len(out_shape) != 1:
+            raise ValueError(f"cross_entropy needs 2-D model outputs (batch, classes), "
+                             f"got per-sample shape {out_shape}")
+        arr = np.asarray(y)
+        if arr.ndim == 2:
+            return _float_targets(arr, n_rows, out_shape, dtype, argname)
+        return labels_array(arr, n_rows, out_shape[0], argname)
+
+    def __call__(self, out, y, grad):
+        """Mean loss; grad = (softmax - onehot) / batch."""
+        if y.ndim == 1:
+            return _k.cross_entropy[SPEC[out.dtype]](grad, out, y, None)
+        return _k.cross_entropy[SPEC[out.dtype]](grad, out, None, y)
+
+    def accuracy(self, out, y):
+        """Top-1 accuracy."""
+        labels = y if y.ndim == 1 else y.argmax(axis=1)
+        return float(np.mean(out.argmax(axis=1) == labels)) if len(labels) else 0.0
+
+
+class MSE(Loss):
+    """Mean squared error over all elements (``torch.nn.MSELoss``)."""
+
+    name = "mse"
+
+    def prepare(self, y, n_rows, out_shape, dtype, argname="y"):
+        """Float targets of the output's shape ((n,) accepted for one output)."""
+        return _float_targets(y, n_rows, out_shape, dtype, argname)
+
+    def __call__(self, out, y, grad):
+        """Mean of (out - y)^2; grad = 2 (out - y) / out.size."""
+        return _k.mse[SPEC[out.dtype]](None if grad is None else grad.reshape(-1),
+                                       out.reshape(-1), y.reshape(-1))
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy from logits (``torch.nn.BCEWithLogitsLoss``), mean over elements."""
+
+    name = "binary_cross_entropy"
+    is_classification = True
+
+    def prepare(self, y, n_rows, out_shape, dtype, argname="y"):
+        """Float targets in [0, 1] of the output's shape."""
+        arr = _float_targets(y, n_rows, out_shape, dtype, argname)
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise ValueError(f"{argname} must lie in [0, 1] for binary_cross_entropy, got "
+                             f"values in [{arr.min()}, {arr.max()}]")
+        return arr
+
+    def __call__(self, out, y, grad):
+        """Mean BCE; grad = (sigmoid(out) - y) / out.size."""
+        return _k.bce_logits[SPEC[out.dtype]](None if grad is None else grad.reshape(-1),
+                                              out.reshape(-1), y.reshape(-1))
+
+    def accuracy(self, out, y):
+        """Fraction of elements with (logit > 0) == (target > 0.5)."""
+        return float(np.mean((out > 0) == (y > 0.5))) if y.size else 0.0
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "cross_entropy": CrossEntropy,
+    "categorical_crossentropy": CrossEntropy,
+    "mse": MSE,
+    "mean_squared_error": MSE,
+    "binary_cross_entropy": BinaryCrossEntropy,
+    "binary_crossentropy": BinaryCrossEntropy,
+}
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    """A Loss instance from a name or an instance; ValueError for unknown names."""
+    if isinstance(loss, Loss):
+        return loss
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of "
+                         f"['binary_cross_entropy', 'cross_entropy', 'mse']")
+    return LOSSES[loss]()

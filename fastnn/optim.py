@@ -1,0 +1,281 @@
+"""Optimizers (``torch.optim`` semantics), each step one fused C pass per parameter buffer.
+
+A model keeps all its parameters in one flat buffer and all gradients in another;
+the optimizer updates every trainable range of it with a single C call per
+contiguous range (one call for the whole model unless frozen layers sit between
+trainable ones).  Frozen layers get no update and no optimizer state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _kernels as _k
+from ._config import get_num_threads
+
+SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+class Optimizer:
+    """Base class.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate (>= 0); schedules and callbacks change ``optimizer.lr``.
+    """
+
+    #: names of the per-parameter state buffers this optimizer keeps
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, lr: float) -> None:
+        _check(np.isfinite(lr) and lr >= 0, f"lr must be a finite number >= 0, got {lr}")
+        self.lr = float(lr)
+        self.step_count = 0
+        self.state: dict[str, np.ndarray] = {}
+        self._segments: list[tuple[int, int, int]] = []
+
+    def setup(self, params: np.ndarray, grads: np.ndarray,
+              ranges: list[tuple[int, int]]) -> None:
+        """Attach to a model's flat buffers; ``ranges`` are its trainable (start, stop) spans.
+
+        State buffers cover only the trainable ranges; existing state of the same
+        size is kept (so re-compiling does not reset it).
+        """
+        self._params, self._grads = params, grads
+        merged: list[list[int]] = []
+        for a, b in sorted(ranges):
+            if merged and merged[-1][1] == a:
+                merged[-1][1] = b
+            elif b > a:
+                merged.append([a, b])
+        offset, segs = 0, []
+        for a, b in merged:
+            segs.append((a, b, offset))
+            offset += b - a
+        self._segments = segs
+        for name in self.state_names:
+            cur = self.state.get(name)
+            if cur is None or cur.shape != (offset,) or cur.dtype != params.dtype:
+                self.state[name] = self._initial_state(name, offset, params.dtype)
+        self._views = [
+            (params[a:b], grads[a:b], {k: v[o:o + b - a] for k, v in self.state.items()})
+            for a, b, o in segs
+        ]
+        self._spec = SPEC[params.dtype]
+
+    def _initial_state(self, name: str, size: int, dtype: np.dtype) -> np.ndarray:
+        return np.zeros(size, dtype)
+
+    def step(self) -> None:
+        """Apply one update to every trainable parameter from the current gradients."""
+        self.step_count += 1
+        nt = get_num_threads()
+        for w, g, st in self._views:
+            self._update(w, g, st, nt)
+
+    def _update(self, w: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray], nt: int) -> None:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """Hyper-parameters (constructor arguments)."""
+        return {"lr": self.lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Step counter and state buffers (copies)."""
+        return {"step_count": self.step_count,
+                "state": {k: v.copy() for k, v in self.state.items()}}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (after :meth:`setup`)."""
+        self.step_count = int(sd["step_count"])
+        for k, v in sd["state"].items():
+            if k in self.state:
+                if self.state[k].shape != np.shape(v):
+                    raise ValueError(f"optimizer state {k!r} has shape {np.shape(v)}, "
+                                     f"expected {self.state[k].shape}")
+                self.state[k][...] = v
+            else:
+                self.state[k] = np.array(v)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``.
+
+    Parameters
+    ----------
+    lr : float
+    momentum : float
+    dampening : float
+    nesterov : bool
+        Requires momentum > 0 and dampening == 0.
+    weight_decay : float
+        Added to the gradient (``g + weight_decay * w``).
+    """
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
+        super().__init__(lr)
+        _check(momentum >= 0, f"momentum must be >= 0, got {momentum}")
+        _check(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay}")
+        _check(not nesterov or (momentum > 0 and dampening == 0),
+               "nesterov needs momentum > 0 and dampening == 0")
+        self.momentum, self.dampening = float(momentum), float(dampening)
+        self.nesterov, self.weight_decay = bool(nesterov), float(weight_decay)
+        self.state_names = ("momentum_buffer",) if momentum else ()
+
+    def _update(self, w, g, st, nt):
+        _k.sgd_step[self._spec](w, g, st.get("momentum_buffer"), self.lr, self.momentum,
+                                self.dampening, self.nesterov, self.weight_decay,
+                                self.step_count == 1, nt)
+
+    def get_config(self):
+        """Hyper-parameters."""
+        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
+                "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), bias-corrected, eps outside the square root, as ``torch.optim.Adam``.
+
+    Parameters
+    ----------
+    lr : float
+    betas : tuple of float
+        (beta1, beta2), each in [0, 1).
+    eps : float
+    weight_decay : float
+        L2 penalty added to the gradient (Adam) or decoupled decay (AdamW).
+    amsgrad : bool
+    """
+
+    decoupled = False
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+        super().__init__(lr)
+        b1, b2 = betas
+        _check(0 <= b1 < 1 and 0 <= b2 < 1, f"betas must lie in [0, 1), got {betas}")
+        _check(eps >= 0, f"eps must be >= 0, got {eps}")
+        _check(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay}")
+        self.betas = (float(b1), float(b2))
+        self.eps, self.weight_decay, self.amsgrad = float(eps), float(weight_decay), bool(amsgrad)
+        if amsgrad:
+            self.state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def _update(self, w, g, st, nt):
+        _k.adam_step[self._spec](w, g, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"),
+                                 self.step_count, self.lr, self.betas[0], self.betas[1], self.eps,
+                                 self.weight_decay, self.decoupled, nt)
+
+    def get_config(self):
+        """Hyper-parameters."""
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+                "weight_decay": self.weight_decay, "amsgrad": self.amsgrad}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``."""
+
+    decoupled = True
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
+        super().__init__(lr, betas, eps, weight_decay, amsgrad)
+
+
+class RMSprop(Optimizer):
+    """RMSprop as ``torch.optim.RMSprop`` (alpha 0.99, eps 1e-8, optional momentum, centered).
+
+    Parameters
+    ----------
+    lr, alpha, eps, weight_decay, momentum : float
+    centered : bool
+    """
+
+    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
+        super().__init__(lr)
+        _check(0 <= alpha < 1, f"alpha must lie in [0, 1), got {alpha}")
+        _check(eps >= 0, f"eps must be >= 0, got {eps}")
+        _check(momentum >= 0, f"momentum must be >= 0, got {momentum}")
+        _check(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay}")
+        self.alpha, self.eps, self.weight_decay = float(alpha), float(eps), float(weight_decay)
+        self.momentum, self.centered = float(momentum), bool(centered)
+        names = ["square_avg"]
+        if momentum:
+            names.append("momentum_buffer")
+        if centered:
+            names.append("grad_avg")
+        self.state_names = tuple(names)
+
+    def _update(self, w, g, st, nt):
+        _k.rmsprop_step[self._spec](w, g, st["square_avg"], st.get("momentum_buffer"),
+                                    st.get("grad_avg"), self.lr, self.alpha, self.eps,
+                                    self.weight_decay, self.momentum, self.centered, nt)
+
+    def get_config(self):
+        """Hyper-parameters."""
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum": self.momentum,
+                "centered": self.centered}
+
+
+class Adagrad(Optimizer):
+    """Adagrad as ``torch.optim.Adagrad``.
+
+    Parameters
+    ----------
+    lr, lr_decay, weight_decay, eps : float
+    initial_accumulator_value : float
+    """
+
+    state_names = ("sum",)
+
+    def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> None:
+        super().__init__(lr)
+        _check(lr_decay >= 0, f"lr_decay must be >= 0, got {lr_decay}")
+        _check(initial_accumulator_value >= 0,
+               f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
+        self.lr_decay, self.weight_decay = float(lr_decay), float(weight_decay)
+        self.initial_accumulator_value, self.eps = float(initial_accumulator_value), float(eps)
+
+    def _initial_state(self, name, size, dtype):
+        return np.full(size, self.initial_accumulator_value, dtype)
+
+    def _update(self, w, g, st, nt):
+        _k.adagrad_step[self._spec](w, g, st["sum"], self.step_count, self.lr, self.lr_decay,
+                                    self.weight_decay, self.eps, nt)
+
+    def get_config(self):
+        """Hyper-parameters."""
+        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
+                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
+}
+
+
+def get_optimizer(opt: str | Optimizer) -> Optimizer:
+    """An optimizer instance from a name (default hyper-parameters) or an instance."""
+    if isinstance(opt, Optimizer):
+        return opt
+    if isinstance(opt, str) and opt.lower() in OPTIMIZERS:
+        return OPTIMIZERS[opt.lower()]()
+    raise ValueError(f"unknown optimizer {opt!r}; expected an Optimizer or one of "
+                     f"{sorted(OPTIMIZERS)}")
