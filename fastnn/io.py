@@ -203,3 +203,112 @@ def _build(z: zipfile.ZipFile, meta: dict) -> Any:
 
         model.loss = get_loss(meta["loss"])
     return model
+
+
+WEIGHTS_FORMAT = "fastnn-weights"
+
+
+def save_weights(model: Any, path: str | os.PathLike) -> None:
+    """Write only the parameters, keyed by layer name (``<layer>/<param>.npy``), atomically."""
+    meta = {"format": WEIGHTS_FORMAT, "version": VERSION,
+            "layers": {layer.name: list(layer.param_names[:len(layer.params)])
+                       for layer in model.layers if layer.params}}
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+            z.writestr("fastnn.json", json.dumps(meta, indent=1))
+            for layer in model.layers:
+                for pname, p in zip(layer.param_names, layer.params):
+                    z.writestr(f"{layer.name}/{pname}.npy", _npy_bytes(p))
+
+    atomic_write(path, write)
+
+
+def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = False) -> list[str]:
+    """Set the parameters of ``model``'s layers from a weights file, matching layers by name.
+
+    Every matching array is read and shape-checked before any is assigned.  Layers
+    of the model missing from the file keep their values; layers of the file
+    missing from the model are ignored.
+
+    Parameters
+    ----------
+    model : Sequential
+    path : str or PathLike
+    skip_mismatch : bool
+        Skip layers whose shapes differ instead of raising ValueError.
+
+    Returns
+    -------
+    list of str
+        Names of the layers that were loaded.
+    """
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{os.fspath(path)!r} is not a fastnn weights file: {exc}") from None
+    with z:
+        try:
+            meta = json.loads(z.read("fastnn.json"))
+        except (KeyError, ValueError, UnicodeDecodeError):
+            raise ValueError("not a fastnn weights file (no valid fastnn.json)") from None
+        if not isinstance(meta, dict) or meta.get("format") not in (WEIGHTS_FORMAT, FORMAT):
+            raise ValueError("not a fastnn weights file (wrong format tag)")
+        if meta["format"] == FORMAT:  # a whole-model file: map its params to layer names
+            names = [spec["config"]["name"] for spec in meta["model"]["layers"]]
+            return _load_from_model_file(model, z, meta, names, skip_mismatch)
+        plan = []
+        for layer in model.layers:
+            pnames = meta["layers"].get(layer.name)
+            if not pnames or not layer.params:
+                continue
+            arrays = [_read_npy(z, f"{layer.name}/{pn}.npy") for pn in pnames]
+            if [a.shape for a in arrays] != [p.shape for p in layer.params]:
+                if skip_mismatch:
+                    continue
+                raise ValueError(
+                    f"load_weights: layer {layer.name!r} has parameter shapes "
+                    f"{[p.shape for p in layer.params]}, the file has {[a.shape for a in arrays]}")
+            plan.append((layer, arrays))
+    for layer, arrays in plan:
+        for p, a in zip(layer.params, arrays):
+            p[...] = a
+    return [layer.name for layer, _ in plan]
+
+
+def _load_from_model_file(model: Any, z: zipfile.ZipFile, meta: dict, names: list[str],
+                          skip_mismatch: bool) -> list[str]:
+    # parameters are stored in model order; count each layer's from its config
+    from . import layers as layers_mod
+
+    idx = 0
+    by_name: dict[str, list[str]] = {}
+    for spec in meta["model"]["layers"]:
+        cls = layers_mod.LAYER_TYPES.get(spec["type"])
+        if cls is None:
+            raise ValueError(f"model file names an unknown layer type {spec['type']!r}")
+        cfg = dict(spec["config"])
+        cfg.pop("trainable", None)
+        probe = cls(**cfg)
+        n = len(probe.param_names) if probe.param_names else 0
+        by_name[cfg.get("name")] = [f"params/{i:04d}.npy" for i in range(idx, idx + n)]
+        idx += n
+    plan = []
+    for layer in model.layers:
+        entries = by_name.get(layer.name)
+        if not entries or not layer.params:
+            continue
+        arrays = [_read_npy(z, e) for e in entries]
+        if [a.shape for a in arrays] != [p.shape for p in layer.params]:
+            if skip_mismatch:
+                continue
+            raise ValueError(
+                f"load_weights: layer {layer.name!r} has parameter shapes "
+                f"{[p.shape for p in layer.params]}, the file has {[a.shape for a in arrays]}")
+        plan.append((layer, arrays))
+    for layer, arrays in plan:
+        for p, a in zip(layer.params, arrays):
+            p[...] = a
+    return [layer.name for layer, _ in plan]

@@ -585,6 +585,23 @@ class Sequential:
 
         save_model(self, path)
 
+    def save_weights(self, path: str) -> None:
+        """Save only the parameters, keyed by layer name (for partial loading)."""
+        from .io import save_weights
+
+        save_weights(self, path)
+
+    def load_weights(self, path: str, skip_mismatch: bool = False) -> list[str]:
+        """Load parameters by layer name from :meth:`save_weights`' (or a model) file.
+
+        Shapes are checked for every matching layer before anything is assigned;
+        a mismatch raises ValueError unless ``skip_mismatch``.  Returns the names
+        of the layers loaded.
+        """
+        from .io import load_weights
+
+        return load_weights(self, path, skip_mismatch)
+
     def __repr__(self) -> str:
         return f"Sequential({self._layers!r}, dtype={self.dtype.name!r}, seed={self.seed!r})"
 

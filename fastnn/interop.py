@@ -1,0 +1,303 @@
+"""Bridges to PyTorch and ONNX, where most pretrained weights live.
+
+Both dependencies are optional and imported only when these functions run.
+Layouts: ``torch.nn.Linear.weight`` is (out, in); fastnn's ``Dense.weight`` is
+(in, out), so weights are transposed on the way in and out.  Convolution kernels
+(out_c, in_c, kh, kw) have the same layout in both.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .layers import Activation, Dense, Dropout, Flatten, Layer
+from .model import Sequential
+
+_TORCH_ACTS = {"ReLU": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "LeakyReLU": "leaky_relu",
+               "ELU": "elu", "GELU": "gelu", "Softplus": "softplus", "SiLU": "silu",
+               "Softmax": "softmax", "Identity": "identity"}
+
+
+def _torch_activation(mod: Any) -> str:
+    """Fastnn name of a torch activation module, checking its options match ours."""
+    kind = type(mod).__name__
+    name = _TORCH_ACTS[kind]
+    bad = None
+    if kind == "LeakyReLU" and mod.negative_slope != 0.01:
+        bad = f"negative_slope={mod.negative_slope} (fastnn's leaky_relu has slope 0.01)"
+    elif kind == "ELU" and mod.alpha != 1.0:
+        bad = f"alpha={mod.alpha} (fastnn's elu has alpha 1)"
+    elif kind == "GELU" and mod.approximate != "none":
+        bad = f"approximate={mod.approximate!r} (fastnn's gelu is the exact erf form)"
+    elif kind == "Softplus" and mod.beta != 1:
+        bad = f"beta={mod.beta} (fastnn's softplus has beta 1)"
+    elif kind == "Softmax" and mod.dim not in (-1, 1, None):
+        bad = f"dim={mod.dim} (fastnn's softmax is over the last axis)"
+    if bad:
+        raise ValueError(f"from_torch: unsupported {kind} option {bad}")
+    return name
+
+
+def _torch_modules(module: Any) -> list[Any]:
+    import torch
+
+    if isinstance(module, torch.nn.Sequential):
+        out = []
+        for child in module:
+            out.extend(_torch_modules(child))
+        return out
+    return [module]
+
+
+def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...] | None = None
+               ) -> Sequential:
+    """Build a fastnn model from a ``torch.nn.Sequential`` of supported layers.
+
+    Supported: Linear, Conv2d (when fastnn has Conv2D), MaxPool2d, AvgPool2d,
+    AdaptiveAvgPool2d(1), Flatten(start_dim=1), Dropout, Identity and the shared
+    activations (ReLU, Sigmoid, Tanh, LeakyReLU(0.01), ELU(1), GELU, Softplus(1),
+    SiLU, Softmax over the last axis).  An activation right after a Linear or
+    Conv2d is fused into it.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    dtype : {"float32", "float64"}
+    input_shape : tuple of int, optional
+        Per-sample input shape (needed for convolutional models' summaries).
+
+    Returns
+    -------
+    Sequential
+        With the module's weights (copied) and its training mode ignored.
+    """
+    from . import layers as L
+
+    layers: list[Layer] = []
+    weights: list[tuple[Layer, list[np.ndarray]]] = []
+    for mod in _torch_modules(module):
+        kind = type(mod).__name__
+        if kind == "Linear":
+            layer = Dense(mod.in_features, mod.out_features, bias=mod.bias is not None)
+            vals = [mod.weight.detach().cpu().numpy().T]
+            if mod.bias is not None:
+                vals.append(mod.bias.detach().cpu().numpy())
+            layers.append(layer)
+            weights.append((layer, vals))
+        elif kind == "Conv2d" and hasattr(L, "Conv2D"):
+            if mod.groups != 1 or tuple(mod.dilation) != (1, 1) or mod.padding_mode != "zeros":
+                raise ValueError("from_torch: Conv2d with groups, dilation or non-zero padding "
+                                 "mode is not supported")
+            pad = mod.padding if isinstance(mod.padding, str) else tuple(mod.padding)
+            layer = L.Conv2D(mod.in_channels, mod.out_channels, tuple(mod.kernel_size),
+                             stride=tuple(mod.stride), padding=pad, bias=mod.bias is not None)
+            vals = [mod.weight.detach().cpu().numpy()]
+            if mod.bias is not None:
+                vals.append(mod.bias.detach().cpu().numpy())
+            layers.append(layer)
+            weights.append((layer, vals))
+        elif kind in ("MaxPool2d", "AvgPool2d") and hasattr(L, "MaxPool2D"):
+            cls = L.MaxPool2D if kind == "MaxPool2d" else L.AvgPool2D
+            if getattr(mod, "ceil_mode", False) or getattr(mod, "dilation", 1) not in (1, (1, 1)):
+                raise ValueError(f"from_torch: {kind} with ceil_mode or dilation is not supported")
+            layers.append(cls(mod.kernel_size, stride=mod.stride, padding=mod.padding))
+        elif kind == "AdaptiveAvgPool2d" and hasattr(L, "GlobalAvgPool2D"):
+            if mod.output_size not in (1, (1, 1)):
+                raise ValueError("from_torch: only AdaptiveAvgPool2d(1) is supported")
+            layers.append(L.GlobalAvgPool2D())
+        elif kind == "Flatten":
+            if mod.start_dim != 1 or mod.end_dim != -1:
+                raise ValueError("from_torch: only Flatten(start_dim=1, end_dim=-1) is supported")
+            layers.append(Flatten())
+        elif kind == "Dropout":
+            layers.append(Dropout(mod.p))
+        elif kind in _TORCH_ACTS:
+            name = _torch_activation(mod)
+            prev = layers[-1] if layers else None
+            if name == "identity":
+                continue
+            if (isinstance(prev, Dense) or type(prev).__name__ == "Conv2D") and \
+                    prev.activation == "identity" and name != "softmax":
+                prev.activation = name
+                from ._names import activation_code
+
+                prev._act = activation_code(name)
+            else:
+                layers.append(Activation(name))
+        else:
+            raise ValueError(f"from_torch: unsupported module {kind}")
+    model = Sequential(layers, dtype=dtype, input_shape=input_shape)
+    for layer, vals in weights:
+        for i, v in enumerate(vals):
+            layer._set_param(i, v)
+    return model
+
+
+def to_torch(model: Sequential) -> Any:
+    """A ``torch.nn.Sequential`` computing the same function as ``model`` (weights copied).
+
+    Returns
+    -------
+    torch.nn.Sequential
+        In eval mode, with parameters of the model's dtype.
+    """
+    import torch
+    from torch import nn
+
+    act_mods = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
+                "leaky_relu": lambda: nn.LeakyReLU(0.01), "elu": nn.ELU, "gelu": nn.GELU,
+                "softplus": nn.Softplus, "silu": nn.SiLU, "softmax": lambda: nn.Softmax(dim=-1)}
+    tdtype = torch.float32 if model.dtype == np.float32 else torch.float64
+    mods: list[Any] = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Dense":
+            lin = nn.Linear(layer.in_features, layer.out_features, bias=layer.use_bias,
+                            dtype=tdtype)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(layer.weight.T)))
+                if layer.use_bias:
+                    lin.bias.copy_(torch.from_numpy(layer.bias.copy()))
+            mods.append(lin)
+        elif kind == "Conv2D":
+            conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                             stride=layer.stride, padding=layer.padding, bias=layer.use_bias,
+                             dtype=tdtype)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(layer.weight.copy()))
+                if layer.use_bias:
+                    conv.bias.copy_(torch.from_numpy(layer.bias.copy()))
+            mods.append(conv)
+        elif kind == "MaxPool2D":
+            mods.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
+        elif kind == "AvgPool2D":
+            mods.append(nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding))
+        elif kind == "GlobalAvgPool2D":
+            mods.extend([nn.AdaptiveAvgPool2d(1), nn.Flatten()])
+            continue
+        elif kind == "Flatten":
+            mods.append(nn.Flatten())
+        elif kind == "Dropout":
+            mods.append(nn.Dropout(layer.p))
+        elif kind != "Activation":
+            raise ValueError(f"to_torch: unsupported layer {kind}")
+        act = getattr(layer, "activation", "identity")
+        if act != "identity":
+            mods.append(act_mods[act]())
+    return nn.Sequential(*mods).eval()
+
+
+def export_onnx(model: Sequential, path: str | os.PathLike, opset: int = 17) -> None:
+    """Write ``model`` as an ONNX graph (inference: dropout is the identity).
+
+    The input is named ``"input"`` with a dynamic batch axis, the output ``"output"``.
+    Written atomically.  Needs the ``onnx`` package (``pip install "fastnn[onnx]"``).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .io import atomic_write
+
+    if model.input_shape is None:
+        raise ValueError("export_onnx: the model's input shape is unknown; build it with "
+                         "input_shape=... or run it on a batch first")
+    elem = TensorProto.FLOAT if model.dtype == np.float32 else TensorProto.DOUBLE
+    nodes, inits = [], []
+    cur = "input"
+    counter = [0]
+
+    def fresh(base: str) -> str:
+        counter[0] += 1
+        return f"{base}_{counter[0]}"
+
+    def const(name: str, arr: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, model.dtype), name))
+        return name
+
+    def activation(x: str, act: str) -> str:
+        if act == "identity":
+            return x
+        y = fresh(act)
+        simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softplus": "Softplus"}
+        if act in simple:
+            nodes.append(helper.make_node(simple[act], [x], [y]))
+        elif act == "leaky_relu":
+            nodes.append(helper.make_node("LeakyRelu", [x], [y], alpha=0.01))
+        elif act == "elu":
+            nodes.append(helper.make_node("Elu", [x], [y], alpha=1.0))
+        elif act == "softmax":
+            nodes.append(helper.make_node("Softmax", [x], [y], axis=-1))
+        elif act == "silu":
+            s = fresh("sig")
+            nodes.append(helper.make_node("Sigmoid", [x], [s]))
+            nodes.append(helper.make_node("Mul", [x, s], [y]))
+        elif act == "gelu":  # x * 0.5 * (1 + erf(x / sqrt 2))
+            a, e, p, h = fresh("g"), fresh("g"), fresh("g"), fresh("g")
+            nodes.append(helper.make_node("Mul", [x, const(fresh("c"), np.array(2 ** -0.5))],
+                                          [a]))
+            nodes.append(helper.make_node("Erf", [a], [e]))
+            nodes.append(helper.make_node("Add", [e, const(fresh("c"), np.array(1.0))], [p]))
+            nodes.append(helper.make_node("Mul", [x, p], [h]))
+            nodes.append(helper.make_node("Mul", [h, const(fresh("c"), np.array(0.5))], [y]))
+        else:  # pragma: no cover - every fastnn activation is handled above
+            raise ValueError(act)
+        return y
+
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Dense":
+            y = fresh("dense")
+            ins = [cur, const(fresh("W"), layer.weight)]
+            if layer.use_bias:
+                ins.append(const(fresh("b"), layer.bias))
+            nodes.append(helper.make_node("Gemm", ins, [y]))
+            cur = activation(y, layer.activation)
+        elif kind == "Conv2D":
+            y = fresh("conv")
+            ins = [cur, const(fresh("W"), layer.weight)]
+            if layer.use_bias:
+                ins.append(const(fresh("b"), layer.bias))
+            ph, pw = layer.padding
+            nodes.append(helper.make_node("Conv", ins, [y], kernel_shape=list(layer.kernel_size),
+                                          strides=list(layer.stride), pads=[ph, pw, ph, pw]))
+            cur = activation(y, layer.activation)
+        elif kind in ("MaxPool2D", "AvgPool2D"):
+            y = fresh("pool")
+            ph, pw = layer.padding
+            attrs = {"kernel_shape": list(layer.kernel_size), "strides": list(layer.stride),
+                     "pads": [ph, pw, ph, pw]}
+            if kind == "AvgPool2D":
+                attrs["count_include_pad"] = 1
+            nodes.append(helper.make_node("MaxPool" if kind == "MaxPool2D" else "AveragePool",
+                                          [cur], [y], **attrs))
+            cur = y
+        elif kind == "GlobalAvgPool2D":
+            y, f = fresh("gap"), fresh("flat")
+            nodes.append(helper.make_node("GlobalAveragePool", [cur], [y]))
+            nodes.append(helper.make_node("Flatten", [y], [f], axis=1))
+            cur = f
+        elif kind == "Flatten":
+            y = fresh("flatten")
+            nodes.append(helper.make_node("Flatten", [cur], [y], axis=1))
+            cur = y
+        elif kind == "Activation":
+            cur = activation(cur, layer.activation)
+        elif kind == "Dropout":
+            continue
+        else:
+            raise ValueError(f"export_onnx: unsupported layer {kind}")
+    nodes.append(helper.make_node("Identity", [cur], ["output"]))
+    graph = helper.make_graph(
+        nodes, model.name,
+        [helper.make_tensor_value_info("input", elem, ["batch", *model.input_shape])],
+        [helper.make_tensor_value_info("output", elem,
+                                       ["batch", *(model.output_shape or ())])],
+        initializer=inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="fastnn")
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    atomic_write(path, lambda f: f.write(data))
