@@ -156,6 +156,82 @@ int fnn_bce_logits_f64(double *loss, double *grad, const double *logits, const d
 int fnn_sgd_update_f32(float *w, const float *dw, int64_t n, float lr);
 int fnn_sgd_update_f64(double *w, const double *dw, int64_t n, double lr);
 
+/* torch.optim steps, each one fused pass over a parameter of n elements,
+ * updating w and its state in place (all arrays (n,), C-contiguous, not
+ * overlapping).  Hyper-parameters are checked by the Python layer; these
+ * return FNN_EINVAL only for n < 0, step < 1, a NULL array that is needed,
+ * or an impossible option.  n_threads <= 0 means 1; below ~32k elements per
+ * thread fewer threads are used.  Results do not depend on n_threads. */
+
+/* torch.optim.SGD: d = g + weight_decay w;
+ *   momentum != 0: buf = first_step ? d : momentum buf + (1 - dampening) d,
+ *                  d = nesterov ? d + momentum buf : buf;
+ *   w -= lr d.
+ * buf may be NULL when momentum == 0; nesterov needs momentum > 0 and
+ * dampening == 0. */
+int fnn_sgd_step_f32(float *w, float *buf, const float *g, int64_t n, float lr, float momentum,
+                     float dampening, int nesterov, float weight_decay, int first_step,
+                     int n_threads);
+int fnn_sgd_step_f64(double *w, double *buf, const double *g, int64_t n, double lr,
+                     double momentum, double dampening, int nesterov, double weight_decay,
+                     int first_step, int n_threads);
+
+/* torch.optim.Adam (decoupled == 0: g += weight_decay w) and AdamW
+ * (decoupled == 1: w *= 1 - lr weight_decay first):
+ *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
+ *   amsgrad (vmax != NULL): vmax = max(vmax, v) and vmax replaces v below;
+ *   w -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps).
+ * step >= 1 counts this step.  m, v (and vmax) start at zero. */
+int fnn_adam_step_f32(float *w, float *m, float *v, float *vmax, const float *g, int64_t n,
+                      float lr, float beta1, float beta2, float eps, float weight_decay,
+                      int decoupled, int64_t step, int n_threads);
+int fnn_adam_step_f64(double *w, double *m, double *v, double *vmax, const double *g, int64_t n,
+                      double lr, double beta1, double beta2, double eps, double weight_decay,
+                      int decoupled, int64_t step, int n_threads);
+
+/* torch.optim.RMSprop: g += weight_decay w; sq = alpha sq + (1 - alpha) g^2;
+ *   centered (gavg != NULL needed): gavg = alpha gavg + (1 - alpha) g,
+ *            avg = sqrt(max(sq - gavg^2, 0)) + eps;  else avg = sqrt(sq) + eps;
+ *   momentum > 0 (buf needed): buf = momentum buf + g / avg, w -= lr buf;
+ *   else w -= lr g / avg.
+ * sq, buf, gavg start at zero. */
+int fnn_rmsprop_step_f32(float *w, float *sq, float *buf, float *gavg, const float *g,
+                         int64_t n, float lr, float alpha, float eps, float weight_decay,
+                         float momentum, int centered, int n_threads);
+int fnn_rmsprop_step_f64(double *w, double *sq, double *buf, double *gavg, const double *g,
+                         int64_t n, double lr, double alpha, double eps, double weight_decay,
+                         double momentum, int centered, int n_threads);
+
+/* torch.optim.Adagrad: g += weight_decay w; clr = lr / (1 + (step - 1) lr_decay);
+ *   sum += g^2;  w -= clr g / (sqrt(sum) + eps).
+ * step >= 1 counts this step; sum starts at initial_accumulator_value. */
+int fnn_adagrad_step_f32(float *w, float *sum, const float *g, int64_t n, float lr,
+                         float lr_decay, float weight_decay, float eps, int64_t step,
+                         int n_threads);
+int fnn_adagrad_step_f64(double *w, double *sum, const double *g, int64_t n, double lr,
+                         double lr_decay, double weight_decay, double eps, int64_t step,
+                         int n_threads);
+
+/* ---- dropout (dropout.c) ------------------------------------------------ */
+/* Inverted dropout with a counter-based RNG: element i is kept iff
+ * (splitmix64 output number offset + i for `seed`) >> 40 >= ceil(p 2^24),
+ * i.e. iff u_i >= p with u_i uniform on [0, 1) from 24 random bits (the exact
+ * formula is in dropout.c).  Masks depend only on (seed, offset + i): not on
+ * the thread count, nor on the dtype.  p is double for both dtypes so that
+ * float and double masks agree exactly; 0 <= p < 1, else FNN_EINVAL.
+ * x, out (n,); mask (n,) uint8 or NULL: out = keep ? x s : 0 with
+ * s = 1/(1-p) rounded to the dtype, mask = keep.  p == 0: out = x, mask = 1.
+ * out may alias x. */
+int fnn_dropout_forward_f32(float *out, uint8_t *mask, const float *x, int64_t n, double p,
+                            uint64_t seed, uint64_t offset, int n_threads);
+int fnn_dropout_forward_f64(double *out, uint8_t *mask, const double *x, int64_t n, double p,
+                            uint64_t seed, uint64_t offset, int n_threads);
+/* dy, dx, mask (n,): dx = mask ? dy s : 0, s as in the forward.  dx may alias dy. */
+int fnn_dropout_backward_f32(float *dx, const float *dy, const uint8_t *mask, int64_t n,
+                             double p, int n_threads);
+int fnn_dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int64_t n,
+                             double p, int n_threads);
+
 #ifdef __cplusplus
 }
 #endif

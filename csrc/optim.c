@@ -3,6 +3,19 @@
 
 #include "fnn_internal.h"
 
+/* Below this many elements per thread an elementwise update stays on fewer
+ * threads: a memory-bound pass over 32k elements takes ~10 us, about the cost
+ * of waking a thread. */
+#define FNN_OPTIM_MIN_PER_THREAD (1 << 15)
+
+static int fnn_elemwise_threads(int64_t n, int n_threads)
+{
+    int64_t nt = n_threads < 1 ? 1 : n_threads;
+    const int64_t cap = n / FNN_OPTIM_MIN_PER_THREAD;
+    if (cap < nt) nt = cap < 1 ? 1 : cap;
+    return (int)nt;
+}
+
 #define T float
 #define SFX(f) f##_f32
 #define TM(fn) fn##f

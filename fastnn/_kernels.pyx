@@ -7,7 +7,7 @@ already checked by :mod:`fastnn.kernels` (or by a layer, once at build time),
 releases the GIL and calls one C kernel.  Outputs come first, as in C.
 A negative C status is turned into a Python exception.
 """
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 cdef extern from "fastnn.h" nogil:
     int FNN_OK, FNN_EINVAL, FNN_ENOMEM, FNN_EOVERFLOW, FNN_ELABEL
@@ -67,6 +67,38 @@ cdef extern from "fastnn.h" nogil:
                            const double *target, int64_t n)
     int fnn_sgd_update_f32(float *w, const float *dw, int64_t n, float lr)
     int fnn_sgd_update_f64(double *w, const double *dw, int64_t n, double lr)
+    int fnn_sgd_step_f32(float *w, float *buf, const float *g, int64_t n, float lr,
+                         float momentum, float dampening, int nesterov, float weight_decay,
+                         int first_step, int n_threads)
+    int fnn_sgd_step_f64(double *w, double *buf, const double *g, int64_t n, double lr,
+                         double momentum, double dampening, int nesterov, double weight_decay,
+                         int first_step, int n_threads)
+    int fnn_adam_step_f32(float *w, float *m, float *v, float *vmax, const float *g, int64_t n,
+                          float lr, float beta1, float beta2, float eps, float weight_decay,
+                          int decoupled, int64_t step, int n_threads)
+    int fnn_adam_step_f64(double *w, double *m, double *v, double *vmax, const double *g,
+                          int64_t n, double lr, double beta1, double beta2, double eps,
+                          double weight_decay, int decoupled, int64_t step, int n_threads)
+    int fnn_rmsprop_step_f32(float *w, float *sq, float *buf, float *gavg, const float *g,
+                             int64_t n, float lr, float alpha, float eps, float weight_decay,
+                             float momentum, int centered, int n_threads)
+    int fnn_rmsprop_step_f64(double *w, double *sq, double *buf, double *gavg, const double *g,
+                             int64_t n, double lr, double alpha, double eps,
+                             double weight_decay, double momentum, int centered, int n_threads)
+    int fnn_adagrad_step_f32(float *w, float *sum, const float *g, int64_t n, float lr,
+                             float lr_decay, float weight_decay, float eps, int64_t step,
+                             int n_threads)
+    int fnn_adagrad_step_f64(double *w, double *sum, const double *g, int64_t n, double lr,
+                             double lr_decay, double weight_decay, double eps, int64_t step,
+                             int n_threads)
+    int fnn_dropout_forward_f32(float *out, uint8_t *mask, const float *x, int64_t n, double p,
+                                uint64_t seed, uint64_t offset, int n_threads)
+    int fnn_dropout_forward_f64(double *out, uint8_t *mask, const double *x, int64_t n,
+                                double p, uint64_t seed, uint64_t offset, int n_threads)
+    int fnn_dropout_backward_f32(float *dx, const float *dy, const uint8_t *mask, int64_t n,
+                                 double p, int n_threads)
+    int fnn_dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int64_t n,
+                                 double p, int n_threads)
 
 ctypedef fused floating:
     float
@@ -268,3 +300,136 @@ def sgd_update(floating[::1] w, const floating[::1] dw, double lr):
         else:
             st = fnn_sgd_update_f64(_p1(w), _c1(dw), w.shape[0], lr)
     _check(st, "sgd_update")
+
+
+# ---- optimizer steps and dropout ----------------------------------------------
+# Called directly on the training hot path (``_k.adam_step["float"](...)``), so
+# besides the C call they only check that every array has w's length: a wrong
+# length would otherwise read or write out of bounds.  Optional arrays accept
+# None (NULL in C).  All 1-D, C-contiguous, of w's dtype.
+
+cdef int _same_len(int64_t n, int64_t m, str kernel, str name) except -1:
+    if m != n:
+        raise ValueError(f"{kernel}: {name} has {m} elements, w has {n}")
+    return 0
+
+
+def sgd_step(floating[::1] w, const floating[::1] g, floating[::1] buf, double lr,
+             double momentum, double dampening, bint nesterov, double weight_decay,
+             bint first_step, int n_threads):
+    """torch.optim.SGD step on w (n,) with gradient g (n,) and momentum buf (n,) or None."""
+    cdef int64_t n = w.shape[0]
+    cdef int st
+    _same_len(n, g.shape[0], "sgd_step", "g")
+    if buf is not None:
+        _same_len(n, buf.shape[0], "sgd_step", "buf")
+    with nogil:
+        if floating is float:
+            st = fnn_sgd_step_f32(_p1(w), _p1(buf), _c1(g), n, <float>lr, <float>momentum,
+                                  <float>dampening, nesterov, <float>weight_decay, first_step,
+                                  n_threads)
+        else:
+            st = fnn_sgd_step_f64(_p1(w), _p1(buf), _c1(g), n, lr, momentum, dampening,
+                                  nesterov, weight_decay, first_step, n_threads)
+    _check(st, "sgd_step")
+
+
+def adam_step(floating[::1] w, const floating[::1] g, floating[::1] m, floating[::1] v,
+              floating[::1] vmax, int64_t step, double lr, double beta1, double beta2,
+              double eps, double weight_decay, bint decoupled, int n_threads):
+    """torch.optim.Adam / AdamW (decoupled) step on w (n,); m, v (n,); vmax (n,) or None."""
+    cdef int64_t n = w.shape[0]
+    cdef int st
+    _same_len(n, g.shape[0], "adam_step", "g")
+    _same_len(n, m.shape[0], "adam_step", "m")
+    _same_len(n, v.shape[0], "adam_step", "v")
+    if vmax is not None:
+        _same_len(n, vmax.shape[0], "adam_step", "vmax")
+    with nogil:
+        if floating is float:
+            st = fnn_adam_step_f32(_p1(w), _p1(m), _p1(v), _p1(vmax), _c1(g), n, <float>lr,
+                                   <float>beta1, <float>beta2, <float>eps,
+                                   <float>weight_decay, decoupled, step, n_threads)
+        else:
+            st = fnn_adam_step_f64(_p1(w), _p1(m), _p1(v), _p1(vmax), _c1(g), n, lr, beta1,
+                                   beta2, eps, weight_decay, decoupled, step, n_threads)
+    _check(st, "adam_step")
+
+
+def rmsprop_step(floating[::1] w, const floating[::1] g, floating[::1] sq, floating[::1] buf,
+                 floating[::1] gavg, double lr, double alpha, double eps, double weight_decay,
+                 double momentum, bint centered, int n_threads):
+    """torch.optim.RMSprop step on w (n,); sq (n,); buf (n,) if momentum > 0; gavg if centered."""
+    cdef int64_t n = w.shape[0]
+    cdef int st
+    _same_len(n, g.shape[0], "rmsprop_step", "g")
+    _same_len(n, sq.shape[0], "rmsprop_step", "sq")
+    if buf is not None:
+        _same_len(n, buf.shape[0], "rmsprop_step", "buf")
+    if gavg is not None:
+        _same_len(n, gavg.shape[0], "rmsprop_step", "gavg")
+    with nogil:
+        if floating is float:
+            st = fnn_rmsprop_step_f32(_p1(w), _p1(sq), _p1(buf), _p1(gavg), _c1(g), n,
+                                      <float>lr, <float>alpha, <float>eps,
+                                      <float>weight_decay, <float>momentum, centered,
+                                      n_threads)
+        else:
+            st = fnn_rmsprop_step_f64(_p1(w), _p1(sq), _p1(buf), _p1(gavg), _c1(g), n, lr,
+                                      alpha, eps, weight_decay, momentum, centered, n_threads)
+    _check(st, "rmsprop_step")
+
+
+def adagrad_step(floating[::1] w, const floating[::1] g, floating[::1] sum_sq, int64_t step,
+                 double lr, double lr_decay, double weight_decay, double eps, int n_threads):
+    """torch.optim.Adagrad step on w (n,) with accumulator sum_sq (n,)."""
+    cdef int64_t n = w.shape[0]
+    cdef int st
+    _same_len(n, g.shape[0], "adagrad_step", "g")
+    _same_len(n, sum_sq.shape[0], "adagrad_step", "sum_sq")
+    with nogil:
+        if floating is float:
+            st = fnn_adagrad_step_f32(_p1(w), _p1(sum_sq), _c1(g), n, <float>lr,
+                                      <float>lr_decay, <float>weight_decay, <float>eps, step,
+                                      n_threads)
+        else:
+            st = fnn_adagrad_step_f64(_p1(w), _p1(sum_sq), _c1(g), n, lr, lr_decay,
+                                      weight_decay, eps, step, n_threads)
+    _check(st, "adagrad_step")
+
+
+def dropout_forward(floating[::1] out, uint8_t[::1] mask, const floating[::1] x, double p,
+                    uint64_t seed, uint64_t offset, int n_threads):
+    """out (n,) = keep ? x / (1-p) : 0 and mask (n,) uint8 (or None) = keep, from (seed, offset)."""
+    cdef int64_t n = x.shape[0]
+    cdef int st
+    cdef uint8_t *mp = NULL
+    _same_len(n, out.shape[0], "dropout_forward", "out")
+    if mask is not None:
+        _same_len(n, mask.shape[0], "dropout_forward", "mask")
+        if n > 0:
+            mp = &mask[0]
+    with nogil:
+        if floating is float:
+            st = fnn_dropout_forward_f32(_p1(out), mp, _c1(x), n, p, seed, offset, n_threads)
+        else:
+            st = fnn_dropout_forward_f64(_p1(out), mp, _c1(x), n, p, seed, offset, n_threads)
+    _check(st, "dropout_forward")
+
+
+def dropout_backward(floating[::1] dx, const floating[::1] dy, const uint8_t[::1] mask,
+                     double p, int n_threads):
+    """dx (n,) = mask ? dy / (1-p) : 0 with the forward's mask (n,) uint8."""
+    cdef int64_t n = dy.shape[0]
+    cdef int st
+    cdef const uint8_t *mp = NULL
+    _same_len(n, dx.shape[0], "dropout_backward", "dx")
+    _same_len(n, mask.shape[0], "dropout_backward", "mask")
+    if n > 0:
+        mp = &mask[0]
+    with nogil:
+        if floating is float:
+            st = fnn_dropout_backward_f32(_p1(dx), _c1(dy), mp, n, p, n_threads)
+        else:
+            st = fnn_dropout_backward_f64(_p1(dx), _c1(dy), mp, n, p, n_threads)
+    _check(st, "dropout_backward")

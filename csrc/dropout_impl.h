@@ -1,0 +1,54 @@
+/* dropout_impl.h -- inverted dropout, forward and backward (T, SFX, TM).
+ * The keep decision is an integer test on fnn_dropout_bits (dropout.c), the
+ * same for both dtypes, so float and double masks agree bit for bit. */
+
+/* x, out (n,); mask (n,) or NULL.  out = keep ? x * s : 0 with s = 1/(1-p)
+ * rounded to T; mask[i] = keep.  out may alias x. */
+int SFX(fnn_dropout_forward)(T *out, uint8_t *mask, const T *x, int64_t n, double p,
+                             uint64_t seed, uint64_t offset, int n_threads)
+{
+    if (n < 0 || !(p >= 0 && p < 1)) return FNN_EINVAL; /* !(..) also rejects NaN */
+    if (n == 0) return FNN_OK;
+    if (!out || !x) return FNN_EINVAL;
+    const int nt = fnn_dropout_threads(n, n_threads);
+    if (p == 0) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+        for (int64_t i = 0; i < n; i++) {
+            out[i] = x[i];
+            if (mask) mask[i] = 1;
+        }
+        return FNN_OK;
+    }
+    const uint64_t thr = fnn_dropout_threshold(p);
+    const T scale = (T)(1.0 / (1.0 - p));
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        const int keep = fnn_dropout_bits(seed, offset + (uint64_t)i) >= thr;
+        out[i] = keep ? x[i] * scale : (T)0;
+        if (mask) mask[i] = (uint8_t)keep;
+    }
+    (void)nt;
+    return FNN_OK;
+}
+
+/* dy, dx, mask (n,): dx = mask ? dy * s : 0 with the forward's s = 1/(1-p).
+ * dx may alias dy. */
+int SFX(fnn_dropout_backward)(T *dx, const T *dy, const uint8_t *mask, int64_t n, double p,
+                              int n_threads)
+{
+    if (n < 0 || !(p >= 0 && p < 1)) return FNN_EINVAL;
+    if (n == 0) return FNN_OK;
+    if (!dx || !dy || !mask) return FNN_EINVAL;
+    const int nt = fnn_dropout_threads(n, n_threads);
+    const T scale = (T)(1.0 / (1.0 - p));
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (int64_t i = 0; i < n; i++) dx[i] = mask[i] ? dy[i] * scale : (T)0;
+    (void)nt;
+    return FNN_OK;
+}
