@@ -7,6 +7,7 @@ import os
 import sys
 
 _num_threads: int | None = None
+_default_threads: int | None = None
 
 
 def _cgroup_cpu_limit() -> int | None:
@@ -64,7 +65,14 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads fastnn's kernels use (see :func:`set_num_threads`)."""
-    if _num_threads is None:
-        return default_num_threads()
-    return _num_threads
+    """The number of threads fastnn's kernels use (see :func:`set_num_threads`).
+
+    Until set, the default is computed once (``OMP_NUM_THREADS``, affinity, cgroup
+    quota) and cached: this is called before every kernel.
+    """
+    global _default_threads
+    if _num_threads is not None:
+        return _num_threads
+    if _default_threads is None:
+        _default_threads = default_num_threads()
+    return _default_threads

@@ -125,11 +125,11 @@ def load_model(path: str | os.PathLike) -> Any:
     """Read a model written by :func:`save_model`; ValueError for any bad file."""
     try:
         z = zipfile.ZipFile(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ValueError(f"{os.fspath(path)!r} is not a fastnn model file (not a zip: {exc})"
-                         ) from None
+    except Exception as exc:  # noqa: BLE001 -- zipfile raises many types on foreign bytes
+        raise ValueError(f"{os.fspath(path)!r} is not a fastnn model file (not a readable zip: "
+                         f"{type(exc).__name__}: {exc})") from None
     try:
         with z:
             bad = z.testzip()
@@ -153,8 +153,9 @@ def load_model(path: str | os.PathLike) -> Any:
             return _build(z, meta)
     except ValueError:
         raise
-    except (KeyError, TypeError, IndexError, AttributeError, zipfile.BadZipFile, OSError,
-            EOFError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- any other failure means a malformed file
         raise ValueError(f"model file is malformed: {type(exc).__name__}: {exc}") from None
 
 
@@ -245,10 +246,11 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
     """
     try:
         z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ValueError(f"{os.fspath(path)!r} is not a fastnn weights file: {exc}") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 -- zipfile raises many types on foreign bytes
+        raise ValueError(f"{os.fspath(path)!r} is not a fastnn weights file: "
+                         f"{type(exc).__name__}: {exc}") from None
     with z:
         try:
             meta = json.loads(z.read("fastnn.json"))

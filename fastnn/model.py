@@ -53,7 +53,9 @@ class Sequential:
         self._seed_seq = np.random.SeedSequence(self.seed)
         self.rng = np.random.default_rng(self._seed_seq)
         self.name = name or "sequential"
-        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self._input_shape_arg = (None if input_shape is None
+                                 else tuple(int(d) for d in input_shape))
+        self.input_shape = self._input_shape_arg
         self._layers: list[Layer] = []
         self.optimizer: Optimizer | None = None
         self.loss: Loss | None = None
@@ -123,8 +125,8 @@ class Sequential:
         return layer
 
     def _declared_input_shape(self) -> tuple[int | None, ...] | None:
-        if self.input_shape is not None:
-            return self.input_shape
+        if self._input_shape_arg is not None:
+            return self._input_shape_arg
         for layer in self._layers:
             spec = getattr(layer, "in_features", None)
             if spec is not None:
@@ -136,6 +138,8 @@ class Sequential:
     def _build(self) -> None:
         """Build every layer (new ones draw their initial values), then pack the flat buffers."""
         shape = self._declared_input_shape()
+        if shape is not None and all(d is not None for d in shape):
+            self.input_shape = tuple(shape)
         self._shapes = []
         for i, layer in enumerate(self._layers):
             if hasattr(layer, "seed") and getattr(layer, "seed", 0) == 0:
