@@ -710,7 +710,8 @@ def dropout_forward(x: Any, p: float, seed: int, *, offset: int = 0,
     Returns
     -------
     out : ndarray, x's shape
-        ``x * s`` where kept, 0 elsewhere; ``s = 1/(1-p)`` rounded to the dtype.
+        ``x * (mask * s)`` with ``s = 1/(1-p)`` rounded to the dtype: ``x * s``
+        where kept, ``x * 0`` (0, or nan for a non-finite x, as torch) elsewhere.
     mask : ndarray, x's shape, uint8
         1 where kept, 0 where dropped (``mask_out`` itself when given).
 
@@ -723,7 +724,7 @@ def dropout_forward(x: Any, p: float, seed: int, *, offset: int = 0,
 
 def dropout_backward(grad_out: Any, mask: np.ndarray, p: float, *,
                      out: np.ndarray | None = None) -> np.ndarray:
-    """Backward of :func:`dropout_forward`: ``grad_out * s`` where kept, 0 elsewhere.
+    """Backward of :func:`dropout_forward`: ``grad_out * (mask * s)``, ``s = 1/(1-p)``.
 
     Parameters
     ----------

@@ -345,14 +345,16 @@ def dropout_forward(x: Any, p: float, seed: int, *, offset: int = 0,
     u = dropout_bits(seed, offset, x.size).astype(np.float64) / 2.0**24  # exact
     keep = (u >= p).reshape(x.shape)
     scale = x.dtype.type(1.0 / (1.0 - p))
-    res[...] = np.where(keep, x * scale, x.dtype.type(0))
+    with np.errstate(invalid="ignore"):  # inf * 0 -> nan, as torch
+        res[...] = x * (keep.astype(x.dtype) * scale)
     mask[...] = keep
     return res, (mask_out if mask_out is not None else mask)
 
 
 def dropout_backward(grad_out: Any, mask: np.ndarray, p: float, *,
                      out: np.ndarray | None = None) -> np.ndarray:
-    """Twin of :func:`fastnn.kernels.dropout_backward`: ``grad_out / (1-p)`` where kept."""
+    """Twin of :func:`fastnn.kernels.dropout_backward`: ``grad_out * (mask / (1-p))``."""
     dy, mask, p, res = _k._check_dropout_backward(grad_out, mask, p, out)
-    res[...] = np.where(mask != 0, dy * dy.dtype.type(1.0 / (1.0 - p)), dy.dtype.type(0))
+    with np.errstate(invalid="ignore"):
+        res[...] = dy * ((mask != 0).astype(dy.dtype) * dy.dtype.type(1.0 / (1.0 - p)))
     return res

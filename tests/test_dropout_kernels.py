@@ -132,6 +132,18 @@ def test_scaling(p, dtype):
     assert_close(out[keep], x[keep].astype(np.float64) / (1 - p), dtype)
 
 
+def test_non_finite_inputs_as_torch(dtype):
+    """x * (mask / (1-p)): a dropped inf or nan gives nan, a kept one stays."""
+    x = np.array([np.inf, -np.inf, np.nan, 1.0] * 8, dtype)
+    out, mask = K.dropout_forward(x, 0.5, seed=0)
+    out_r, mask_r = R.dropout_forward(x, 0.5, seed=0)
+    assert np.array_equal(out, out_r, equal_nan=True)
+    keep = mask.astype(bool)
+    assert 0 < keep.sum() < keep.size
+    assert np.all(np.isnan(out[~keep & ~np.isfinite(x)]))
+    assert np.array_equal(out[keep], x[keep] * 2, equal_nan=True)
+
+
 def test_expectation_preserved():
     """Inverted dropout keeps E[out] = x."""
     out, _ = K.dropout_forward(np.full(1_000_000, 2.0), 0.3, seed=9)
