@@ -219,14 +219,14 @@ int fnn_adagrad_step_f64(double *w, double *sum, const double *g, int64_t n, dou
  * formula is in dropout.c).  Masks depend only on (seed, offset + i): not on
  * the thread count, nor on the dtype.  p is double for both dtypes so that
  * float and double masks agree exactly; 0 <= p < 1, else FNN_EINVAL.
- * x, out (n,); mask (n,) uint8 or NULL: out = keep ? x s : 0 with
- * s = 1/(1-p) rounded to the dtype, mask = keep.  p == 0: out = x, mask = 1.
- * out may alias x. */
+ * x, out (n,); mask (n,) uint8 or NULL: out = x * (keep * s) with
+ * s = 1/(1-p) rounded to the dtype (x * s where kept, x * 0 elsewhere, as
+ * torch), mask = keep.  p == 0: out = x, mask = 1.  out may alias x. */
 int fnn_dropout_forward_f32(float *out, uint8_t *mask, const float *x, int64_t n, double p,
                             uint64_t seed, uint64_t offset, int n_threads);
 int fnn_dropout_forward_f64(double *out, uint8_t *mask, const double *x, int64_t n, double p,
                             uint64_t seed, uint64_t offset, int n_threads);
-/* dy, dx, mask (n,): dx = mask ? dy s : 0, s as in the forward.  dx may alias dy. */
+/* dy, dx, mask (n,): dx = dy * (mask * s), s as in the forward.  dx may alias dy. */
 int fnn_dropout_backward_f32(float *dx, const float *dy, const uint8_t *mask, int64_t n,
                              double p, int n_threads);
 int fnn_dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int64_t n,

@@ -2,9 +2,10 @@
  *
  * Every step below reads each element of w, g and the state once, updates it
  * in registers and writes it back: one fused pass over memory per parameter.
- * The math is torch.optim's (single-tensor path), operation for operation,
- * in the parameter's dtype; bias corrections and step sizes are scalars
- * computed once per call in double.  Elements are independent, so threads
+ * The math is torch.optim's (single-tensor path) in the parameter's dtype and
+ * in torch's order of operations, except that moving averages are written
+ * b * m + (1 - b) * g where torch calls lerp (equal up to rounding); bias
+ * corrections and step sizes are scalars computed once per call in double.  Elements are independent, so threads
  * split the range statically and the result does not depend on their number.
  * A zero weight_decay is skipped (never adds 0 * w), as torch does. */
 

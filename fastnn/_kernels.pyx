@@ -400,7 +400,7 @@ def adagrad_step(floating[::1] w, const floating[::1] g, floating[::1] sum_sq, i
 
 def dropout_forward(floating[::1] out, uint8_t[::1] mask, const floating[::1] x, double p,
                     uint64_t seed, uint64_t offset, int n_threads):
-    """out (n,) = keep ? x / (1-p) : 0 and mask (n,) uint8 (or None) = keep, from (seed, offset)."""
+    """out (n,) = x * keep / (1-p) and mask (n,) uint8 (or None) = keep, from (seed, offset)."""
     cdef int64_t n = x.shape[0]
     cdef int st
     cdef uint8_t *mp = NULL
@@ -419,7 +419,7 @@ def dropout_forward(floating[::1] out, uint8_t[::1] mask, const floating[::1] x,
 
 def dropout_backward(floating[::1] dx, const floating[::1] dy, const uint8_t[::1] mask,
                      double p, int n_threads):
-    """dx (n,) = mask ? dy / (1-p) : 0 with the forward's mask (n,) uint8."""
+    """dx (n,) = dy * mask / (1-p) with the forward's mask (n,) uint8."""
     cdef int64_t n = dy.shape[0]
     cdef int st
     cdef const uint8_t *mp = NULL

@@ -10,6 +10,7 @@ Arrays are float32 when every floating input is float32, float64 otherwise.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from ._validation import (
     common_float_dtype,
     labels_array,
     output,
+    positive_int,
 )
 
 #: Cython specialization name of each dtype; ``_k.fn[_SPEC[dt]]`` picks the
@@ -39,6 +41,12 @@ __all__ = [
     "mse",
     "binary_cross_entropy",
     "sgd_update",
+    "sgd_step",
+    "adam_step",
+    "rmsprop_step",
+    "adagrad_step",
+    "dropout_forward",
+    "dropout_backward",
 ]
 
 
@@ -366,3 +374,375 @@ def sgd_update(w: np.ndarray, dw: Any, lr: float) -> np.ndarray:
     check_shape(g, "dw", w.shape)
     _k.sgd_update[_SPEC[w.dtype]](w.reshape(-1), g.reshape(-1), float(lr))
     return w
+
+
+# ---- optimizer steps --------------------------------------------------------------
+# Shared by these kernels and their twins in fastnn.reference, so that both
+# accept and reject exactly the same arguments.  Every check runs before any
+# array is written.
+
+def _real(value: Any, name: str, lo: float = 0.0, hi: float = math.inf, *,
+          hi_open: bool = False) -> float:
+    """``value`` as a finite float in [lo, hi] (or [lo, hi) when ``hi_open``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if not (lo <= v and (v < hi if hi_open else v <= hi)):
+        if hi == math.inf:
+            raise ValueError(f"{name} must be >= {lo:g}, got {value!r}")
+        raise ValueError(f"{name} must be in [{lo:g}, {hi:g}{')' if hi_open else ']'}, "
+                         f"got {value!r}")
+    return v
+
+
+def _uint64(value: Any, name: str) -> int:
+    """``value`` as an int in [0, 2**64)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 <= int(value) < 2**64:
+        raise ValueError(f"{name} must be in [0, 2**64), got {value}")
+    return int(value)
+
+
+def _param_grad(w: Any, g: Any) -> np.ndarray:
+    """Check the parameter ``w`` (updated in place); ``g`` converted to w's dtype and shape."""
+    if not isinstance(w, np.ndarray):
+        raise TypeError(f"w must be a numpy.ndarray updated in place, got {type(w).__name__}")
+    if w.dtype not in (np.float32, np.float64):
+        raise TypeError(f"w must be float32 or float64, got {w.dtype}")
+    output(w, "w", w.shape, w.dtype)
+    g = as_float_array(g, "g", w.dtype)
+    check_shape(g, "g", w.shape)
+    return g
+
+
+def _states(w: np.ndarray, **arrays: np.ndarray | None) -> None:
+    """Each state array: w's shape and dtype, writable, C-contiguous, overlapping nothing."""
+    seen = [w]
+    for name, arr in arrays.items():
+        if arr is not None:
+            output(arr, name, w.shape, w.dtype, seen)
+            seen.append(arr)
+
+
+def _check_sgd(w, g, buf, lr, momentum, dampening, nesterov, weight_decay) -> tuple:
+    g = _param_grad(w, g)
+    lr = _real(lr, "lr")
+    momentum = _real(momentum, "momentum")
+    dampening = _real(dampening, "dampening", -math.inf)
+    weight_decay = _real(weight_decay, "weight_decay")
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError(f"nesterov=True needs momentum > 0 and dampening == 0, got "
+                         f"momentum={momentum!r}, dampening={dampening!r}")
+    if momentum != 0 and buf is None:
+        raise ValueError(f"momentum={momentum!r} needs buf= (the momentum buffer, w's shape)")
+    _states(w, buf=buf if momentum != 0 else None)
+    return g, lr, momentum, dampening, weight_decay
+
+
+def _check_adam(w, g, m, v, vmax, step, lr, beta1, beta2, eps, weight_decay) -> tuple:
+    g = _param_grad(w, g)
+    if m is None or v is None:
+        raise ValueError("adam_step needs the moment arrays m and v (w's shape, zeros at start)")
+    _states(w, m=m, v=v, vmax=vmax)
+    return (g, positive_int(step, "step"), _real(lr, "lr"),
+            _real(beta1, "beta1", 0.0, 1.0, hi_open=True),
+            _real(beta2, "beta2", 0.0, 1.0, hi_open=True), _real(eps, "eps"),
+            _real(weight_decay, "weight_decay"))
+
+
+def _check_rmsprop(w, g, sq, buf, gavg, lr, alpha, eps, weight_decay, momentum,
+                   centered) -> tuple:
+    g = _param_grad(w, g)
+    lr, alpha = _real(lr, "lr"), _real(alpha, "alpha", 0.0, 1.0)
+    eps, weight_decay = _real(eps, "eps"), _real(weight_decay, "weight_decay")
+    momentum = _real(momentum, "momentum")
+    if sq is None:
+        raise ValueError("rmsprop_step needs sq (the running mean of g**2, w's shape)")
+    if momentum > 0 and buf is None:
+        raise ValueError(f"momentum={momentum!r} needs buf= (the momentum buffer, w's shape)")
+    if centered and gavg is None:
+        raise ValueError("centered=True needs gavg= (the running mean of g, w's shape)")
+    _states(w, sq=sq, buf=buf if momentum > 0 else None, gavg=gavg if centered else None)
+    return g, lr, alpha, eps, weight_decay, momentum
+
+
+def _check_adagrad(w, g, sum_sq, step, lr, lr_decay, weight_decay, eps) -> tuple:
+    g = _param_grad(w, g)
+    if sum_sq is None:
+        raise ValueError("adagrad_step needs sum_sq (the running sum of g**2, w's shape)")
+    _states(w, sum_sq=sum_sq)
+    return (g, positive_int(step, "step"), _real(lr, "lr"), _real(lr_decay, "lr_decay"),
+            _real(weight_decay, "weight_decay"), _real(eps, "eps"))
+
+
+def sgd_step(w: np.ndarray, g: Any, buf: np.ndarray | None = None, *, lr: float,
+             momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+             weight_decay: float = 0.0, first_step: bool = True) -> np.ndarray:
+    """One ``torch.optim.SGD`` step on ``w``, in place, in one fused pass.
+
+    ``d = g + weight_decay * w``; with momentum,
+    ``buf = d if first_step else momentum * buf + (1 - dampening) * d`` and
+    ``d = d + momentum * buf`` (nesterov) or ``d = buf``; then ``w -= lr * d``.
+
+    Parameters
+    ----------
+    w : ndarray, any shape, float32/float64, C-contiguous and writable
+        The parameter, updated in place.
+    g : array_like, w's shape
+        Its gradient.
+    buf : ndarray, w's shape and dtype, optional
+        Momentum buffer, updated in place; required when ``momentum != 0``
+        (its contents are ignored when ``first_step``).
+    lr : float >= 0
+    momentum : float >= 0
+    dampening : float
+    nesterov : bool
+        Needs ``momentum > 0`` and ``dampening == 0`` (as torch).
+    weight_decay : float >= 0
+        L2 penalty added to the gradient.
+    first_step : bool
+        True on the parameter's first step: ``buf`` starts as ``d`` (torch's
+        ``buf is None``), without dampening.
+
+    Returns
+    -------
+    ndarray
+        ``w`` itself.
+
+    """
+    g, lr, momentum, dampening, weight_decay = _check_sgd(w, g, buf, lr, momentum, dampening,
+                                                          nesterov, weight_decay)
+    _k.sgd_step[_SPEC[w.dtype]](w.reshape(-1), g.reshape(-1),
+                                None if momentum == 0 else buf.reshape(-1), lr, momentum,
+                                dampening, bool(nesterov), weight_decay, bool(first_step),
+                                get_num_threads())
+    return w
+
+
+def adam_step(w: np.ndarray, g: Any, m: np.ndarray, v: np.ndarray, *, step: int,
+              lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+              weight_decay: float = 0.0, decoupled: bool = False,
+              vmax: np.ndarray | None = None) -> np.ndarray:
+    """One ``torch.optim.Adam`` (or ``AdamW`` when ``decoupled``) step on ``w``, in place.
+
+    ``g += weight_decay * w`` (Adam) or ``w *= 1 - lr * weight_decay`` (AdamW);
+    ``m = beta1 m + (1 - beta1) g``; ``v = beta2 v + (1 - beta2) g**2``;
+    with ``vmax`` (amsgrad) ``vmax = max(vmax, v)`` replaces ``v`` below;
+    ``w -= lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)``
+    (eps outside the square root, as torch).  One fused pass.
+
+    Parameters
+    ----------
+    w : ndarray, any shape, float32/float64, C-contiguous and writable
+    g : array_like, w's shape
+    m, v : ndarray, w's shape and dtype
+        First and second moments, updated in place; zeros before step 1.
+    step : int >= 1
+        Number of this step, counting from 1 (for the bias corrections).
+    lr : float >= 0
+    beta1, beta2 : float in [0, 1)
+    eps : float >= 0
+    weight_decay : float >= 0
+    decoupled : bool
+        AdamW's decoupled weight decay instead of Adam's L2 gradient term.
+    vmax : ndarray, w's shape and dtype, optional
+        Running maximum of ``v``; giving it turns on amsgrad.
+
+    Returns
+    -------
+    ndarray
+        ``w`` itself.
+
+    """
+    g, step, lr, beta1, beta2, eps, weight_decay = _check_adam(w, g, m, v, vmax, step, lr, beta1,
+                                                               beta2, eps, weight_decay)
+    _k.adam_step[_SPEC[w.dtype]](w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                                 None if vmax is None else vmax.reshape(-1), step, lr, beta1,
+                                 beta2, eps, weight_decay, bool(decoupled), get_num_threads())
+    return w
+
+
+def rmsprop_step(w: np.ndarray, g: Any, sq: np.ndarray, *, lr: float = 1e-2,
+                 alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False, buf: np.ndarray | None = None,
+                 gavg: np.ndarray | None = None) -> np.ndarray:
+    """One ``torch.optim.RMSprop`` step on ``w``, in place, in one fused pass.
+
+    ``g += weight_decay * w``; ``sq = alpha sq + (1 - alpha) g**2``; centered:
+    ``gavg = alpha gavg + (1 - alpha) g`` and ``avg = sqrt(sq - gavg**2) + eps``,
+    else ``avg = sqrt(sq) + eps``; with momentum ``buf = momentum buf + g / avg``
+    and ``w -= lr * buf``, else ``w -= lr * g / avg``.
+
+    Parameters
+    ----------
+    w : ndarray, any shape, float32/float64, C-contiguous and writable
+    g : array_like, w's shape
+    sq : ndarray, w's shape and dtype
+        Running mean of ``g**2``, updated in place; zeros before the first step.
+    lr : float >= 0
+    alpha : float in [0, 1]
+    eps : float >= 0
+    weight_decay : float >= 0
+    momentum : float >= 0
+    centered : bool
+    buf : ndarray, w's shape and dtype, optional
+        Momentum buffer (zeros at the start); required when ``momentum > 0``.
+    gavg : ndarray, w's shape and dtype, optional
+        Running mean of ``g`` (zeros at the start); required when ``centered``.
+
+    Returns
+    -------
+    ndarray
+        ``w`` itself.
+
+    Notes
+    -----
+    When centered, ``sq - gavg**2`` is clamped at 0 before the square root:
+    it is never negative in exact arithmetic, and rounding must not make a NaN.
+
+    """
+    g, lr, alpha, eps, weight_decay, momentum = _check_rmsprop(
+        w, g, sq, buf, gavg, lr, alpha, eps, weight_decay, momentum, centered)
+    _k.rmsprop_step[_SPEC[w.dtype]](
+        w.reshape(-1), g.reshape(-1), sq.reshape(-1),
+        buf.reshape(-1) if momentum > 0 else None, gavg.reshape(-1) if centered else None,
+        lr, alpha, eps, weight_decay, momentum, bool(centered), get_num_threads())
+    return w
+
+
+def adagrad_step(w: np.ndarray, g: Any, sum_sq: np.ndarray, *, step: int, lr: float = 1e-2,
+                 lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 eps: float = 1e-10) -> np.ndarray:
+    """One ``torch.optim.Adagrad`` step on ``w``, in place, in one fused pass.
+
+    ``g += weight_decay * w``; ``clr = lr / (1 + (step - 1) * lr_decay)``;
+    ``sum_sq += g**2``; ``w -= clr * g / (sqrt(sum_sq) + eps)``.
+
+    Parameters
+    ----------
+    w : ndarray, any shape, float32/float64, C-contiguous and writable
+    g : array_like, w's shape
+    sum_sq : ndarray, w's shape and dtype
+        Running sum of ``g**2``, updated in place; starts at torch's
+        ``initial_accumulator_value`` (0 by default).
+    step : int >= 1
+        Number of this step, counting from 1.
+    lr, lr_decay, weight_decay : float >= 0
+    eps : float >= 0
+
+    Returns
+    -------
+    ndarray
+        ``w`` itself.
+
+    """
+    g, step, lr, lr_decay, weight_decay, eps = _check_adagrad(w, g, sum_sq, step, lr, lr_decay,
+                                                              weight_decay, eps)
+    _k.adagrad_step[_SPEC[w.dtype]](w.reshape(-1), g.reshape(-1), sum_sq.reshape(-1), step, lr,
+                                    lr_decay, weight_decay, eps, get_num_threads())
+    return w
+
+
+# ---- dropout ------------------------------------------------------------------------
+
+def _mask_array(mask: Any, name: str, shape: tuple, *, writable: bool) -> np.ndarray:
+    """A uint8 (or bool, viewed as uint8) C-contiguous mask of ``shape``."""
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of uint8, got {type(mask).__name__}")
+    if mask.dtype not in (np.uint8, np.bool_):
+        raise TypeError(f"{name} must have dtype uint8 (or bool), got {mask.dtype}")
+    check_shape(mask, name, shape)
+    if not mask.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if writable and not mask.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return mask.view(np.uint8)
+
+
+def _check_dropout_forward(x, p, seed, offset, out, mask_out) -> tuple:
+    x = as_float_array(x, "x", common_float_dtype(x))
+    p = _real(p, "p", 0.0, 1.0, hi_open=True)
+    seed, offset = _uint64(seed, "seed"), _uint64(offset, "offset")
+    out = output(out, "out", x.shape, x.dtype)
+    if mask_out is None:
+        mask = np.empty(x.shape, dtype=np.uint8)
+    else:
+        mask = _mask_array(mask_out, "mask_out", x.shape, writable=True)
+        if np.may_share_memory(mask, x) or np.may_share_memory(mask, out):
+            raise ValueError("mask_out overlaps x or out; pass a separate buffer")
+    return x, p, seed, offset, out, mask
+
+
+def _check_dropout_backward(grad_out, mask, p, out) -> tuple:
+    dy = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out))
+    mask = _mask_array(mask, "mask", dy.shape, writable=False)
+    p = _real(p, "p", 0.0, 1.0, hi_open=True)
+    return dy, mask, p, output(out, "out", dy.shape, dy.dtype, (mask,))
+
+
+def dropout_forward(x: Any, p: float, seed: int, *, offset: int = 0,
+                    out: np.ndarray | None = None,
+                    mask_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Inverted dropout: keep each element with probability ``1 - p``, scaled by ``1/(1-p)``.
+
+    The mask comes from a counter-based RNG: element ``i`` (in C order) is kept
+    iff ``u >= p``, where ``u = (h >> 40) / 2**24`` and ``h`` is output number
+    ``offset + i`` (counting from 0) of the splitmix64 generator seeded with
+    ``seed`` (formula in ``csrc/dropout.c``).  So a mask depends only on
+    ``(seed, offset, i)``: it is reproducible, the same for float32 and
+    float64, and independent of the thread count.  Use a new ``offset`` (or
+    ``seed``) per call, e.g. ``offset = step * x.size``, for fresh masks.
+
+    Parameters
+    ----------
+    x : array_like, any shape
+    p : float in [0, 1)
+        Drop probability; 0 gives ``out = x`` and an all-ones mask.
+    seed : int in [0, 2**64)
+    offset : int in [0, 2**64)
+        Counter of the first element.
+    out : ndarray, x's shape and dtype, optional (may be ``x`` itself)
+    mask_out : ndarray, x's shape, uint8 (or bool), optional
+
+    Returns
+    -------
+    out : ndarray, x's shape
+        ``x * (mask * s)`` with ``s = 1/(1-p)`` rounded to the dtype: ``x * s``
+        where kept, ``x * 0`` (0, or nan for a non-finite x, as torch) elsewhere.
+    mask : ndarray, x's shape, uint8
+        1 where kept, 0 where dropped (``mask_out`` itself when given).
+
+    """
+    x, p, seed, offset, out, mask = _check_dropout_forward(x, p, seed, offset, out, mask_out)
+    _k.dropout_forward[_SPEC[x.dtype]](out.reshape(-1), mask.reshape(-1), x.reshape(-1), p, seed,
+                                       offset, get_num_threads())
+    return out, (mask_out if mask_out is not None else mask)
+
+
+def dropout_backward(grad_out: Any, mask: np.ndarray, p: float, *,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """Backward of :func:`dropout_forward`: ``grad_out * (mask * s)``, ``s = 1/(1-p)``.
+
+    Parameters
+    ----------
+    grad_out : array_like, any shape
+        dL/d(out).
+    mask : ndarray, grad_out's shape, uint8 (or bool)
+        The forward's mask.
+    p : float in [0, 1)
+        The forward's drop probability (``s = 1/(1-p)`` rounded to the dtype).
+    out : ndarray, grad_out's shape and dtype, optional (may be ``grad_out`` itself)
+
+    Returns
+    -------
+    ndarray, grad_out's shape
+        dL/dx.
+
+    """
+    dy, mask, p, out = _check_dropout_backward(grad_out, mask, p, out)
+    _k.dropout_backward[_SPEC[dy.dtype]](out.reshape(-1), dy.reshape(-1), mask.reshape(-1), p,
+                                         get_num_threads())
+    return out

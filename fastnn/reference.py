@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels as _k
 from ._names import NEEDS_Z, activation_name
 from ._validation import as_float_array, common_float_dtype, labels_array
 
@@ -25,6 +26,12 @@ __all__ = [
     "mse",
     "binary_cross_entropy",
     "sgd_update",
+    "sgd_step",
+    "adam_step",
+    "rmsprop_step",
+    "adagrad_step",
+    "dropout_forward",
+    "dropout_backward",
 ]
 
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
@@ -217,3 +224,137 @@ def sgd_update(w: np.ndarray, dw: Any, lr: float) -> np.ndarray:
     """Twin of :func:`fastnn.kernels.sgd_update`: ``w -= lr * dw`` in place."""
     w -= w.dtype.type(lr) * np.asarray(dw, dtype=w.dtype)
     return w
+
+
+# ---- optimizer steps: the arguments are checked exactly as fastnn.kernels does, then
+# each update is written operation for operation as the C kernel computes it, in w's
+# dtype (scalars rounded to it first; bias corrections in double).
+
+def sgd_step(w: np.ndarray, g: Any, buf: np.ndarray | None = None, *, lr: float,
+             momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+             weight_decay: float = 0.0, first_step: bool = True) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.sgd_step` (``torch.optim.SGD``)."""
+    g, lr, momentum, dampening, weight_decay = _k._check_sgd(w, g, buf, lr, momentum, dampening,
+                                                             nesterov, weight_decay)
+    t = w.dtype.type
+    d = g.copy()
+    if weight_decay != 0:
+        d = d + t(weight_decay) * w
+    if momentum != 0:
+        if first_step:
+            buf[...] = d
+        else:
+            buf[...] = buf * t(momentum) + (t(1) - t(dampening)) * d
+        d = d + t(momentum) * buf if nesterov else buf
+    w[...] = w - t(lr) * d
+    return w
+
+
+def adam_step(w: np.ndarray, g: Any, m: np.ndarray, v: np.ndarray, *, step: int,
+              lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+              weight_decay: float = 0.0, decoupled: bool = False,
+              vmax: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.adam_step` (``torch.optim.Adam`` / ``AdamW``)."""
+    g, step, lr, beta1, beta2, eps, weight_decay = _k._check_adam(w, g, m, v, vmax, step, lr,
+                                                                  beta1, beta2, eps,
+                                                                  weight_decay)
+    t = w.dtype.type
+    bc1 = 1.0 - float(t(beta1)) ** step
+    bc2 = 1.0 - float(t(beta2)) ** step
+    step_size = t(float(t(lr)) / bc1)
+    bc2_sqrt = t(math.sqrt(bc2))
+    wi = w.copy()
+    if weight_decay != 0 and decoupled:
+        wi = wi * t(1.0 - float(t(lr)) * float(t(weight_decay)))
+    if weight_decay != 0 and not decoupled:
+        g = g + t(weight_decay) * wi
+    m[...] = t(beta1) * m + (t(1) - t(beta1)) * g
+    v[...] = v * t(beta2) + (t(1) - t(beta2)) * g * g
+    vh = v
+    if vmax is not None:
+        vmax[...] = np.maximum(vmax, v)
+        vh = vmax
+    denom = np.sqrt(vh) / bc2_sqrt + t(eps)
+    w[...] = wi - step_size * m / denom
+    return w
+
+
+def rmsprop_step(w: np.ndarray, g: Any, sq: np.ndarray, *, lr: float = 1e-2,
+                 alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False, buf: np.ndarray | None = None,
+                 gavg: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.rmsprop_step` (``torch.optim.RMSprop``)."""
+    g, lr, alpha, eps, weight_decay, momentum = _k._check_rmsprop(
+        w, g, sq, buf, gavg, lr, alpha, eps, weight_decay, momentum, centered)
+    t = w.dtype.type
+    one_a = t(1) - t(alpha)
+    if weight_decay != 0:
+        g = g + t(weight_decay) * w
+    sq[...] = sq * t(alpha) + one_a * g * g
+    var = sq
+    if centered:
+        gavg[...] = t(alpha) * gavg + one_a * g
+        var = np.maximum(sq - gavg * gavg, t(0))
+    avg = np.sqrt(var) + t(eps)
+    if momentum > 0:
+        buf[...] = buf * t(momentum) + g / avg
+        w[...] = w - t(lr) * buf
+    else:
+        w[...] = w - t(lr) * g / avg
+    return w
+
+
+def adagrad_step(w: np.ndarray, g: Any, sum_sq: np.ndarray, *, step: int, lr: float = 1e-2,
+                 lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 eps: float = 1e-10) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.adagrad_step` (``torch.optim.Adagrad``)."""
+    g, step, lr, lr_decay, weight_decay, eps = _k._check_adagrad(w, g, sum_sq, step, lr,
+                                                                 lr_decay, weight_decay, eps)
+    t = w.dtype.type
+    clr = t(float(t(lr)) / (1.0 + (step - 1) * float(t(lr_decay))))
+    if weight_decay != 0:
+        g = g + t(weight_decay) * w
+    sum_sq[...] = sum_sq + g * g
+    w[...] = w - clr * g / (np.sqrt(sum_sq) + t(eps))
+    return w
+
+
+# ---- dropout ------------------------------------------------------------------------
+
+_U64 = np.uint64
+
+
+def dropout_bits(seed: int, offset: int, n: int) -> np.ndarray:
+    """The 24 random bits of elements 0..n-1: splitmix64 outputs offset..offset+n-1 >> 40.
+
+    Output number ``k`` of splitmix64 seeded with ``seed`` is
+    ``mix(seed + (k + 1) * 0x9E3779B97F4A7C15)`` in wrapping uint64 arithmetic.
+    """
+    k = np.arange(n, dtype=_U64) + _U64(offset)
+    z = _U64(seed) + (k + _U64(1)) * _U64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return (z ^ (z >> _U64(31))) >> _U64(40)
+
+
+def dropout_forward(x: Any, p: float, seed: int, *, offset: int = 0,
+                    out: np.ndarray | None = None,
+                    mask_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.dropout_forward`: keep iff ``bits / 2**24 >= p``."""
+    x, p, seed, offset, res, mask = _k._check_dropout_forward(x, p, seed, offset, out, mask_out)
+    u = dropout_bits(seed, offset, x.size).astype(np.float64) / 2.0**24  # exact
+    keep = (u >= p).reshape(x.shape)
+    scale = x.dtype.type(1.0 / (1.0 - p))
+    with np.errstate(invalid="ignore"):  # inf * 0 -> nan, as torch
+        res[...] = x * (keep.astype(x.dtype) * scale)
+    mask[...] = keep
+    return res, (mask_out if mask_out is not None else mask)
+
+
+def dropout_backward(grad_out: Any, mask: np.ndarray, p: float, *,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.dropout_backward`: ``grad_out * (mask / (1-p))``."""
+    dy, mask, p, res = _k._check_dropout_backward(grad_out, mask, p, out)
+    with np.errstate(invalid="ignore"):
+        res[...] = dy * ((mask != 0).astype(dy.dtype) * dy.dtype.type(1.0 / (1.0 - p)))
+    return res
