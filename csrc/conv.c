@@ -51,18 +51,27 @@ static int fnn_conv_geometry(fnn_conv_geom *g, int64_t n, int64_t c, int64_t h, 
 
 /* Plan the workspace for up to nt threads.  With avail == 0 the plan is for
  * exactly min(nt, n) slots (the size query); otherwise the number of slots is
- * cut to what fits in avail bytes, and FNN_EINVAL if not even one does. */
+ * cut to what fits in avail bytes, and FNN_EINVAL if not even one does.
+ * Element counts (Ka = K + 1, P = oh ow, Ppad / Mpad = P / oc rounded up to
+ * the micro-kernel's NR / MR):
+ *   shared: max(Mpad Ka   packed [W | b], forward;  n oc   bias sums, backward)
+ *   slot:   col   max(Ka Ppad  packed B, forward;  K P  im2col / dcol, backward)
+ *           delta max(Ppad     im2col row, forward; oc P  act'-folded delta)
+ *           tmp   2 P (softmax over channels), dw  oc K (per-thread dw). */
 static int fnn_conv_workspace_plan(fnn_conv_ws *ws, const fnn_conv_geom *g, size_t elem,
                                    int nt, size_t avail)
 {
-    const int64_t K = g->c * g->kh * g->kw, P = g->oh * g->ow;
-    const double est = ((double)(K + 1) * P + (double)g->oc * P + 2.0 * P +
-                        (double)g->oc * K + (double)g->oc * (K + 1) + (double)g->n * g->oc) *
+    int64_t mr, nr, mc, kc, nc;
+    fnn_gemm_blocking((int)elem, &mr, &nr, &mc, &kc, &nc);
+    const int64_t K = g->c * g->kh * g->kw, P = g->oh * g->ow, Ka = K + 1;
+    const int64_t Ppad = (P + nr - 1) / nr * nr, Mpad = (g->oc + mr - 1) / mr * mr;
+    const double est = ((double)Ka * Ppad + (double)g->oc * P + (double)Ppad + 2.0 * P +
+                        (double)g->oc * K + (double)Mpad * Ka + (double)g->n * g->oc) *
                        (double)elem * (nt < 1 ? 1 : nt);
-    if (est > (double)SIZE_MAX / 4) return FNN_EOVERFLOW;
-    const size_t shared = align64(elem * (size_t)FNN_MAX(g->oc * (K + 1), g->n * g->oc));
-    const size_t col = align64(elem * (size_t)((K + 1) * P));
-    const size_t delta = align64(elem * (size_t)(g->oc * P));
+    if (est > (double)SIZE_MAX / 4 || est > 9e18) return FNN_EOVERFLOW;
+    const size_t shared = align64(elem * (size_t)FNN_MAX(Mpad * Ka, g->n * g->oc));
+    const size_t col = align64(elem * (size_t)FNN_MAX(Ka * Ppad, K * P));
+    const size_t delta = align64(elem * (size_t)FNN_MAX(g->oc * P, Ppad));
     const size_t tmp = align64(elem * (size_t)(2 * P));
     const size_t dw = align64(elem * (size_t)(g->oc * K));
     ws->wa_off = 0;

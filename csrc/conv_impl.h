@@ -19,45 +19,100 @@
  * same order, so forward results do not depend on the thread count.
  */
 
-/* col (rows K [+1 ones row], P) from one image xi (c, h, w). */
-static void SFX(im2col)(T *FNN_RESTRICT col, const T *FNN_RESTRICT xi, const fnn_conv_geom *g,
-                        int ones_row)
+/* One im2col row: dst[0:P] = the input pixels (zero outside the image) that
+ * kernel tap (ki, kj) of channel plane `plane` (h, w) sees at each output pixel. */
+static void SFX(im2col_row)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT plane,
+                            const fnn_conv_geom *g, int64_t ki, int64_t kj)
+{
+    /* output columns whose input column iw = ox*sw - pw + kj is in [0, w) */
+    const int64_t off = kj - g->pw;
+    int64_t lo = off >= 0 ? 0 : (-off + g->sw - 1) / g->sw;
+    int64_t hi = g->w - 1 - off < 0 ? 0 : (g->w - 1 - off) / g->sw + 1;
+    if (lo > g->ow) lo = g->ow;
+    if (hi > g->ow) hi = g->ow;
+    if (hi < lo) hi = lo;
+    for (int64_t oy = 0; oy < g->oh; oy++, dst += g->ow) {
+        const int64_t ih = oy * g->sh - g->ph + ki;
+        if (ih < 0 || ih >= g->h) {
+            for (int64_t ox = 0; ox < g->ow; ox++) dst[ox] = 0;
+            continue;
+        }
+        const T *src = plane + ih * g->w + off;
+        for (int64_t ox = 0; ox < lo; ox++) dst[ox] = 0;
+        if (g->sw == 1) {
+            for (int64_t ox = lo; ox < hi; ox++) dst[ox] = src[ox];
+        } else {
+            for (int64_t ox = lo; ox < hi; ox++) dst[ox] = src[ox * g->sw];
+        }
+        for (int64_t ox = hi; ox < g->ow; ox++) dst[ox] = 0;
+    }
+}
+
+/* col (K, P) = im2col of one image xi (c, h, w); row r = (ci, ki, kj). */
+static void SFX(im2col)(T *FNN_RESTRICT col, const T *FNN_RESTRICT xi, const fnn_conv_geom *g)
 {
     const int64_t P = g->oh * g->ow;
-    for (int64_t ci = 0; ci < g->c; ci++) {
-        const T *plane = xi + ci * g->h * g->w;
-        for (int64_t ki = 0; ki < g->kh; ki++) {
-            for (int64_t kj = 0; kj < g->kw; kj++) {
-                T *row = col + ((ci * g->kh + ki) * g->kw + kj) * P;
-                /* output columns whose input column iw = ox*sw - pw + kj is in [0, w) */
-                const int64_t off = kj - g->pw;
-                int64_t lo = off >= 0 ? 0 : (-off + g->sw - 1) / g->sw;
-                int64_t hi = g->w - 1 - off < 0 ? 0 : (g->w - 1 - off) / g->sw + 1;
-                if (lo > g->ow) lo = g->ow;
-                if (hi > g->ow) hi = g->ow;
-                if (hi < lo) hi = lo;
-                for (int64_t oy = 0; oy < g->oh; oy++) {
-                    T *dst = row + oy * g->ow;
-                    const int64_t ih = oy * g->sh - g->ph + ki;
-                    if (ih < 0 || ih >= g->h) {
-                        for (int64_t ox = 0; ox < g->ow; ox++) dst[ox] = 0;
-                        continue;
-                    }
-                    const T *src = plane + ih * g->w + off;
-                    for (int64_t ox = 0; ox < lo; ox++) dst[ox] = 0;
-                    if (g->sw == 1) {
-                        if (hi > lo) memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof(T));
-                    } else {
-                        for (int64_t ox = lo; ox < hi; ox++) dst[ox] = src[ox * g->sw];
-                    }
-                    for (int64_t ox = hi; ox < g->ow; ox++) dst[ox] = 0;
-                }
-            }
-        }
+    for (int64_t ci = 0; ci < g->c; ci++)
+        for (int64_t ki = 0; ki < g->kh; ki++)
+            for (int64_t kj = 0; kj < g->kw; kj++)
+                SFX(im2col_row)(col + ((ci * g->kh + ki) * g->kw + kj) * P,
+                                xi + ci * g->h * g->w, g, ki, kj);
+}
+
+/* dst[0:nr] = src[0:nr] with nr the micro-kernel's NR: constant sizes so the
+ * copy is inlined (a libc call per 64 bytes would cost more than the copy). */
+FNN_INLINE void SFX(copy_nr)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t nr)
+{
+    switch (nr) {
+    case 4: memcpy(dst, src, 4 * sizeof(T)); break;
+    case 8: memcpy(dst, src, 8 * sizeof(T)); break;
+    case 16: memcpy(dst, src, 16 * sizeof(T)); break;
+    case 32: memcpy(dst, src, 32 * sizeof(T)); break;
+    default:
+        for (int64_t j = 0; j < nr; j++) dst[j] = src[j];
     }
-    if (ones_row) {
-        T *row = col + g->c * g->kh * g->kw * P;
-        for (int64_t p = 0; p < P; p++) row[p] = 1;
+}
+
+/* The B operand of image i's GEMM, [im2col(x_i); 1] (Ka, P), written straight
+ * into the micro-kernel's packed layout (no column matrix, no second copy):
+ * for each KC block pc, NR-wide panels of kcur rows; element (pc + rr, p) at
+ * bp[pc*Ppad + (p/NR)*kcur*NR + rr*NR + p%NR], pixels past P zero.
+ * Each im2col row is built in rowbuf (Ppad, in L1), then dealt to the panels. */
+static void SFX(pack_image_b)(T *FNN_RESTRICT bp, T *FNN_RESTRICT rowbuf, const T *xi,
+                              const fnn_conv_geom *g, int64_t Ka, int64_t NR, int64_t KC)
+{
+    const int64_t P = g->oh * g->ow, K = g->c * g->kh * g->kw;
+    const int64_t npan = (P + NR - 1) / NR, Ppad = npan * NR;
+    for (int64_t p = P; p < Ppad; p++) rowbuf[p] = 0;
+    for (int64_t r = 0; r < Ka; r++) {
+        if (r < K) {
+            const int64_t ci = r / (g->kh * g->kw), t = r % (g->kh * g->kw);
+            SFX(im2col_row)(rowbuf, xi + ci * g->h * g->w, g, t / g->kw, t % g->kw);
+        } else {
+            for (int64_t p = 0; p < P; p++) rowbuf[p] = 1; /* the bias row */
+        }
+        const int64_t pc = (r / KC) * KC, rr = r - pc, kcur = FNN_MIN(KC, Ka - pc);
+        T *dst = bp + pc * Ppad + rr * NR;
+        for (int64_t q = 0; q < npan; q++) SFX(copy_nr)(dst + q * kcur * NR, rowbuf + q * NR, NR);
+    }
+}
+
+/* The A operand [W | b] (oc, Ka) packed once per call into MR-tall panels per
+ * KC block: element (o, pc + rr) at ap[pc*Mpad + (o/MR)*kcur*MR + rr*MR + o%MR]. */
+static void SFX(pack_weights_a)(T *FNN_RESTRICT ap, const T *w, const T *b, int64_t oc, int64_t K,
+                                int64_t Ka, int64_t MR, int64_t KC)
+{
+    const int64_t npan = (oc + MR - 1) / MR, Mpad = npan * MR;
+    for (int64_t pc = 0; pc < Ka; pc += KC) {
+        const int64_t kcur = FNN_MIN(KC, Ka - pc);
+        for (int64_t q = 0; q < npan; q++) {
+            T *dst = ap + pc * Mpad + q * kcur * MR;
+            for (int64_t rr = 0; rr < kcur; rr++)
+                for (int64_t i = 0; i < MR; i++) {
+                    const int64_t o = q * MR + i, col = pc + rr;
+                    dst[rr * MR + i] = o >= oc ? (T)0 : col < K ? w[o * K + col] : b[o];
+                }
+        }
     }
 }
 
@@ -123,17 +178,59 @@ static void SFX(softmax_channels_grad)(T *dz, const T *da, const T *a, int64_t o
         for (int64_t p = 0; p < P; p++) dz[o * P + p] = a[o * P + p] * (da[o * P + p] - tmp[p]);
 }
 
-/* One image's forward: col = im2col(xi); outi = act(Wa @ col); zi = pre-activation. */
-static int SFX(conv_fwd_image)(T *outi, T *zi, T *col, T *tmp, const T *xi, const T *wa,
-                               int has_bias, const fnn_conv_geom *g, int act, int nt)
+/* One image's forward, implicit GEMM on the micro-kernel:
+ *   out_i (oc, P) = act(Ap (oc, Ka) @ Bp (Ka, P)), z_i = the value before act.
+ * Ap was packed once per call; Bp is packed here from x_i.  The micro-kernel
+ * writes C tiles straight into NCHW out_i (row stride P); after a tile's last
+ * K block the epilogue (act, z store) runs while the tile is in L1.  nt > 1
+ * splits the pixel panels across threads (used when there are few images). */
+static void SFX(conv_fwd_image)(T *outi, T *zi, T *bp, T *rowbuf, T *tmp, const T *xi,
+                                const T *ap, const fnn_conv_geom *g, int64_t Ka, int act, int nt)
 {
-    const int64_t P = g->oh * g->ow, K = g->c * g->kh * g->kw, Ka = K + (has_bias ? 1 : 0);
-    SFX(im2col)(col, xi, g, has_bias);
-    fnn_epilogue ep = {NULL, act == FNN_ACT_SOFTMAX ? FNN_ACT_IDENTITY : act, zi, P};
-    int st = SFX(fnn_gemm)(outi, wa, col, g->oc, P, Ka, FNN_MAX(Ka, 1), P, P, 0, 0, (T)1, (T)0,
-                           &ep, nt);
-    if (st == FNN_OK && act == FNN_ACT_SOFTMAX) SFX(softmax_channels)(outi, g->oc, P, tmp);
-    return st;
+    const int64_t P = g->oh * g->ow, oc = g->oc;
+    const int64_t MR = SFX(fnn_cfg).mr, NR = SFX(fnn_cfg).nr, KC = SFX(fnn_cfg).kc;
+    const SFX(fnn_ukr) ukr = SFX(fnn_cfg).ukr;
+    const int64_t npan = (P + NR - 1) / NR, Ppad = npan * NR;
+    const int64_t mpan = (oc + MR - 1) / MR, Mpad = mpan * MR;
+    const int act_ep = act == FNN_ACT_SOFTMAX ? FNN_ACT_IDENTITY : act;
+    const int need_ep = act_ep != FNN_ACT_IDENTITY || zi != NULL;
+    SFX(pack_image_b)(bp, rowbuf, xi, g, Ka, NR, KC);
+    if (Ka == 0) { /* no input channels: out = act(0) */
+        for (int64_t o = 0; o < oc; o++) memset(outi + o * P, 0, (size_t)P * sizeof(T));
+        if (need_ep) SFX(fnn_epilogue_tile)(outi, P, oc, P, NULL, zi, P, act_ep);
+    }
+    for (int64_t pc = 0; pc < Ka; pc += KC) {
+        const int64_t kcur = FNN_MIN(KC, Ka - pc);
+        const T beta = pc == 0 ? (T)0 : (T)1;
+        const int last = pc + kcur == Ka;
+        (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+        for (int64_t q = 0; q < npan; q++) {
+            T tile[FNN_MAX_TILE];
+            const int64_t nb = FNN_MIN(NR, P - q * NR);
+            const T *bq = bp + pc * Ppad + q * kcur * NR;
+            for (int64_t a = 0; a < mpan; a++) {
+                const int64_t ib = FNN_MIN(MR, oc - a * MR);
+                const T *aq = ap + pc * Mpad + a * kcur * MR;
+                T *ct = outi + a * MR * P + q * NR;
+                if (ib == MR && nb == NR) {
+                    ukr(kcur, aq, bq, NR, ct, P, (T)1, beta);
+                } else {
+                    ukr(kcur, aq, bq, NR, tile, NR, (T)1, (T)0);
+                    for (int64_t i = 0; i < ib; i++)
+                        for (int64_t j = 0; j < nb; j++)
+                            ct[i * P + j] = beta == 0 ? tile[i * NR + j]
+                                                      : ct[i * P + j] + tile[i * NR + j];
+                }
+                if (last && need_ep)
+                    SFX(fnn_epilogue_tile)(ct, P, ib, nb, NULL, zi ? zi + a * MR * P + q * NR : NULL,
+                                           P, act_ep);
+            }
+        }
+    }
+    if (act == FNN_ACT_SOFTMAX) SFX(softmax_channels)(outi, oc, P, tmp);
 }
 
 int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T *x, const T *w,
@@ -146,33 +243,24 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
     if (st != FNN_OK) return st;
     if (act < 0 || act >= FNN_ACT_COUNT) return FNN_EINVAL;
     if (n == 0 || oc == 0 || g.oh == 0 || g.ow == 0) return FNN_OK;
-    const int has_bias = b != NULL;
-    const int64_t P = g.oh * g.ow, K = c * kh * kw, Ka = K + has_bias;
+    const int64_t P = g.oh * g.ow, K = c * kh * kw, Ka = K + (b != NULL);
     fnn_conv_ws ws;
     int nt = n_threads < 1 ? 1 : n_threads;
     st = fnn_conv_workspace_plan(&ws, &g, sizeof(T), nt, work_bytes);
     if (st != FNN_OK) return st;
     if (work == NULL) return FNN_EINVAL;
     char *base = (char *)work;
-    T *wa = (T *)(base + ws.wa_off);
-    /* Wa (oc, Ka): W's rows, then the bias as the last column. */
-    if (has_bias) {
-        for (int64_t o = 0; o < oc; o++) {
-            memcpy(wa + o * Ka, w + o * K, (size_t)K * sizeof(T));
-            wa[o * Ka + K] = b[o];
-        }
-    } else {
-        wa = (T *)w;
-    }
+    T *ap = (T *)(base + ws.wa_off);
+    SFX(pack_weights_a)(ap, w, b, oc, K, Ka, SFX(fnn_cfg).mr, SFX(fnn_cfg).kc);
     const int64_t img_in = c * h * wd, img_out = oc * P;
-    if (ws.slots <= 1) {
-        T *col = (T *)(base + ws.slot_off), *tmp = (T *)(base + ws.slot_off + ws.tmp_off);
-        for (int64_t i = 0; i < n && st == FNN_OK; i++)
-            st = SFX(conv_fwd_image)(out + i * img_out, z ? z + i * img_out : NULL, col, tmp,
-                                     x + i * img_in, wa, has_bias, &g, act, nt);
-        return st;
+    if (ws.slots <= 1) { /* one image at a time, threads over its pixel panels */
+        char *slot = base + ws.slot_off;
+        for (int64_t i = 0; i < n; i++)
+            SFX(conv_fwd_image)(out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
+                                (T *)(slot + ws.delta_off), (T *)(slot + ws.tmp_off),
+                                x + i * img_in, ap, &g, Ka, act, nt);
+        return FNN_OK;
     }
-    int failed = FNN_OK;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(ws.slots)
 #endif
@@ -183,21 +271,26 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
         const int tid = 0, nth = 1;
 #endif
         char *slot = base + ws.slot_off + (size_t)tid * ws.slot_bytes;
-        T *col = (T *)slot, *tmp = (T *)(slot + ws.tmp_off);
         const int64_t i0 = n * tid / nth, i1 = n * (tid + 1) / nth;
-        for (int64_t i = i0; i < i1; i++) {
-            int s = SFX(conv_fwd_image)(out + i * img_out, z ? z + i * img_out : NULL, col, tmp,
-                                        x + i * img_in, wa, has_bias, &g, act, 1);
-            if (s != FNN_OK) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                failed = s;
-                break;
-            }
-        }
+        for (int64_t i = i0; i < i1; i++)
+            SFX(conv_fwd_image)(out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
+                                (T *)(slot + ws.delta_off), (T *)(slot + ws.tmp_off),
+                                x + i * img_in, ap, &g, Ka, act, 1);
     }
-    return failed;
+    return FNN_OK;
+}
+
+/* Sum of r[0:n] in 16 interleaved partial sums (vectorizable, fixed order). */
+static T SFX(sum_row)(const T *FNN_RESTRICT r, int64_t n)
+{
+    T acc[16] = {0};
+    int64_t p = 0;
+    for (; p + 16 <= n; p += 16)
+        for (int j = 0; j < 16; j++) acc[j] += r[p + j];
+    T s = 0;
+    for (; p < n; p++) s += r[p];
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
 }
 
 /* One image's backward.  delta (oc, P) = act'-folded gradient (may point at
@@ -218,16 +311,10 @@ static int SFX(conv_bwd_image)(T *dxi, T *dwt, T beta_w, T *dbp, T *col, T *dscr
         if (st != FNN_OK) return st;
         delta = dscratch;
     }
-    if (dbp) {
-        for (int64_t o = 0; o < oc; o++) {
-            const T *r = delta + o * P;
-            T s = 0;
-            for (int64_t p = 0; p < P; p++) s += r[p];
-            dbp[o] = s;
-        }
-    }
+    if (dbp)
+        for (int64_t o = 0; o < oc; o++) dbp[o] = SFX(sum_row)(delta + o * P, P);
     if (K == 0) return FNN_OK;
-    SFX(im2col)(col, xi, g, 0);
+    SFX(im2col)(col, xi, g);
     /* dW (oc, K) += delta (oc, P) @ col^T (P, K): col read transposed by the packing */
     st = SFX(fnn_gemm)(dwt, delta, col, oc, K, P, P, P, K, 0, 1, (T)1, beta_w, NULL, nt);
     if (st != FNN_OK || dxi == NULL) return st;
