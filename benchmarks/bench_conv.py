@@ -161,7 +161,8 @@ def main(argv: list[str]) -> None:
     for name, res in interleaved(rounds).items():
         line = f"{name:17s} fastnn {res['fastnn'] * 1e3:7.2f} ms"
         if "torch" in res:
-            line += f"   torch {res['torch'] * 1e3:7.2f} ms   ratio torch/fastnn {res['ratio']:.2f}x"
+            line += (f"   torch {res['torch'] * 1e3:7.2f} ms"
+                     f"   ratio torch/fastnn {res['ratio']:.2f}x")
         print(line)
 
 

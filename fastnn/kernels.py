@@ -465,7 +465,8 @@ _tls = _threading.local()
 
 def _workspace(nbytes: int) -> np.ndarray:
     """A reusable 64-byte-aligned uint8 scratch buffer of at least nbytes, one per
-    Python thread (kernels release the GIL, so threads must not share one)."""
+    Python thread (kernels release the GIL, so threads must not share one).
+    """
     buf = getattr(_tls, "ws", None)
     if buf is None or buf.nbytes < nbytes:
         raw = np.empty(max(int(nbytes), 1) + 64, dtype=np.uint8)

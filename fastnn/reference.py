@@ -272,7 +272,8 @@ def _scatter_windows(g: np.ndarray, wk: np.ndarray, shape: tuple[int, ...],
                      kernel: tuple[int, int], stride: tuple[int, int],
                      pad: tuple[int, int]) -> np.ndarray:
     """Sum over windows: dx[n, c, y*s+i-p, x*s+j-p] += contrib(i, j)[n, c, y, x] where
-    contrib = wk(g, i, j); the result is cropped back to `shape`."""
+    contrib = wk(g, i, j); the result is cropped back to `shape`.
+    """
     n, c, h, w = shape
     oh, ow = g.shape[2], g.shape[3]
     dxp = np.zeros((n, c, h + 2 * pad[0], w + 2 * pad[1]), dtype=g.dtype)

@@ -84,7 +84,8 @@ def test_conv2d_forward_every_activation(activation, bias, dtype, threads):
     assert_close(got, want, dtype, 36, f"conv2d_forward {activation}", scale=64)
 
 
-@pytest.mark.parametrize("shape", [(2, 20, 9, 9, 13, 3), (1, 40, 6, 7, 17, 3), (3, 300, 4, 4, 5, 1)])
+@pytest.mark.parametrize("shape", [(2, 20, 9, 9, 13, 3), (1, 40, 6, 7, 17, 3),
+                                   (3, 300, 4, 4, 5, 1)])
 def test_conv2d_forward_deep_reductions(shape, dtype, threads):
     """Channel counts whose K = c*kh*kw crosses the GEMM's KC block (256)."""
     batch, c, h, w, oc, k = shape
