@@ -178,20 +178,52 @@ static void SFX(softmax_channels_grad)(T *dz, const T *da, const T *a, int64_t o
         for (int64_t p = 0; p < P; p++) dz[o * P + p] = a[o * P + p] * (da[o * P + p] - tmp[p]);
 }
 
+/* Pixel panels [q0, q1) of one image for K block pc (see conv_fwd_image). */
+static void SFX(conv_fwd_panels)(T *outi, T *zi, const T *bp, const T *ap, int64_t q0, int64_t q1,
+                                 int64_t pc, int64_t kcur, int last, int64_t P, int64_t oc,
+                                 int act_ep, int need_ep)
+{
+    const int64_t MR = SFX(fnn_cfg).mr, NR = SFX(fnn_cfg).nr;
+    const SFX(fnn_ukr) ukr = SFX(fnn_cfg).ukr;
+    const int64_t Ppad = (P + NR - 1) / NR * NR, mpan = (oc + MR - 1) / MR, Mpad = mpan * MR;
+    const T beta = pc == 0 ? (T)0 : (T)1;
+    T tile[FNN_MAX_TILE];
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t nb = FNN_MIN(NR, P - q * NR);
+        const T *bq = bp + pc * Ppad + q * kcur * NR;
+        for (int64_t a = 0; a < mpan; a++) {
+            const int64_t ib = FNN_MIN(MR, oc - a * MR);
+            const T *aq = ap + pc * Mpad + a * kcur * MR;
+            T *ct = outi + a * MR * P + q * NR;
+            if (ib == MR && nb == NR) {
+                ukr(kcur, aq, bq, NR, ct, P, (T)1, beta);
+            } else {
+                ukr(kcur, aq, bq, NR, tile, NR, (T)1, (T)0);
+                for (int64_t i = 0; i < ib; i++)
+                    for (int64_t j = 0; j < nb; j++)
+                        ct[i * P + j] = beta == 0 ? tile[i * NR + j]
+                                                  : ct[i * P + j] + tile[i * NR + j];
+            }
+            if (last && need_ep)
+                SFX(fnn_epilogue_tile)(ct, P, ib, nb, NULL, zi ? zi + a * MR * P + q * NR : NULL,
+                                       P, act_ep);
+        }
+    }
+}
+
 /* One image's forward, implicit GEMM on the micro-kernel:
  *   out_i (oc, P) = act(Ap (oc, Ka) @ Bp (Ka, P)), z_i = the value before act.
  * Ap was packed once per call; Bp is packed here from x_i.  The micro-kernel
  * writes C tiles straight into NCHW out_i (row stride P); after a tile's last
- * K block the epilogue (act, z store) runs while the tile is in L1.  nt > 1
- * splits the pixel panels across threads (used when there are few images). */
+ * K block the epilogue (act, z store) runs while the tile is in L1.  K blocks
+ * (pc) are the outer loop so a KC slice of Ap stays in cache across panels.
+ * nt > 1 splits the pixel panels across threads (used when there are few images). */
 static void SFX(conv_fwd_image)(T *outi, T *zi, T *bp, T *rowbuf, T *tmp, const T *xi,
                                 const T *ap, const fnn_conv_geom *g, int64_t Ka, int act, int nt)
 {
     const int64_t P = g->oh * g->ow, oc = g->oc;
-    const int64_t MR = SFX(fnn_cfg).mr, NR = SFX(fnn_cfg).nr, KC = SFX(fnn_cfg).kc;
-    const SFX(fnn_ukr) ukr = SFX(fnn_cfg).ukr;
-    const int64_t npan = (P + NR - 1) / NR, Ppad = npan * NR;
-    const int64_t mpan = (oc + MR - 1) / MR, Mpad = mpan * MR;
+    const int64_t NR = SFX(fnn_cfg).nr, KC = SFX(fnn_cfg).kc;
+    const int64_t npan = (P + NR - 1) / NR;
     const int act_ep = act == FNN_ACT_SOFTMAX ? FNN_ACT_IDENTITY : act;
     const int need_ep = act_ep != FNN_ACT_IDENTITY || zi != NULL;
     SFX(pack_image_b)(bp, rowbuf, xi, g, Ka, NR, KC);
@@ -201,34 +233,22 @@ static void SFX(conv_fwd_image)(T *outi, T *zi, T *bp, T *rowbuf, T *tmp, const 
     }
     for (int64_t pc = 0; pc < Ka; pc += KC) {
         const int64_t kcur = FNN_MIN(KC, Ka - pc);
-        const T beta = pc == 0 ? (T)0 : (T)1;
         const int last = pc + kcur == Ka;
-        (void)nt;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-        for (int64_t q = 0; q < npan; q++) {
-            T tile[FNN_MAX_TILE];
-            const int64_t nb = FNN_MIN(NR, P - q * NR);
-            const T *bq = bp + pc * Ppad + q * kcur * NR;
-            for (int64_t a = 0; a < mpan; a++) {
-                const int64_t ib = FNN_MIN(MR, oc - a * MR);
-                const T *aq = ap + pc * Mpad + a * kcur * MR;
-                T *ct = outi + a * MR * P + q * NR;
-                if (ib == MR && nb == NR) {
-                    ukr(kcur, aq, bq, NR, ct, P, (T)1, beta);
-                } else {
-                    ukr(kcur, aq, bq, NR, tile, NR, (T)1, (T)0);
-                    for (int64_t i = 0; i < ib; i++)
-                        for (int64_t j = 0; j < nb; j++)
-                            ct[i * P + j] = beta == 0 ? tile[i * NR + j]
-                                                      : ct[i * P + j] + tile[i * NR + j];
-                }
-                if (last && need_ep)
-                    SFX(fnn_epilogue_tile)(ct, P, ib, nb, NULL, zi ? zi + a * MR * P + q * NR : NULL,
-                                           P, act_ep);
-            }
+        if (nt <= 1 || npan < 2) {
+            SFX(conv_fwd_panels)(outi, zi, bp, ap, 0, npan, pc, kcur, last, P, oc, act_ep,
+                                 need_ep);
+            continue;
         }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            SFX(conv_fwd_panels)(outi, zi, bp, ap, npan * tid / nth, npan * (tid + 1) / nth, pc,
+                                 kcur, last, P, oc, act_ep, need_ep);
+        }
+#else
+        SFX(conv_fwd_panels)(outi, zi, bp, ap, 0, npan, pc, kcur, last, P, oc, act_ep, need_ep);
+#endif
     }
     if (act == FNN_ACT_SOFTMAX) SFX(softmax_channels)(outi, oc, P, tmp);
 }
