@@ -32,6 +32,14 @@ __all__ = [
     "adagrad_step",
     "dropout_forward",
     "dropout_backward",
+    "conv2d_forward",
+    "conv2d_backward",
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
+    "global_avgpool_forward",
+    "global_avgpool_backward",
 ]
 
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
@@ -358,3 +366,173 @@ def dropout_backward(grad_out: Any, mask: np.ndarray, p: float, *,
     with np.errstate(invalid="ignore"):
         res[...] = dy * ((mask != 0).astype(dy.dtype) * dy.dtype.type(1.0 / (1.0 - p)))
     return res
+# ---------------------------------------------------------------------------
+# Convolution and pooling on NCHW arrays: windows taken with
+# sliding_window_view, reductions with einsum.  Written independently of the
+# argument handling in fastnn.kernels so the two check each other.
+# ---------------------------------------------------------------------------
+
+from numpy.lib.stride_tricks import sliding_window_view as _windows  # noqa: E402
+
+
+def _two(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, tuple | list) else (int(v), int(v))
+
+
+def _conv_pad(kernel: tuple[int, int], padding: Any) -> tuple[int, int]:
+    if isinstance(padding, str):
+        return (0, 0) if padding.lower() == "valid" else (kernel[0] // 2, kernel[1] // 2)
+    return _two(padding)
+
+
+def _window_view(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+                 pad: tuple[int, int], fill: float) -> np.ndarray:
+    """(n, c, oh, ow, kh, kw) windows of x padded with `fill`."""
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])), constant_values=fill)
+    return _windows(xp, kernel, axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
+
+
+def _act_channels(z: np.ndarray, name: str) -> np.ndarray:
+    """act(z) for NCHW z; softmax over the channel axis."""
+    if name == "softmax":
+        return np.moveaxis(_act(np.moveaxis(z, 1, -1), name), -1, 1)
+    return _act(z, name)
+
+
+def _act_grad_channels(da: np.ndarray, a: np.ndarray | None, z: np.ndarray | None,
+                       name: str) -> np.ndarray:
+    if name == "softmax":
+        mv = lambda t: None if t is None else np.moveaxis(t, 1, -1)  # noqa: E731
+        return np.moveaxis(_act_grad(mv(da), mv(a), mv(z), name), -1, 1)
+    return _act_grad(da, a, z, name)
+
+
+def _scatter_windows(g: np.ndarray, wk: np.ndarray, shape: tuple[int, ...],
+                     kernel: tuple[int, int], stride: tuple[int, int],
+                     pad: tuple[int, int]) -> np.ndarray:
+    """Sum over windows: dx[n, c, y*s+i-p, x*s+j-p] += contrib(i, j)[n, c, y, x] where
+    contrib = wk(g, i, j); the result is cropped back to `shape`.
+    """
+    n, c, h, w = shape
+    oh, ow = g.shape[2], g.shape[3]
+    dxp = np.zeros((n, c, h + 2 * pad[0], w + 2 * pad[1]), dtype=g.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            dxp[:, :, i:i + stride[0] * oh:stride[0], j:j + stride[1] * ow:stride[1]] += wk(i, j)
+    return dxp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
+
+
+def conv2d_forward(x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0,
+                   activation: str | None = "identity", *, out: np.ndarray | None = None,
+                   z_out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.conv2d_forward`: ``act(conv2d(x, w) + b)``."""
+    name = activation_name(activation)
+    dt = common_float_dtype(x, w, b)
+    x = as_float_array(x, "x", dt, 4)
+    w = as_float_array(w, "w", dt, 4)
+    kernel = (w.shape[2], w.shape[3])
+    win = _window_view(x, kernel, _two(stride), _conv_pad(kernel, padding), 0)
+    z = np.einsum("ncyxij,ocij->noyx", win, w)
+    if b is not None:
+        z = z + as_float_array(b, "b", dt, 1)[None, :, None, None]
+    z = z.astype(dt)
+    if z_out is not None:
+        z_out[...] = z
+    return _fill(out, _act_channels(z, name))
+
+
+def conv2d_backward(grad_out: Any, x: Any, w: Any, out_act: Any, pre_act: Any = None,
+                    stride: Any = 1, padding: Any = 0, activation: str | None = "identity", *,
+                    need_dx: bool = True, dx_out: np.ndarray | None = None,
+                    dw_out: np.ndarray | None = None, db_out: np.ndarray | None = None
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.conv2d_backward`."""
+    name = activation_name(activation)
+    if pre_act is None and name in NEEDS_Z:
+        raise ValueError(f"conv2d_backward: activation {name!r} needs pre_act (the forward's z)")
+    dt = common_float_dtype(grad_out, x, w, out_act, pre_act)
+    x = as_float_array(x, "x", dt, 4)
+    w = as_float_array(w, "w", dt, 4)
+    g = as_float_array(grad_out, "grad_out", dt, 4)
+    a = None if out_act is None else as_float_array(out_act, "out_act", dt, 4)
+    z = None if pre_act is None else as_float_array(pre_act, "pre_act", dt, 4)
+    delta = _act_grad_channels(g, a, z, name).astype(dt)
+    kernel, st = (w.shape[2], w.shape[3]), _two(stride)
+    pad = _conv_pad(kernel, padding)
+    win = _window_view(x, kernel, st, pad, 0)
+    dw = _fill(dw_out, np.einsum("ncyxij,noyx->ocij", win, delta).astype(dt))
+    db = _fill(db_out, delta.sum(axis=(0, 2, 3)).astype(dt))
+    dx = None
+    if need_dx:
+        dx = _fill(dx_out, _scatter_windows(
+            delta, lambda i, j: np.einsum("noyx,oc->ncyx", delta, w[:, :, i, j]), x.shape,
+            kernel, st, pad).astype(dt))
+    return dx, dw, db
+
+
+def maxpool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+                      out: np.ndarray | None = None, indices_out: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.maxpool2d_forward` (first maximum wins)."""
+    x = as_float_array(x, "x", common_float_dtype(x), 4)
+    kernel = _two(kernel_size)
+    st = kernel if stride is None else _two(stride)
+    pad = _conv_pad(kernel, padding)
+    win = _window_view(x, kernel, st, pad, -np.inf)
+    flat = win.reshape(*win.shape[:4], -1)
+    arg = flat.argmax(axis=-1)
+    oh, ow = arg.shape[2], arg.shape[3]
+    ys = np.arange(oh)[:, None] * st[0] - pad[0] + arg // kernel[1]
+    xs = np.arange(ow)[None, :] * st[1] - pad[1] + arg % kernel[1]
+    idx = (ys * x.shape[3] + xs).astype(np.int64)
+    res = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+    return _fill(out, res), _fill(indices_out, idx)
+
+
+def maxpool2d_backward(grad_out: Any, indices: Any, input_shape: Any, *,
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.maxpool2d_backward`."""
+    g = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out), 4)
+    n, c, h, w = (int(s) for s in input_shape)
+    idx = np.asarray(indices, dtype=np.int64)
+    dx = np.zeros((n, c, h * w), dtype=g.dtype)
+    nn, cc = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
+    np.add.at(dx, (nn[:, :, None], cc[:, :, None], idx.reshape(n, c, -1)), g.reshape(n, c, -1))
+    return _fill(out, dx.reshape(n, c, h, w))
+
+
+def avgpool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, *,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.avgpool2d_forward` (count_include_pad=True)."""
+    x = as_float_array(x, "x", common_float_dtype(x), 4)
+    kernel = _two(kernel_size)
+    st = kernel if stride is None else _two(stride)
+    win = _window_view(x, kernel, st, _conv_pad(kernel, padding), 0)
+    return _fill(out, (win.sum(axis=(4, 5)) / (kernel[0] * kernel[1])).astype(x.dtype))
+
+
+def avgpool2d_backward(grad_out: Any, input_shape: Any, kernel_size: Any, stride: Any = None,
+                       padding: Any = 0, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.avgpool2d_backward`."""
+    g = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out), 4)
+    kernel = _two(kernel_size)
+    st = kernel if stride is None else _two(stride)
+    share = g / g.dtype.type(kernel[0] * kernel[1])
+    dx = _scatter_windows(g, lambda i, j: share, tuple(int(s) for s in input_shape), kernel, st,
+                          _conv_pad(kernel, padding))
+    return _fill(out, dx.astype(g.dtype))
+
+
+def global_avgpool_forward(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.global_avgpool_forward`: (n, c) plane means."""
+    x = as_float_array(x, "x", common_float_dtype(x), 4)
+    return _fill(out, x.mean(axis=(2, 3)).astype(x.dtype))
+
+
+def global_avgpool_backward(grad_out: Any, input_shape: Any, *,
+                            out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.global_avgpool_backward`."""
+    g = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out), 2)
+    n, c, h, w = (int(s) for s in input_shape)
+    dx = np.broadcast_to((g / g.dtype.type(h * w))[:, :, None, None], (n, c, h, w))
+    return _fill(out, np.ascontiguousarray(dx))
