@@ -131,6 +131,8 @@ class Sequential:
             spec = getattr(layer, "in_features", None)
             if spec is not None:
                 return (spec,)
+            if getattr(layer, "in_channels", None) is not None:
+                return (layer.in_channels, None, None)
             if type(layer).__name__ not in ("Dropout", "Activation"):
                 return None
         return None
@@ -175,10 +177,13 @@ class Sequential:
                                  f"{', '.join(map(str, self.input_shape))}) expected)")
             return
         shape: tuple | None = tuple(sample_shape)
+        shapes = []
         for layer in self._layers:
             shape = layer.output_shape(shape)
+            shapes.append(shape)
         self.input_shape = tuple(sample_shape)
         self.output_shape = shape
+        self._shapes = shapes
 
     # ---- parameters --------------------------------------------------------
     def count_params(self) -> int:
