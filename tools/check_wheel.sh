@@ -11,7 +11,8 @@
 #   4. A fresh venv with `pip install "<wheel>[test]"`; pytest on a copy of
 #      tests/ in a temporary directory where the source tree cannot be
 #      imported (fastnn.__file__ and its OpenMP runtime must come from the
-#      venv), then again with FASTNN_ISA=generic.
+#      venv), then again with FASTNN_ISA=generic, then once more with the
+#      oldest NumPy that the metadata allows.
 #
 # Usage: tools/check_wheel.sh [--keep]   (--keep: leave the work directory)
 # Env:   PYTHON (default python3); CHECK_WHEEL_DIR (work directory, default a
@@ -157,4 +158,24 @@ isa=$(FASTNN_ISA=generic python -c 'import fastnn; print(fastnn.config()["isa"])
 FASTNN_ISA=generic python -m pytest tests -q -p no:cacheprovider 2>&1 | tail -n 3
 test "${PIPESTATUS[0]}" -eq 0 || fail "pytest with FASTNN_ISA=generic"
 
-step "done: $(basename "$wheel_final") ($size bytes) passed both runs in $((SECONDS - t0)) s"
+# The NumPy floor in the metadata is a claim: test it.  (The extension uses no
+# NumPy C API, only the buffer protocol, so the floor is set by the Python code.)
+floor=$(python - <<'EOF'
+import re
+from importlib.metadata import requires
+spec = next(r for r in requires("fastnn") if re.match(r"numpy\b", r) and "extra" not in r)
+print(re.search(r">=\s*([0-9.]+)", spec).group(1))
+EOF
+)
+step "pytest with the oldest NumPy the metadata allows (numpy==$floor.*)"
+# (with the wheel's test extras, so that pip keeps their versions consistent)
+if pipq --only-binary=:all: "numpy==$floor.*" "${wheel_final}[test]"; then
+    python -m pip check --disable-pip-version-check || fail "inconsistent environment"
+    python -c 'import numpy; print("numpy", numpy.__version__)'
+    python -m pytest tests -q -p no:cacheprovider 2>&1 | tail -n 1
+    test "${PIPESTATUS[0]}" -eq 0 || fail "pytest with numpy $floor"
+else
+    echo "skipped: no numpy $floor wheel for this Python"
+fi
+
+step "done: $(basename "$wheel_final") ($size bytes) passed the runs above in $((SECONDS - t0)) s"
