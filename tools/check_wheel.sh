@@ -98,6 +98,16 @@ if [ "$(uname -s)" = Linux ]; then
     # the only non-system library must be the vendored OpenMP runtime
     "$tools/python" -m zipfile -l "$wheel_final" > "$work/wheel.txt"
     awk '$1 ~ /^fastnn\.libs\/./ {print "vendored:", $1, $NF, "bytes"}' "$work/wheel.txt"
+    # which file sets the glibc floor: the extension itself, or the vendored runtime
+    if command -v objdump > /dev/null; then
+        mkdir -p "$work/unzipped"
+        "$tools/python" -m zipfile -e "$wheel_final" "$work/unzipped"
+        for so in "$work"/unzipped/fastnn/_kernels*.so "$work"/unzipped/fastnn.libs/*; do
+            [ -f "$so" ] || continue
+            printf 'needs %-12s %s\n' "$(objdump -T "$so" | grep -o 'GLIBC_2\.[0-9]*' |
+                sort -uV | tail -n 1)" "${so#"$work"/unzipped/}"
+        done
+    fi
     if grep -q "^fastnn: OpenMP flags \[" "$work/build.log"; then
         grep -q "^fastnn.libs/libgomp" "$work/wheel.txt" ||
             fail "libgomp is not vendored in fastnn.libs/"
