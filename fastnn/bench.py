@@ -345,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fma-peak", default=None,
                    help="GFLOP/s of the FMA peak per thread count, e.g. '1:92,2:180'")
     p.add_argument("--json", default=None, help="also write the raw measurements here")
+    p.add_argument("--plot", default=None, help="also draw samples/s against batch size "
+                                                "(a PNG; needs matplotlib)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -362,7 +364,42 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
+    if a.plot:
+        plot(res, a.plot)
     return 0
+
+
+def plot(result: dict, path: str) -> None:
+    """samples/s against batch size, one line per contestant, one panel per thread count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    threads = list(result["threads"])
+    fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)
+    for ax, t in zip(axes[0], threads):
+        per_batch = result["threads"][t]
+        batches = sorted(int(b) for b in per_batch)
+        for name in ALL:
+            pts = [(b, b / statistics.median(per_batch[str(b)]["seconds_per_step"][name]))
+                   for b in batches if name in per_batch[str(b)]["seconds_per_step"]]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=name,
+                        linewidth=2.5 if name == "fastnn" else 1.2)
+        peak = result.get("fma_peak_gflops", {}).get(t)
+        if peak:
+            ax.axhline(peak * 1e9 / result["flop_per_sample"], color="gray", linestyle="--",
+                       label="FMA peak cap")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("samples / s")
+        ax.set_title(f"{'-'.join(map(str, result['layers']))}, Adam, float32, {t} thread(s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
