@@ -7,6 +7,13 @@
  *
  * float: 6 x 16 tile = 6 rows x 2 ymm = 12 accumulators, 2 B loads and 6
  * broadcasts per k step (BLIS's haswell/zen3 shape).  double: 6 x 8 likewise.
+ *
+ * With GCC and Clang the k loop is inline assembly: the compilers' register
+ * allocation of the intrinsic version spills accumulators and inserts register
+ * moves (measured: ~25% slower).  The asm uses exactly the 16 ymm registers
+ * (12 accumulators, 2 B vectors, 2 A broadcasts) handed to it as operands, so
+ * the compiler still owns the register assignment and the store of C is plain
+ * intrinsics.  Other compilers get the intrinsic loop.
  */
 #include "fnn_internal.h"
 
@@ -15,72 +22,184 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FNN_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define FNN_AVX2_ASM 1
 #else
 #define FNN_TARGET_AVX2
 #endif
 
-/* One k step of the 6 x (2 vectors) tile: row i of A broadcast, times the two
- * B vectors, accumulated.  VEC, SET1, FMA are the type's intrinsics. */
-#define FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W)                                                \
-    do {                                                                                       \
-        VEC b0 = LOAD(bp), b1 = LOAD(bp + (W));                                                \
-        VEC a;                                                                                 \
-        a = BCAST(ap + 0); c00 = FMA(a, b0, c00); c01 = FMA(a, b1, c01);                       \
-        a = BCAST(ap + 1); c10 = FMA(a, b0, c10); c11 = FMA(a, b1, c11);                       \
-        a = BCAST(ap + 2); c20 = FMA(a, b0, c20); c21 = FMA(a, b1, c21);                       \
-        a = BCAST(ap + 3); c30 = FMA(a, b0, c30); c31 = FMA(a, b1, c31);                       \
-        a = BCAST(ap + 4); c40 = FMA(a, b0, c40); c41 = FMA(a, b1, c41);                       \
-        a = BCAST(ap + 5); c50 = FMA(a, b0, c50); c51 = FMA(a, b1, c51);                       \
-        ap += 6;                                                                               \
-        bp += ldbp;                                                                            \
+/* Bytes ahead of the A panel read position that the k loop prefetches. */
+#define FNN_PF_A "384"
+
+#ifdef FNN_AVX2_ASM
+/* One k step.  OA: byte offset of this step's 6 A values from %[ap];
+ * B0/B1: memory operands of this step's B row (two vectors); BC/PS: the
+ * broadcast suffix (ss/sd) and the arithmetic suffix (ps/pd); ES: element size. */
+#define FNN_ASM_STEP(OA, B0, B1, BC, PS, ES)                                                       \
+    "vmovups " B0 ", %[b0]\n\t"                                                                    \
+    "vmovups " B1 ", %[b1]\n\t"                                                                    \
+    "vbroadcast" BC " " OA "+0*" ES "(%[ap]), %[a0]\n\t"                                           \
+    "vbroadcast" BC " " OA "+1*" ES "(%[ap]), %[a1]\n\t"                                           \
+    "vfmadd231" PS " %[b0], %[a0], %[c00]\n\t"                                                     \
+    "vfmadd231" PS " %[b1], %[a0], %[c01]\n\t"                                                     \
+    "vfmadd231" PS " %[b0], %[a1], %[c10]\n\t"                                                     \
+    "vfmadd231" PS " %[b1], %[a1], %[c11]\n\t"                                                     \
+    "vbroadcast" BC " " OA "+2*" ES "(%[ap]), %[a0]\n\t"                                           \
+    "vbroadcast" BC " " OA "+3*" ES "(%[ap]), %[a1]\n\t"                                           \
+    "vfmadd231" PS " %[b0], %[a0], %[c20]\n\t"                                                     \
+    "vfmadd231" PS " %[b1], %[a0], %[c21]\n\t"                                                     \
+    "vfmadd231" PS " %[b0], %[a1], %[c30]\n\t"                                                     \
+    "vfmadd231" PS " %[b1], %[a1], %[c31]\n\t"                                                     \
+    "vbroadcast" BC " " OA "+4*" ES "(%[ap]), %[a0]\n\t"                                           \
+    "vbroadcast" BC " " OA "+5*" ES "(%[ap]), %[a1]\n\t"                                           \
+    "vfmadd231" PS " %[b0], %[a0], %[c40]\n\t"                                                     \
+    "vfmadd231" PS " %[b1], %[a0], %[c41]\n\t"                                                     \
+    "vfmadd231" PS " %[b0], %[a1], %[c50]\n\t"                                                     \
+    "vfmadd231" PS " %[b1], %[a1], %[c51]\n\t"
+
+/* The k loop: 4 steps per iteration (A offsets 0, 6, 12, 18 elements; B rows
+ * bp, bp+ldb, bp+2ldb, bp+3ldb), then the k % 4 remaining steps one by one.
+ * A is prefetched FNN_PF_A bytes ahead (two lines per 4 steps cover the 24 or
+ * 48 elements consumed). */
+#define FNN_ASM_KLOOP(BC, PS, ES)                                                                  \
+    "vxorps %[c00], %[c00], %[c00]\n\t"                                                             \
+    "vxorps %[c01], %[c01], %[c01]\n\t"                                                             \
+    "vxorps %[c10], %[c10], %[c10]\n\t"                                                             \
+    "vxorps %[c11], %[c11], %[c11]\n\t"                                                             \
+    "vxorps %[c20], %[c20], %[c20]\n\t"                                                             \
+    "vxorps %[c21], %[c21], %[c21]\n\t"                                                             \
+    "vxorps %[c30], %[c30], %[c30]\n\t"                                                             \
+    "vxorps %[c31], %[c31], %[c31]\n\t"                                                             \
+    "vxorps %[c40], %[c40], %[c40]\n\t"                                                             \
+    "vxorps %[c41], %[c41], %[c41]\n\t"                                                             \
+    "vxorps %[c50], %[c50], %[c50]\n\t"                                                             \
+    "vxorps %[c51], %[c51], %[c51]\n\t"                                                             \
+    "test %[k4], %[k4]\n\t"                                                                        \
+    "jz 2f\n\t"                                                                                    \
+    ".p2align 5\n"                                                                                 \
+    "1:\n\t"                                                                                       \
+    "prefetcht0 " FNN_PF_A "(%[ap])\n\t"                                                           \
+    FNN_ASM_STEP("0*6*" ES, "(%[bp])", "32(%[bp])", BC, PS, ES)                                    \
+    FNN_ASM_STEP("1*6*" ES, "(%[bp],%[ldb],1)", "32(%[bp],%[ldb],1)", BC, PS, ES)                  \
+    "prefetcht0 " FNN_PF_A "+64(%[ap])\n\t"                                                        \
+    FNN_ASM_STEP("2*6*" ES, "(%[bp],%[ldb],2)", "32(%[bp],%[ldb],2)", BC, PS, ES)                  \
+    FNN_ASM_STEP("3*6*" ES, "(%[bp],%[ldb3],1)", "32(%[bp],%[ldb3],1)", BC, PS, ES)                \
+    "add $4*6*" ES ", %[ap]\n\t"                                                                   \
+    "lea (%[bp],%[ldb],4), %[bp]\n\t"                                                              \
+    "dec %[k4]\n\t"                                                                                \
+    "jnz 1b\n"                                                                                     \
+    "2:\n\t"                                                                                       \
+    "test %[kl], %[kl]\n\t"                                                                        \
+    "jz 4f\n"                                                                                      \
+    "3:\n\t"                                                                                       \
+    FNN_ASM_STEP("0", "(%[bp])", "32(%[bp])", BC, PS, ES)                                          \
+    "add $6*" ES ", %[ap]\n\t"                                                                     \
+    "add %[ldb], %[bp]\n\t"                                                                        \
+    "dec %[kl]\n\t"                                                                                \
+    "jnz 3b\n"                                                                                     \
+    "4:\n\t"
+
+#define FNN_ASM_OPERANDS                                                                           \
+    : [c00] "=x"(c00), [c01] "=x"(c01), [c10] "=x"(c10), [c11] "=x"(c11), [c20] "=x"(c20),        \
+      [c21] "=x"(c21), [c30] "=x"(c30), [c31] "=x"(c31), [c40] "=x"(c40), [c41] "=x"(c41),        \
+      [c50] "=x"(c50), [c51] "=x"(c51), [a0] "=x"(a0), [a1] "=x"(a1), [b0] "=x"(b0),              \
+      [b1] "=x"(b1), [ap] "+r"(ap), [bp] "+r"(bp), [k4] "+r"(k4), [kl] "+r"(kl)                  \
+    : [ldb] "r"(ldb), [ldb3] "r"(ldb3)                                                             \
+    : "cc", "memory"
+#endif /* FNN_AVX2_ASM */
+
+/* One k step of the 6 x (2 vectors) tile (intrinsic fallback). */
+#define FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W)                                                    \
+    do {                                                                                           \
+        VEC b0 = LOAD(bp), b1 = LOAD(bp + (W));                                                    \
+        VEC a;                                                                                     \
+        a = BCAST(ap + 0); c00 = FMA(a, b0, c00); c01 = FMA(a, b1, c01);                           \
+        a = BCAST(ap + 1); c10 = FMA(a, b0, c10); c11 = FMA(a, b1, c11);                           \
+        a = BCAST(ap + 2); c20 = FMA(a, b0, c20); c21 = FMA(a, b1, c21);                           \
+        a = BCAST(ap + 3); c30 = FMA(a, b0, c30); c31 = FMA(a, b1, c31);                           \
+        a = BCAST(ap + 4); c40 = FMA(a, b0, c40); c41 = FMA(a, b1, c41);                           \
+        a = BCAST(ap + 5); c50 = FMA(a, b0, c50); c51 = FMA(a, b1, c51);                           \
+        ap += 6;                                                                                   \
+        bp += ldbp;                                                                                \
     } while (0)
 
-/* C row r (two vectors) = alpha * acc + beta * C (beta == 0: C not read). */
-#define FNN_AVX2_STORE_ROW(VEC, MUL, FMA, LOAD, STORE, SET1, W, r, acc0, acc1)                 \
-    do {                                                                                       \
-        T *cr = c + (r) * ldc;                                                                 \
-        VEC va = SET1(alpha);                                                                  \
-        if (beta == 0) {                                                                       \
-            STORE(cr, MUL(va, acc0));                                                          \
-            STORE(cr + (W), MUL(va, acc1));                                                    \
-        } else {                                                                               \
-            VEC vb = SET1(beta);                                                               \
-            STORE(cr, FMA(va, acc0, MUL(vb, LOAD(cr))));                                       \
-            STORE(cr + (W), FMA(va, acc1, MUL(vb, LOAD(cr + (W)))));                           \
-        }                                                                                      \
+/* C row r (two vectors) = alpha * acc + beta * C (beta == 0: C not read;
+ * alpha == 1: no multiply, so the result is the accumulator bit for bit). */
+#define FNN_AVX2_STORE_ROW(VEC, MUL, FMA, ADD, LOAD, STORE, SET1, W, r, acc0, acc1)                \
+    do {                                                                                           \
+        T *cr = c + (r) * ldc;                                                                     \
+        VEC x0 = acc0, x1 = acc1;                                                                  \
+        if (alpha != 1) {                                                                          \
+            x0 = MUL(va, x0);                                                                      \
+            x1 = MUL(va, x1);                                                                      \
+        }                                                                                          \
+        if (beta == 1) {                                                                           \
+            x0 = ADD(x0, LOAD(cr));                                                                \
+            x1 = ADD(x1, LOAD(cr + (W)));                                                          \
+        } else if (beta != 0) {                                                                    \
+            x0 = FMA(vb, LOAD(cr), x0);                                                            \
+            x1 = FMA(vb, LOAD(cr + (W)), x1);                                                      \
+        }                                                                                          \
+        STORE(cr, x0);                                                                             \
+        STORE(cr + (W), x1);                                                                       \
     } while (0)
 
-#define FNN_AVX2_UKR(NAME, VEC, ZERO, BCAST, FMA, LOAD, STORE, MUL, SET1, W)                   \
-    FNN_TARGET_AVX2 void NAME(int64_t k, const T *ap, const T *bp, int64_t ldbp, T *c,         \
-                              int64_t ldc, T alpha, T beta)                                    \
-    {                                                                                          \
-        VEC c00 = ZERO(), c01 = ZERO(), c10 = ZERO(), c11 = ZERO(), c20 = ZERO(), c21 = ZERO(); \
-        VEC c30 = ZERO(), c31 = ZERO(), c40 = ZERO(), c41 = ZERO(), c50 = ZERO(), c51 = ZERO(); \
-        for (int r = 0; r < 6; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);    \
-        int64_t p = 0;                                                                         \
-        for (; p + 4 <= k; p += 4) {                                                           \
-            _mm_prefetch((const char *)(ap + 6 * 16), _MM_HINT_T0);                            \
-            FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W);                                           \
-            FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W);                                           \
-            FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W);                                           \
-            FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W);                                           \
-        }                                                                                      \
-        for (; p < k; p++) FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W);                            \
-        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, LOAD, STORE, SET1, W, 0, c00, c01);                  \
-        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, LOAD, STORE, SET1, W, 1, c10, c11);                  \
-        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, LOAD, STORE, SET1, W, 2, c20, c21);                  \
-        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, LOAD, STORE, SET1, W, 3, c30, c31);                  \
-        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, LOAD, STORE, SET1, W, 4, c40, c41);                  \
-        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, LOAD, STORE, SET1, W, 5, c50, c51);                  \
+#define FNN_AVX2_STORE_ALL(VEC, MUL, FMA, ADD, LOAD, STORE, SET1, W)                               \
+    do {                                                                                           \
+        const VEC va = SET1(alpha), vb = SET1(beta);                                               \
+        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, ADD, LOAD, STORE, SET1, W, 0, c00, c01);                 \
+        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, ADD, LOAD, STORE, SET1, W, 1, c10, c11);                 \
+        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, ADD, LOAD, STORE, SET1, W, 2, c20, c21);                 \
+        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, ADD, LOAD, STORE, SET1, W, 3, c30, c31);                 \
+        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, ADD, LOAD, STORE, SET1, W, 4, c40, c41);                 \
+        FNN_AVX2_STORE_ROW(VEC, MUL, FMA, ADD, LOAD, STORE, SET1, W, 5, c50, c51);                 \
+    } while (0)
+
+#ifdef FNN_AVX2_ASM
+#define FNN_AVX2_UKR(NAME, VEC, ZERO, BCAST, FMA, ADD, LOAD, STORE, MUL, SET1, W, BC, PS, ES)      \
+    FNN_TARGET_AVX2 void NAME(int64_t k, const T *ap, const T *bp, int64_t ldbp, T *c,             \
+                              int64_t ldc, T alpha, T beta)                                        \
+    {                                                                                              \
+        VEC c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51; /* zeroed by the asm */    \
+        VEC a0, a1, b0, b1;                                                                        \
+        for (int r = 0; r < 6; r++) {                                                              \
+            _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);                                \
+            _mm_prefetch((const char *)(c + r * ldc + 2 * (W) - 1), _MM_HINT_T0);                  \
+        }                                                                                          \
+        int64_t k4 = k / 4, kl = k % 4;                                                            \
+        const int64_t ldb = ldbp * (int64_t)sizeof(T), ldb3 = 3 * ldb;                             \
+        __asm__ volatile(FNN_ASM_KLOOP(BC, PS, ES) FNN_ASM_OPERANDS);                              \
+        FNN_AVX2_STORE_ALL(VEC, MUL, FMA, ADD, LOAD, STORE, SET1, W);                              \
     }
+#else
+#define FNN_AVX2_UKR(NAME, VEC, ZERO, BCAST, FMA, ADD, LOAD, STORE, MUL, SET1, W, BC, PS, ES)      \
+    FNN_TARGET_AVX2 void NAME(int64_t k, const T *ap, const T *bp, int64_t ldbp, T *c,             \
+                              int64_t ldc, T alpha, T beta)                                        \
+    {                                                                                              \
+        VEC c00 = ZERO(), c01 = ZERO(), c10 = ZERO(), c11 = ZERO(), c20 = ZERO(), c21 = ZERO();    \
+        VEC c30 = ZERO(), c31 = ZERO(), c40 = ZERO(), c41 = ZERO(), c50 = ZERO(), c51 = ZERO();    \
+        for (int r = 0; r < 6; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);        \
+        int64_t p = 0;                                                                             \
+        for (; p + 4 <= k; p += 4) {                                                               \
+            _mm_prefetch((const char *)(ap + 6 * 16), _MM_HINT_T0);                                \
+            FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W);                                               \
+            FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W);                                               \
+            FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W);                                               \
+            FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W);                                               \
+        }                                                                                          \
+        for (; p < k; p++) FNN_AVX2_STEP(VEC, BCAST, FMA, LOAD, W);                                \
+        FNN_AVX2_STORE_ALL(VEC, MUL, FMA, ADD, LOAD, STORE, SET1, W);                              \
+    }
+#endif
 
 #define T float
 FNN_AVX2_UKR(fnn_ukr_avx2_f32, __m256, _mm256_setzero_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
-             _mm256_loadu_ps, _mm256_storeu_ps, _mm256_mul_ps, _mm256_set1_ps, 8)
+             _mm256_add_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_mul_ps, _mm256_set1_ps, 8,
+             "ss", "ps", "4")
 #undef T
 #define T double
 FNN_AVX2_UKR(fnn_ukr_avx2_f64, __m256d, _mm256_setzero_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
-             _mm256_loadu_pd, _mm256_storeu_pd, _mm256_mul_pd, _mm256_set1_pd, 4)
+             _mm256_add_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_mul_pd, _mm256_set1_pd, 4,
+             "sd", "pd", "8")
 #undef T
 
 #endif /* FNN_HAVE_X86 */
