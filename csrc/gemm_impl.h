@@ -11,6 +11,16 @@
  * activation, pre-activation store) runs on each tile after its last K block.
  */
 
+/* One full MR-tall panel of non-transposed A (rows a0.., row stride lda),
+ * MR a compile-time constant so the row pointers live in registers. */
+#define FNN_PACK_A_ROWS(MRC)                                                                       \
+    do {                                                                                           \
+        const T *rr[MRC];                                                                          \
+        for (int i = 0; i < (MRC); i++) rr[i] = a0 + i * lda;                                      \
+        for (int64_t p = 0; p < kc; p++)                                                           \
+            for (int i = 0; i < (MRC); i++) dst[p * (MRC) + i] = rr[i][p];                         \
+    } while (0)
+
 /* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-tall panels:
  * panel q holds rows i0+q*MR.., element (i, p) at q*MR*kc + p*MR + i.
  * Rows past mc are zero-filled. */
@@ -20,14 +30,28 @@ static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t ld
     for (int64_t ip = 0; ip < mc; ip += mr) {
         int64_t ib = FNN_MIN(mr, mc - ip);
         if (!trans) {
-            for (int64_t i = 0; i < ib; i++) {
-                const T *src = a + (i0 + ip + i) * lda + p0;
-                for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = src[p];
+            const T *a0 = a + (i0 + ip) * lda + p0;
+            if (ib == 6 && mr == 6) {
+                FNN_PACK_A_ROWS(6);
+            } else if (ib == 4 && mr == 4) {
+                FNN_PACK_A_ROWS(4);
+            } else {
+                for (int64_t i = 0; i < ib; i++) {
+                    const T *src = a0 + i * lda;
+                    for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = src[p];
+                }
             }
         } else {
-            for (int64_t p = 0; p < kc; p++) {
-                const T *src = a + (p0 + p) * lda + i0 + ip;
-                for (int64_t i = 0; i < ib; i++) dst[p * mr + i] = src[i];
+            const T *a0 = a + p0 * lda + i0 + ip;
+            if (ib == 6 && mr == 6) {
+                for (int64_t p = 0; p < kc; p++)
+                    for (int i = 0; i < 6; i++) dst[p * 6 + i] = a0[p * lda + i];
+            } else if (ib == 4 && mr == 4) {
+                for (int64_t p = 0; p < kc; p++)
+                    for (int i = 0; i < 4; i++) dst[p * 4 + i] = a0[p * lda + i];
+            } else {
+                for (int64_t p = 0; p < kc; p++)
+                    for (int64_t i = 0; i < ib; i++) dst[p * mr + i] = a0[p * lda + i];
             }
         }
         if (ib < mr)
@@ -37,26 +61,49 @@ static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t ld
     }
 }
 
-/* Pack rows [p0, p0+kc) x cols [j0, j0+nb) of op(B), nb <= NR, into one
- * NR-wide panel: element (p, j) at p*NR + j; columns past nb zero-filled. */
+/* Pack NR-wide panels [q0, q1) of op(B) rows [p0, p0+kc), cols [j0, j0+ncur):
+ * panel q (columns j0+q*NR..) at dst + q*kc*NR, element (p, j) at p*NR + j;
+ * columns past ncur zero-filled.  Non-transposed B is read row by row (one
+ * contiguous stretch per row, so the hardware prefetcher streams it). */
 static void SFX(pack_b)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT b, int64_t ldb, int trans,
-                        int64_t p0, int64_t kc, int64_t j0, int64_t nb, int64_t nr)
+                        int64_t p0, int64_t kc, int64_t j0, int64_t ncur, int64_t q0, int64_t q1,
+                        int64_t nr)
 {
+    if (q0 >= q1) return;
+    const int64_t qfull = FNN_MIN(q1, ncur / nr); /* panels [q0, qfull) are full */
     if (!trans) {
         for (int64_t p = 0; p < kc; p++) {
             const T *src = b + (p0 + p) * ldb + j0;
             T *d = dst + p * nr;
-            for (int64_t j = 0; j < nb; j++) d[j] = src[j];
-            for (int64_t j = nb; j < nr; j++) d[j] = 0;
+            int64_t q = q0;
+            if (nr == 16) {
+                for (; q < qfull; q++)
+                    for (int j = 0; j < 16; j++) d[q * kc * 16 + j] = src[q * 16 + j];
+            } else if (nr == 8) {
+                for (; q < qfull; q++)
+                    for (int j = 0; j < 8; j++) d[q * kc * 8 + j] = src[q * 8 + j];
+            } else if (nr == 4) {
+                for (; q < qfull; q++)
+                    for (int j = 0; j < 4; j++) d[q * kc * 4 + j] = src[q * 4 + j];
+            }
+            for (; q < q1; q++) {
+                const int64_t nb = FNN_MIN(nr, ncur - q * nr);
+                for (int64_t j = 0; j < nb; j++) d[q * kc * nr + j] = src[q * nr + j];
+                for (int64_t j = nb; j < nr; j++) d[q * kc * nr + j] = 0;
+            }
         }
     } else {
-        for (int64_t j = 0; j < nb; j++) {
-            const T *src = b + (j0 + j) * ldb + p0;
-            for (int64_t p = 0; p < kc; p++) dst[p * nr + j] = src[p];
+        for (int64_t q = q0; q < q1; q++) {
+            const int64_t nb = FNN_MIN(nr, ncur - q * nr);
+            T *d = dst + q * kc * nr;
+            for (int64_t j = 0; j < nb; j++) {
+                const T *src = b + (j0 + q * nr + j) * ldb + p0;
+                for (int64_t p = 0; p < kc; p++) d[p * nr + j] = src[p];
+            }
+            if (nb < nr)
+                for (int64_t p = 0; p < kc; p++)
+                    for (int64_t j = nb; j < nr; j++) d[p * nr + j] = 0;
         }
-        if (nb < nr)
-            for (int64_t p = 0; p < kc; p++)
-                for (int64_t j = nb; j < nr; j++) dst[p * nr + j] = 0;
     }
 }
 
@@ -179,13 +226,12 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                     const int64_t kcur = FNN_MIN(KC, k - pc);
                     const T beff = pc == 0 ? beta : (T)1;
                     const int last = pc + kcur == k;
+                    /* every thread packs an equal share of the panels, then waits */
+                    SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, pn * tid / nth,
+                                pn * (tid + 1) / nth, NR);
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp barrier
 #endif
-                    for (int64_t q = 0; q < pn; q++)
-                        SFX(pack_b)(bpack + q * kcur * NR, b, ldb, trans_b, pc, kcur,
-                                    jc + q * NR, FNN_MIN(NR, ncur - q * NR), NR);
-                    /* implicit barrier: B is packed */
                     for (int64_t ic = r0; ic < r1; ic += MC) {
                         const int64_t mcur = FNN_MIN(MC, r1 - ic);
                         SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR);
