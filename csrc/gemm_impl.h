@@ -175,7 +175,10 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
         if (cap < nt) nt = cap < 1 ? 1 : (int)cap;
     }
 
-    const int64_t kc_max = FNN_MIN(KC, k);
+    /* Balanced blocks: k split into ceil(k/KC) near-equal slices (784 -> 4 x 196,
+     * not 3 x 256 + 16), rounded up to a multiple of 8. */
+    const int64_t nkb = (k + KC - 1) / KC;
+    const int64_t kc_max = FNN_MIN(k, (((k + nkb - 1) / nkb) + 7) / 8 * 8);
     const int64_t nc_max = FNN_MIN(NC, ((n + NR - 1) / NR) * NR);
     const size_t bpack_bytes = (size_t)kc_max * (size_t)nc_max * sizeof(T);
     const size_t apack_bytes =
@@ -217,13 +220,17 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
             const int64_t r0 = FNN_MIN(m, (pm * ti / tm) * MR);
             const int64_t r1 = FNN_MIN(m, (pm * (ti + 1) / tm) * MR);
             T tmp[FNN_MAX_TILE];
+            /* this thread's rows in near-equal blocks of at most MC, whole MR panels */
+            const int64_t nmb = (r1 - r0 + MC - 1) / MC;
+            const int64_t mc_bal =
+                nmb > 0 ? FNN_MIN(MC, ((r1 - r0 + nmb - 1) / nmb + MR - 1) / MR * MR) : MC;
 
             for (int64_t jc = 0; jc < n; jc += NC) {
                 const int64_t ncur = FNN_MIN(NC, n - jc);
                 const int64_t pn = (ncur + NR - 1) / NR;
                 const int64_t q0 = pn * tj / tn, q1 = pn * (tj + 1) / tn;
-                for (int64_t pc = 0; pc < k; pc += KC) {
-                    const int64_t kcur = FNN_MIN(KC, k - pc);
+                for (int64_t pc = 0; pc < k; pc += kc_max) {
+                    const int64_t kcur = FNN_MIN(kc_max, k - pc);
                     const T beff = pc == 0 ? beta : (T)1;
                     const int last = pc + kcur == k;
                     /* every thread packs an equal share of the panels, then waits */
@@ -232,8 +239,8 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-                    for (int64_t ic = r0; ic < r1; ic += MC) {
-                        const int64_t mcur = FNN_MIN(MC, r1 - ic);
+                    for (int64_t ic = r0; ic < r1; ic += mc_bal) {
+                        const int64_t mcur = FNN_MIN(mc_bal, r1 - ic);
                         SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR);
                         for (int64_t q = q0; q < q1; q++) {
                             const int64_t j = jc + q * NR;
