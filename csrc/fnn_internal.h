@@ -63,13 +63,21 @@ typedef void (*fnn_ukr_f32)(int64_t k, const float *ap, const float *bp, int64_t
 typedef void (*fnn_ukr_f64)(int64_t k, const double *ap, const double *bp, int64_t ldbp,
                             double *c, int64_t ldc, double alpha, double beta);
 
+/* Optional ISA packing kernels for one full panel (NULL: the portable loops):
+ * pack_a: MR rows of non-transposed A -> dst[p*MR + i] = a[i*lda + p];
+ * pack_bt: NR rows of transposed B    -> dst[p*NR + j] = b[j*ldb + p]. */
+typedef void (*fnn_pack_f32)(float *dst, const float *src, int64_t ld, int64_t kc);
+typedef void (*fnn_pack_f64)(double *dst, const double *src, int64_t ld, int64_t kc);
+
 typedef struct {
     int64_t mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
+    fnn_pack_f32 pack_a, pack_bt;
 } fnn_gemm_cfg_f32;
 typedef struct {
     int64_t mr, nr, mc, kc, nc;
     fnn_ukr_f64 ukr;
+    fnn_pack_f64 pack_a, pack_bt;
 } fnn_gemm_cfg_f64;
 
 /* The dispatch table: filled once by fnn_init, read-only afterwards. */
@@ -93,6 +101,8 @@ void fnn_ukr_avx2_f32(int64_t k, const float *ap, const float *bp, int64_t ldbp,
                       int64_t ldc, float alpha, float beta);
 void fnn_ukr_avx2_f64(int64_t k, const double *ap, const double *bp, int64_t ldbp, double *c,
                       int64_t ldc, double alpha, double beta);
+void fnn_pack_a6_avx2_f32(float *dst, const float *a, int64_t lda, int64_t kc);
+void fnn_pack_bt16_avx2_f32(float *dst, const float *b, int64_t ldb, int64_t kc);
 #endif
 
 /* ---- epilogue (activation.c) ------------------------------------------- */

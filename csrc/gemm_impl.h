@@ -25,13 +25,16 @@
  * panel q holds rows i0+q*MR.., element (i, p) at q*MR*kc + p*MR + i.
  * Rows past mc are zero-filled. */
 static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t lda, int trans,
-                        int64_t i0, int64_t mc, int64_t p0, int64_t kc, int64_t mr)
+                        int64_t i0, int64_t mc, int64_t p0, int64_t kc, int64_t mr,
+                        SFX(fnn_pack) fast)
 {
     for (int64_t ip = 0; ip < mc; ip += mr) {
         int64_t ib = FNN_MIN(mr, mc - ip);
         if (!trans) {
             const T *a0 = a + (i0 + ip) * lda + p0;
-            if (ib == 6 && mr == 6) {
+            if (ib == mr && fast) {
+                fast(dst, a0, lda, kc);
+            } else if (ib == 6 && mr == 6) {
                 FNN_PACK_A_ROWS(6);
             } else if (ib == 4 && mr == 4) {
                 FNN_PACK_A_ROWS(4);
@@ -67,7 +70,7 @@ static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t ld
  * contiguous stretch per row, so the hardware prefetcher streams it). */
 static void SFX(pack_b)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT b, int64_t ldb, int trans,
                         int64_t p0, int64_t kc, int64_t j0, int64_t ncur, int64_t q0, int64_t q1,
-                        int64_t nr)
+                        int64_t nr, SFX(fnn_pack) fast)
 {
     if (q0 >= q1) return;
     const int64_t qfull = FNN_MIN(q1, ncur / nr); /* panels [q0, qfull) are full */
@@ -96,6 +99,10 @@ static void SFX(pack_b)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT b, int64_t ld
         for (int64_t q = q0; q < q1; q++) {
             const int64_t nb = FNN_MIN(nr, ncur - q * nr);
             T *d = dst + q * kc * nr;
+            if (nb == nr && fast) {
+                fast(d, b + (j0 + q * nr) * ldb + p0, ldb, kc);
+                continue;
+            }
             for (int64_t j = 0; j < nb; j++) {
                 const T *src = b + (j0 + q * nr + j) * ldb + p0;
                 for (int64_t p = 0; p < kc; p++) d[p * nr + j] = src[p];
@@ -235,13 +242,13 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                     const int last = pc + kcur == k;
                     /* every thread packs an equal share of the panels, then waits */
                     SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, pn * tid / nth,
-                                pn * (tid + 1) / nth, NR);
+                                pn * (tid + 1) / nth, NR, SFX(fnn_cfg).pack_bt);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
                     for (int64_t ic = r0; ic < r1; ic += mc_bal) {
                         const int64_t mcur = FNN_MIN(mc_bal, r1 - ic);
-                        SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR);
+                        SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR, SFX(fnn_cfg).pack_a);
                         for (int64_t q = q0; q < q1; q++) {
                             const int64_t j = jc + q * NR;
                             const int64_t nb = FNN_MIN(NR, ncur - q * NR);

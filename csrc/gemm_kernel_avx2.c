@@ -202,4 +202,65 @@ FNN_AVX2_UKR(fnn_ukr_avx2_f64, __m256d, _mm256_setzero_pd, _mm256_broadcast_sd, 
              "sd", "pd", "8")
 #undef T
 
+
+/* ---- packing kernels (float) ---------------------------------------------- */
+/* In-register 8 x 8 transpose: r[i] = row i in, r[j] = column j out. */
+FNN_TARGET_AVX2 static inline void fnn_transpose8_ps(__m256 r[8])
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* One full 6-row panel of non-transposed A (row stride lda), kc columns:
+ * dst[p*6 + i] = a[i*lda + p].  8 columns at a time through the transpose;
+ * each column's 6 values are written as 4 + 2 (no write past the panel). */
+FNN_TARGET_AVX2 void fnn_pack_a6_avx2_f32(float *dst, const float *a, int64_t lda, int64_t kc)
+{
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 6; i++) r[i] = _mm256_loadu_ps(a + i * lda + p);
+        r[6] = r[7] = _mm256_setzero_ps();
+        fnn_transpose8_ps(r);
+        float *d = dst + p * 6;
+        for (int j = 0; j < 8; j++) {
+            _mm_storeu_ps(d + j * 6, _mm256_castps256_ps128(r[j]));
+            _mm_storel_pi((__m64 *)(d + j * 6 + 4), _mm256_extractf128_ps(r[j], 1));
+        }
+    }
+    for (; p < kc; p++)
+        for (int i = 0; i < 6; i++) dst[p * 6 + i] = a[i * lda + p];
+}
+
+/* One full 16-wide panel of transposed B (B stored (n, ldb), panel rows
+ * j = 0..15 at b + j*ldb), kc values each: dst[p*16 + j] = b[j*ldb + p]. */
+FNN_TARGET_AVX2 void fnn_pack_bt16_avx2_f32(float *dst, const float *b, int64_t ldb, int64_t kc)
+{
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        for (int h = 0; h < 2; h++) {
+            __m256 r[8];
+            for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(b + (h * 8 + j) * ldb + p);
+            fnn_transpose8_ps(r);
+            for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (p + q) * 16 + h * 8, r[q]);
+        }
+    }
+    for (; p < kc; p++)
+        for (int j = 0; j < 16; j++) dst[p * 16 + j] = b[j * ldb + p];
+}
+
 #endif /* FNN_HAVE_X86 */
