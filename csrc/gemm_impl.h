@@ -65,7 +65,7 @@ static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t ld
 }
 
 /* Pack NR-wide panels [q0, q1) of op(B) rows [p0, p0+kc), cols [j0, j0+ncur):
- * panel q (columns j0+q*NR..) at dst + q*kc*NR, element (p, j) at p*NR + j;
+ * panel q (columns j0+q*NR..) at dst + (q-q0)*kc*NR, element (p, j) at p*NR + j;
  * columns past ncur zero-filled.  Non-transposed B is read row by row (one
  * contiguous stretch per row, so the hardware prefetcher streams it). */
 static void SFX(pack_b)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT b, int64_t ldb, int trans,
@@ -81,24 +81,24 @@ static void SFX(pack_b)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT b, int64_t ld
             int64_t q = q0;
             if (nr == 16) {
                 for (; q < qfull; q++)
-                    for (int j = 0; j < 16; j++) d[q * kc * 16 + j] = src[q * 16 + j];
+                    for (int j = 0; j < 16; j++) d[(q - q0) * kc * 16 + j] = src[q * 16 + j];
             } else if (nr == 8) {
                 for (; q < qfull; q++)
-                    for (int j = 0; j < 8; j++) d[q * kc * 8 + j] = src[q * 8 + j];
+                    for (int j = 0; j < 8; j++) d[(q - q0) * kc * 8 + j] = src[q * 8 + j];
             } else if (nr == 4) {
                 for (; q < qfull; q++)
-                    for (int j = 0; j < 4; j++) d[q * kc * 4 + j] = src[q * 4 + j];
+                    for (int j = 0; j < 4; j++) d[(q - q0) * kc * 4 + j] = src[q * 4 + j];
             }
             for (; q < q1; q++) {
                 const int64_t nb = FNN_MIN(nr, ncur - q * nr);
-                for (int64_t j = 0; j < nb; j++) d[q * kc * nr + j] = src[q * nr + j];
-                for (int64_t j = nb; j < nr; j++) d[q * kc * nr + j] = 0;
+                for (int64_t j = 0; j < nb; j++) d[(q - q0) * kc * nr + j] = src[q * nr + j];
+                for (int64_t j = nb; j < nr; j++) d[(q - q0) * kc * nr + j] = 0;
             }
         }
     } else {
         for (int64_t q = q0; q < q1; q++) {
             const int64_t nb = FNN_MIN(nr, ncur - q * nr);
-            T *d = dst + q * kc * nr;
+            T *d = dst + (q - q0) * kc * nr;
             if (nb == nr && fast) {
                 fast(d, b + (j0 + q * nr) * ldb + p0, ldb, kc);
                 continue;
@@ -187,12 +187,38 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
     const int64_t nkb = (k + KC - 1) / KC;
     const int64_t kc_max = FNN_MIN(k, (((k + nkb - 1) / nkb) + 7) / 8 * 8);
     const int64_t nc_max = FNN_MIN(NC, ((n + NR - 1) / NR) * NR);
-    const size_t bpack_bytes = (size_t)kc_max * (size_t)nc_max * sizeof(T);
     const size_t apack_bytes =
         (size_t)kc_max * (size_t)(((FNN_MIN(MC, m) + MR - 1) / MR) * MR) * sizeof(T);
-    T *bpack = (T *)fnn_thread_buffer(FNN_BUF_PACK_B, bpack_bytes);
-    if (!bpack) return FNN_ENOMEM;
+    /* Private B mode: when every thread's rows fit in one MC block, each B panel
+     * is used by one ic pass only, so each thread packs the panels it needs right
+     * before using them, into its own L1-sized buffer: no shared B block, no
+     * barriers.  Otherwise the threads pack a shared KC x NC block together. */
+    const int64_t pm = (m + MR - 1) / MR;
+    int priv;
+    {
+        int tm0, tn0;
+        SFX(thread_grid)(nt, pm, (nc_max + NR - 1) / NR, &tm0, &tn0);
+        priv = ((pm + tm0 - 1) / tm0) * MR <= MC;
+    }
+    const size_t bpack_bytes = (size_t)kc_max * (size_t)(priv ? NR : nc_max) * sizeof(T);
+    T *bshared = NULL;
+    if (!priv) {
+        bshared = (T *)fnn_thread_buffer(FNN_BUF_PACK_B, bpack_bytes);
+        if (!bshared) return FNN_ENOMEM;
+    }
     int failed = 0;
+    /* In private mode with B not transposed, the micro-kernel can read full B
+     * panels in place (row stride ldb) instead of packing them: for small M the
+     * copy costs more than it saves.  Only when the kc rows of a panel do not
+     * collide in the cache sets: a row stride that is a multiple of a large power
+     * of two maps them to few sets (a 4 KiB stride to 1/64 of a 1024-set L2). */
+    int direct_b = 0;
+    if (priv && !trans_b) {
+        uint64_t stride = (uint64_t)ldb * sizeof(T), pow2 = 1;
+        while (pow2 < (1u << 20) && (stride & pow2) == 0) pow2 <<= 1;
+        const uint64_t lines_held = pow2 <= 64 ? 8192 : 8 * (65536 / pow2);
+        direct_b = lines_held >= 2 * (uint64_t)kc_max;
+    }
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -204,7 +230,8 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
         const int tid = 0, nth = 1;
 #endif
         T *apack = (T *)fnn_thread_buffer(FNN_BUF_PACK_A, apack_bytes);
-        if (!apack) {
+        T *bown = priv ? (T *)fnn_thread_buffer(FNN_BUF_PACK_B_OWN, bpack_bytes) : NULL;
+        if (!apack || (priv && !bown)) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
@@ -220,7 +247,6 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
         fail_seen = failed;
         if (!fail_seen) {
             int tm, tn;
-            const int64_t pm = (m + MR - 1) / MR;
             SFX(thread_grid)(nth, pm, (nc_max + NR - 1) / NR, &tm, &tn);
             const int ti = tid / tn, tj = tid % tn;
             /* this thread's rows, in whole MR panels */
@@ -240,27 +266,42 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                     const int64_t kcur = FNN_MIN(kc_max, k - pc);
                     const T beff = pc == 0 ? beta : (T)1;
                     const int last = pc + kcur == k;
-                    /* every thread packs an equal share of the panels, then waits */
-                    SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, pn * tid / nth,
-                                pn * (tid + 1) / nth, NR, SFX(fnn_cfg).pack_bt);
+                    if (!priv) {
+                        /* every thread packs an equal share of the panels, then waits */
+                        const int64_t s0 = pn * tid / nth, s1 = pn * (tid + 1) / nth;
+                        SFX(pack_b)(bshared + s0 * kcur * NR, b, ldb, trans_b, pc, kcur, jc,
+                                    ncur, s0, s1, NR, SFX(fnn_cfg).pack_bt);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
+                    }
                     for (int64_t ic = r0; ic < r1; ic += mc_bal) {
                         const int64_t mcur = FNN_MIN(mc_bal, r1 - ic);
-                        SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR, SFX(fnn_cfg).pack_a);
+                        SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR,
+                                    SFX(fnn_cfg).pack_a);
                         for (int64_t q = q0; q < q1; q++) {
                             const int64_t j = jc + q * NR;
                             const int64_t nb = FNN_MIN(NR, ncur - q * NR);
-                            const T *bp = bpack + q * kcur * NR;
+                            const T *bp;
+                            int64_t ldbp = NR;
+                            if (priv && direct_b && nb == NR) {
+                                bp = b + pc * ldb + j;
+                                ldbp = ldb;
+                            } else if (priv) {
+                                SFX(pack_b)(bown, b, ldb, trans_b, pc, kcur, jc, ncur, q, q + 1,
+                                            NR, SFX(fnn_cfg).pack_bt);
+                                bp = bown;
+                            } else {
+                                bp = bshared + q * kcur * NR;
+                            }
                             for (int64_t ip = 0; ip < mcur; ip += MR) {
                                 const int64_t ib = FNN_MIN(MR, mcur - ip);
                                 T *ct = c + (ic + ip) * ldc + j;
                                 const T *ap = apack + ip * kcur;
                                 if (ib == MR && nb == NR) {
-                                    ukr(kcur, ap, bp, NR, ct, ldc, alpha, beff);
+                                    ukr(kcur, ap, bp, ldbp, ct, ldc, alpha, beff);
                                 } else {
-                                    ukr(kcur, ap, bp, NR, tmp, NR, alpha, 0);
+                                    ukr(kcur, ap, bp, ldbp, tmp, NR, alpha, 0);
                                     for (int64_t i = 0; i < ib; i++)
                                         for (int64_t jj = 0; jj < nb; jj++)
                                             ct[i * ldc + jj] =
@@ -274,9 +315,11 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                             }
                         }
                     }
+                    if (!priv) {
 #ifdef _OPENMP
 #pragma omp barrier /* every thread is done with this B block */
 #endif
+                    }
                 }
             }
         }
