@@ -8,7 +8,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 #include "fnn_internal.h"
 
@@ -64,15 +63,6 @@ int fnn_init(void)
 #else
     (void)force_generic;
 #endif
-    {   /* TEMP tuning knob */
-        const char *bl = getenv("FASTNN_TUNE");
-        if (bl) {
-            long mc, kc, nc;
-            if (sscanf(bl, "%ld,%ld,%ld", &mc, &kc, &nc) == 3) {
-                fnn_cfg_f32.mc = mc; fnn_cfg_f32.kc = kc; fnn_cfg_f32.nc = nc;
-            }
-        }
-    }
     fnn_isa_in_use = isa;
     return isa;
 }

@@ -55,9 +55,8 @@ static inline int fnn_mul_overflows(int64_t a, int64_t b, int64_t *out)
 void *fnn_thread_buffer(int slot, size_t bytes);
 void fnn_thread_buffers_free(void);
 #define FNN_BUF_PACK_A 0
-#define FNN_BUF_PACK_B 1     /* the shared B block (the calling thread's) */
-#define FNN_BUF_PACK_B_OWN 2 /* one B panel, private to a thread */
-#define FNN_BUF_COUNT 3
+#define FNN_BUF_PACK_B 1
+#define FNN_BUF_COUNT 2
 
 /* ---- GEMM micro-kernels and dispatch (cpu.c, gemm_kernel_*.c) ----------- */
 /* A micro-kernel computes one MR x NR tile:

@@ -189,36 +189,36 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
     const int64_t nc_max = FNN_MIN(NC, ((n + NR - 1) / NR) * NR);
     const size_t apack_bytes =
         (size_t)kc_max * (size_t)(((FNN_MIN(MC, m) + MR - 1) / MR) * MR) * sizeof(T);
-    /* Private B mode: when every thread's rows fit in one MC block, each B panel
-     * is used by one ic pass only, so each thread packs the panels it needs right
-     * before using them, into its own L1-sized buffer: no shared B block, no
-     * barriers.  Otherwise the threads pack a shared KC x NC block together. */
+    /* No shared packed data and no barriers: each thread packs the B panels of
+     * its own column range (the whole KC x ncur block when the threads split
+     * rows only), so a thread that the OS preempts never stalls the others, and
+     * every C tile is computed by the same sequence of micro-kernel calls
+     * whatever the thread count (results are bitwise identical across counts).
+     * The price is packing B once per thread row (tm times), which is small next
+     * to the (m / tm) * k * n multiply-adds each thread does with it.
+     * Panel-at-a-time mode: when a thread's rows fit in one MC block each B
+     * panel is used by one ic pass only, so it is packed right before use into
+     * an L1-sized buffer (or read in place, see direct_b). */
     const int64_t pm = (m + MR - 1) / MR;
-    int priv;
+    int one_ic;
     {
         int tm0, tn0;
         SFX(thread_grid)(nt, pm, (nc_max + NR - 1) / NR, &tm0, &tn0);
-        priv = ((pm + tm0 - 1) / tm0) * MR <= MC;
+        one_ic = ((pm + tm0 - 1) / tm0) * MR <= MC;
     }
-    const size_t bpack_bytes = (size_t)kc_max * (size_t)(priv ? NR : nc_max) * sizeof(T);
-    T *bshared = NULL;
-    if (!priv) {
-        bshared = (T *)fnn_thread_buffer(FNN_BUF_PACK_B, bpack_bytes);
-        if (!bshared) return FNN_ENOMEM;
-    }
-    int failed = 0;
-    /* In private mode with B not transposed, the micro-kernel can read full B
+    /* With B not transposed and one ic pass, the micro-kernel can read full B
      * panels in place (row stride ldb) instead of packing them: for small M the
      * copy costs more than it saves.  Only when the kc rows of a panel do not
      * collide in the cache sets: a row stride that is a multiple of a large power
      * of two maps them to few sets (a 4 KiB stride to 1/64 of a 1024-set L2). */
     int direct_b = 0;
-    if (priv && !trans_b) {
+    if (one_ic && !trans_b) {
         uint64_t stride = (uint64_t)ldb * sizeof(T), pow2 = 1;
         while (pow2 < (1u << 20) && (stride & pow2) == 0) pow2 <<= 1;
         const uint64_t lines_held = pow2 <= 64 ? 8192 : 8 * (65536 / pow2);
         direct_b = lines_held >= 2 * (uint64_t)kc_max;
     }
+    int failed = 0;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -229,29 +229,23 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
 #else
         const int tid = 0, nth = 1;
 #endif
+        int tm, tn;
+        SFX(thread_grid)(nth, pm, (nc_max + NR - 1) / NR, &tm, &tn);
+        const int ti = tid / tn, tj = tid % tn;
+        /* this thread's rows, in whole MR panels, and its share of column panels */
+        const int64_t r0 = FNN_MIN(m, (pm * ti / tm) * MR);
+        const int64_t r1 = FNN_MIN(m, (pm * (ti + 1) / tm) * MR);
+        const int64_t pn_max = (nc_max + NR - 1) / NR;
+        const int64_t my_panels = one_ic ? 1 : (pn_max + tn - 1) / tn + 1;
         T *apack = (T *)fnn_thread_buffer(FNN_BUF_PACK_A, apack_bytes);
-        T *bown = priv ? (T *)fnn_thread_buffer(FNN_BUF_PACK_B_OWN, bpack_bytes) : NULL;
-        if (!apack || (priv && !bown)) {
+        T *bpack = (T *)fnn_thread_buffer(
+            FNN_BUF_PACK_B, (size_t)kc_max * (size_t)(my_panels * NR) * sizeof(T));
+        if (!apack || !bpack) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
             failed = 1;
-        }
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-        int fail_seen;
-#ifdef _OPENMP
-#pragma omp atomic read
-#endif
-        fail_seen = failed;
-        if (!fail_seen) {
-            int tm, tn;
-            SFX(thread_grid)(nth, pm, (nc_max + NR - 1) / NR, &tm, &tn);
-            const int ti = tid / tn, tj = tid % tn;
-            /* this thread's rows, in whole MR panels */
-            const int64_t r0 = FNN_MIN(m, (pm * ti / tm) * MR);
-            const int64_t r1 = FNN_MIN(m, (pm * (ti + 1) / tm) * MR);
+        } else if (r0 < r1) {
             T tmp[FNN_MAX_TILE];
             /* this thread's rows in near-equal blocks of at most MC, whole MR panels */
             const int64_t nmb = (r1 - r0 + MC - 1) / MC;
@@ -266,15 +260,9 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                     const int64_t kcur = FNN_MIN(kc_max, k - pc);
                     const T beff = pc == 0 ? beta : (T)1;
                     const int last = pc + kcur == k;
-                    if (!priv) {
-                        /* every thread packs an equal share of the panels, then waits */
-                        const int64_t s0 = pn * tid / nth, s1 = pn * (tid + 1) / nth;
-                        SFX(pack_b)(bshared + s0 * kcur * NR, b, ldb, trans_b, pc, kcur, jc,
-                                    ncur, s0, s1, NR, SFX(fnn_cfg).pack_bt);
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-                    }
+                    if (!one_ic && q0 < q1)
+                        SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, q0, q1, NR,
+                                    SFX(fnn_cfg).pack_bt);
                     for (int64_t ic = r0; ic < r1; ic += mc_bal) {
                         const int64_t mcur = FNN_MIN(mc_bal, r1 - ic);
                         SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR,
@@ -284,15 +272,15 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                             const int64_t nb = FNN_MIN(NR, ncur - q * NR);
                             const T *bp;
                             int64_t ldbp = NR;
-                            if (priv && direct_b && nb == NR) {
+                            if (!one_ic) {
+                                bp = bpack + (q - q0) * kcur * NR;
+                            } else if (direct_b && nb == NR) {
                                 bp = b + pc * ldb + j;
                                 ldbp = ldb;
-                            } else if (priv) {
-                                SFX(pack_b)(bown, b, ldb, trans_b, pc, kcur, jc, ncur, q, q + 1,
-                                            NR, SFX(fnn_cfg).pack_bt);
-                                bp = bown;
                             } else {
-                                bp = bshared + q * kcur * NR;
+                                SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, q, q + 1,
+                                            NR, SFX(fnn_cfg).pack_bt);
+                                bp = bpack;
                             }
                             for (int64_t ip = 0; ip < mcur; ip += MR) {
                                 const int64_t ib = FNN_MIN(MR, mcur - ip);
@@ -314,11 +302,6 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                                                            act);
                             }
                         }
-                    }
-                    if (!priv) {
-#ifdef _OPENMP
-#pragma omp barrier /* every thread is done with this B block */
-#endif
                     }
                 }
             }
