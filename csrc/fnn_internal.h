@@ -75,15 +75,27 @@ typedef void (*fnn_ukr_f64)(int64_t k, const double *ap, const double *bp, int64
 typedef void (*fnn_pack_f32)(float *dst, const float *src, int64_t ld, int64_t kc);
 typedef void (*fnn_pack_f64)(double *dst, const double *src, int64_t ld, int64_t kc);
 
+/* Optional edge micro-kernel: the rows x cols corner (rows <= MR, cols <= NR)
+ * of a tile, written straight to C with the same alpha/beta rule (NULL: the
+ * driver runs the full kernel into a temporary tile and copies the corner). */
+typedef void (*fnn_ukr_edge_f32)(int64_t k, int64_t rows, int64_t cols, const float *ap,
+                                 const float *bp, int64_t ldbp, float *c, int64_t ldc,
+                                 float alpha, float beta);
+typedef void (*fnn_ukr_edge_f64)(int64_t k, int64_t rows, int64_t cols, const double *ap,
+                                 const double *bp, int64_t ldbp, double *c, int64_t ldc,
+                                 double alpha, double beta);
+
 typedef struct {
     int64_t mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
     fnn_pack_f32 pack_a, pack_bt;
+    fnn_ukr_edge_f32 ukr_edge;
 } fnn_gemm_cfg_f32;
 typedef struct {
     int64_t mr, nr, mc, kc, nc;
     fnn_ukr_f64 ukr;
     fnn_pack_f64 pack_a, pack_bt;
+    fnn_ukr_edge_f64 ukr_edge;
 } fnn_gemm_cfg_f64;
 
 /* The dispatch table: filled once by fnn_init, read-only afterwards. */
@@ -109,6 +121,9 @@ void fnn_ukr_avx2_f64(int64_t k, const double *ap, const double *bp, int64_t ldb
                       int64_t ldc, double alpha, double beta);
 void fnn_pack_a6_avx2_f32(float *dst, const float *a, int64_t lda, int64_t kc);
 void fnn_pack_bt16_avx2_f32(float *dst, const float *b, int64_t ldb, int64_t kc);
+void fnn_ukr_edge_avx2_f32(int64_t k, int64_t rows, int64_t cols, const float *ap,
+                           const float *bp, int64_t ldbp, float *c, int64_t ldc, float alpha,
+                           float beta);
 #endif
 
 /* ---- epilogue (activation.c) ------------------------------------------- */

@@ -173,6 +173,7 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
     const int64_t MR = SFX(fnn_cfg).mr, NR = SFX(fnn_cfg).nr;
     const int64_t MC = SFX(fnn_cfg).mc, KC = SFX(fnn_cfg).kc, NC = SFX(fnn_cfg).nc;
     const SFX(fnn_ukr) ukr = SFX(fnn_cfg).ukr;
+    const SFX(fnn_ukr_edge) ukr_edge = SFX(fnn_cfg).ukr_edge;
 
     /* Threads: at least FNN_GEMM_MIN_WORK multiply-adds each. */
     int nt = n_threads < 1 ? 1 : n_threads;
@@ -288,6 +289,8 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                                 const T *ap = apack + ip * kcur;
                                 if (ib == MR && nb == NR) {
                                     ukr(kcur, ap, bp, ldbp, ct, ldc, alpha, beff);
+                                } else if (ukr_edge) {
+                                    ukr_edge(kcur, ib, nb, ap, bp, ldbp, ct, ldc, alpha, beff);
                                 } else {
                                     ukr(kcur, ap, bp, ldbp, tmp, NR, alpha, 0);
                                     for (int64_t i = 0; i < ib; i++)

@@ -263,4 +263,68 @@ FNN_TARGET_AVX2 void fnn_pack_bt16_avx2_f32(float *dst, const float *b, int64_t 
         for (int j = 0; j < 16; j++) dst[p * 16 + j] = b[j * ldb + p];
 }
 
+/* ---- edge tiles (float) --------------------------------------------------- */
+/* rows x cols corner of a 6 x 16 tile (rows <= 6, cols <= 16) straight into C:
+ * only `rows` accumulator rows are computed and C is read and written through
+ * lane masks, so no temporary tile and no wasted rows.  Bp must hold 16
+ * readable values per row (packed panels are zero-padded). */
+#define FNN_EDGE_ROW(i)                                                                            \
+    if (R > (i)) {                                                                                 \
+        const __m256 a = _mm256_broadcast_ss(ap + p * 6 + (i));                                    \
+        x##i##0 = _mm256_fmadd_ps(a, b0, x##i##0);                                                 \
+        x##i##1 = _mm256_fmadd_ps(a, b1, x##i##1);                                                 \
+    }
+#define FNN_EDGE_STORE(i)                                                                          \
+    if (R > (i)) {                                                                                 \
+        float *cr = c + (i) * ldc;                                                                 \
+        __m256 y0 = x##i##0, y1 = x##i##1;                                                         \
+        if (alpha != 1) {                                                                          \
+            y0 = _mm256_mul_ps(va, y0);                                                            \
+            y1 = _mm256_mul_ps(va, y1);                                                            \
+        }                                                                                          \
+        if (beta == 1) {                                                                           \
+            y0 = _mm256_add_ps(y0, _mm256_maskload_ps(cr, m0));                                    \
+            y1 = _mm256_add_ps(y1, _mm256_maskload_ps(cr + 8, m1));                                \
+        } else if (beta != 0) {                                                                    \
+            y0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr, m0), y0);                              \
+            y1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8, m1), y1);                          \
+        }                                                                                          \
+        _mm256_maskstore_ps(cr, m0, y0);                                                           \
+        _mm256_maskstore_ps(cr + 8, m1, y1);                                                       \
+    }
+
+/* Named accumulators (not an array: GCC would keep an array in memory). */
+FNN_TARGET_AVX2 static inline __attribute__((always_inline)) void
+fnn_edge_body_f32(const int R, int64_t k, int64_t cols, const float *ap, const float *bp,
+                  int64_t ldbp, float *c, int64_t ldc, float alpha, float beta)
+{
+    __m256 x00 = _mm256_setzero_ps(), x01 = x00, x10 = x00, x11 = x00, x20 = x00, x21 = x00;
+    __m256 x30 = x00, x31 = x00, x40 = x00, x41 = x00, x50 = x00, x51 = x00;
+    for (int64_t p = 0; p < k; p++) {
+        const __m256 b0 = _mm256_loadu_ps(bp + p * ldbp), b1 = _mm256_loadu_ps(bp + p * ldbp + 8);
+        FNN_EDGE_ROW(0) FNN_EDGE_ROW(1) FNN_EDGE_ROW(2) FNN_EDGE_ROW(3) FNN_EDGE_ROW(4)
+        FNN_EDGE_ROW(5)
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)cols), lane);
+    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)cols - 8), lane);
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    FNN_EDGE_STORE(0) FNN_EDGE_STORE(1) FNN_EDGE_STORE(2) FNN_EDGE_STORE(3) FNN_EDGE_STORE(4)
+    FNN_EDGE_STORE(5)
+}
+
+FNN_TARGET_AVX2 void fnn_ukr_edge_avx2_f32(int64_t k, int64_t rows, int64_t cols, const float *ap,
+                                           const float *bp, int64_t ldbp, float *c, int64_t ldc,
+                                           float alpha, float beta)
+{
+    switch (rows) {
+    case 1: fnn_edge_body_f32(1, k, cols, ap, bp, ldbp, c, ldc, alpha, beta); break;
+    case 2: fnn_edge_body_f32(2, k, cols, ap, bp, ldbp, c, ldc, alpha, beta); break;
+    case 3: fnn_edge_body_f32(3, k, cols, ap, bp, ldbp, c, ldc, alpha, beta); break;
+    case 4: fnn_edge_body_f32(4, k, cols, ap, bp, ldbp, c, ldc, alpha, beta); break;
+    case 5: fnn_edge_body_f32(5, k, cols, ap, bp, ldbp, c, ldc, alpha, beta); break;
+    default: fnn_edge_body_f32(6, k, cols, ap, bp, ldbp, c, ldc, alpha, beta); break;
+    }
+}
+
 #endif /* FNN_HAVE_X86 */
