@@ -108,18 +108,5 @@ int fnn_conv2d_workspace_size(size_t *bytes, int64_t n, int64_t c, int64_t h, in
     return FNN_OK;
 }
 
-#define T float
-#define SFX(f) f##_f32
-#define TM(fn) fn##f
-#include "conv_impl.h"
-#undef T
-#undef SFX
-#undef TM
-
-#define T double
-#define SFX(f) f##_f64
-#define TM(fn) fn
-#include "conv_impl.h"
-#undef T
-#undef SFX
-#undef TM
+#define FNN_TEMPLATE "conv_impl.h"
+#include "fnn_template.h"

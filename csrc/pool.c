@@ -37,14 +37,5 @@ static int fnn_pool_threads(const fnn_pool_geom *g, int n_threads)
     return work < FNN_POOL_MIN_WORK ? 1 : nt;
 }
 
-#define T float
-#define SFX(f) f##_f32
-#include "pool_impl.h"
-#undef T
-#undef SFX
-
-#define T double
-#define SFX(f) f##_f64
-#include "pool_impl.h"
-#undef T
-#undef SFX
+#define FNN_TEMPLATE "pool_impl.h"
+#include "fnn_template.h"
