@@ -107,7 +107,19 @@ def _import_mpi():
 
 def _describe(exc: BaseException) -> str:
     msg = str(exc)
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    where = getattr(exc, "_fastnn_where", None)
+    return f"{text} [{where}]" if where else text
+
+
+def _mark(exc: BaseException, where: str) -> BaseException:
+    """Remember where (in fit's loop) an exception was caught, for the other ranks' message."""
+    try:
+        if getattr(exc, "_fastnn_where", None) is None:
+            exc._fastnn_where = where
+    except Exception:  # noqa: BLE001,S110 -- an exception type without attributes
+        pass
+    return exc
 
 
 def _fingerprint(a: np.ndarray) -> int:
@@ -216,7 +228,7 @@ class DataParallel:
         ranks = ", ".join(str(r) for r in sorted(failures))
         detail = "; ".join(f"rank {r}: {m}" for r, m in sorted(failures.items()))
         msg = (f"fastnn.distributed: rank{'s' if len(failures) > 1 else ''} {ranks} of "
-               f"{self.size} failed {where} ({detail}); every rank stopped")
+               f"{self.size} failed ({detail}); every rank stopped {where}")
         if local is not None:
             if hasattr(local, "add_note"):
                 local.add_note(msg)
@@ -419,14 +431,14 @@ class DataParallel:
                 for cb in cbs:
                     cb.on_train_begin()
             except BaseException as exc:  # noqa: BLE001
-                pending = exc
+                pending = _mark(exc, "in on_train_begin")
             for epoch in range(start, epochs):
                 try:
                     if pending is None:
                         for cb in cbs:
                             cb.on_epoch_begin(epoch)
                 except BaseException as exc:  # noqa: BLE001
-                    pending = exc
+                    pending = _mark(exc, f"in on_epoch_begin, epoch {epoch + 1}")
                 order = m.rng.permutation(n) if shuffle else None
                 tot_loss, tot_correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()
                 for bi, s in enumerate(range(0, n, bs)):
@@ -457,7 +469,8 @@ class DataParallel:
                             else:
                                 grads.fill(0)
                         except BaseException as exc:  # noqa: BLE001
-                            pending = exc
+                            pending = _mark(exc, f"in the training step, epoch {epoch + 1}, "
+                                                 f"batch {bi + 1}")
                     if pending is not None:
                         ctrl[_ERROR] = 1
                     ctrl[_STOP] = 1 if m.stop_training else 0
@@ -468,7 +481,7 @@ class DataParallel:
                     tm["allreduce_s"] += tb - ta
                     if ctrl[_ERROR] > 0:
                         raise self._collect_failures(
-                            pending, f"in epoch {epoch + 1}, step {bi + 1}")
+                            pending, f"at epoch {epoch + 1}, batch {bi + 1}")
                     if ctrl[_STOP] > 0:  # a callback asked to stop after the previous step
                         for (layer, _), b in zip(drops, base):
                             layer.counter = b
@@ -499,15 +512,16 @@ class DataParallel:
                         for cb in cbs:
                             cb.on_batch_end(bi, {"loss": loss, "size": gm})
                     except BaseException as exc:  # noqa: BLE001
-                        pending = exc
+                        pending = _mark(exc, f"in on_batch_end, epoch {epoch + 1}, "
+                                             f"batch {bi + 1}")
                 # epoch end: validation on shards, then agree (errors, stop, metrics)
                 part = None
                 if pending is None and val is not None:
                     try:
                         part = self._eval_part(val[0], val[1], max(bs, 256))
                     except BaseException as exc:  # noqa: BLE001
-                        pending = exc
-                got = self._agree(pending, f"in epoch {epoch + 1}",
+                        pending = _mark(exc, f"in validation, epoch {epoch + 1}")
+                got = self._agree(pending, f"at the end of epoch {epoch + 1}",
                                   (bool(m.stop_training), part))
                 if any(st for st, _ in got):
                     m.stop_training = True
@@ -525,7 +539,7 @@ class DataParallel:
                     for cb in cbs:
                         cb.on_epoch_end(epoch, logs)
                 except BaseException as exc:  # noqa: BLE001
-                    pending = exc
+                    pending = _mark(exc, f"in on_epoch_end, epoch {epoch + 1}")
                 # callbacks may stop training (EarlyStopping) or fail (a checkpoint on
                 # rank 0): agree before the next epoch; also check the weights agree
                 got = self._agree(pending, f"at the end of epoch {epoch + 1}",
@@ -547,7 +561,7 @@ class DataParallel:
             for cb in cbs:
                 cb.on_train_end(logs)
         except BaseException as exc:  # noqa: BLE001
-            pending = exc
+            pending = _mark(exc, "in on_train_end")
         self._agree(pending, "at the end of training")
         return history
 

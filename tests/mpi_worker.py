@@ -5,7 +5,9 @@ MODE
           writes OUTDIR/equiv.json with the differences
   fail    rank 1 raises in a callback in epoch 2; rank 0 checkpoints every epoch
   crash   rank 1 raises inside the step's Allreduce (outside the error protocol)
+  failsave  rank 0's checkpoint write fails half-way (disk full) in epoch 3
   api     model.fit(distributed=True), evaluate, save, argument mismatch between ranks
+  single  one rank without mpiexec: bitwise equal to Sequential.fit
 """
 
 from __future__ import annotations
@@ -164,6 +166,61 @@ def run_fail():
     sys.exit(3 if status["outcome"] != "returned" else 0)
 
 
+def run_failsave():
+    """Rank 0's checkpoint write fails half-way in epoch 3: every rank stops, the epoch-2
+    checkpoint stays on disk, loadable, and no temporary file is left behind."""
+    import fastnn.io as fio
+
+    comm = comm_world()
+    rank = comm.Get_rank()
+    case = CASES[0]
+    X, y = make_data(case)
+    model = make_model(case, seed=7)
+    ckpt = os.path.join(OUT, "ckpt.fnn")
+    real = fio._npy_bytes
+    calls = {"n": 0}
+    n_arrays = len(model.get_weights()) + 2  # params + Adam's two state buffers
+
+    def failing(arr):
+        calls["n"] += 1
+        if calls["n"] == 2 * n_arrays + 3:  # the 3rd save, part-way through
+            raise OSError(28, "No space left on device (simulated)")
+        return real(arr)
+
+    fio._npy_bytes = failing
+    status = {"rank": rank}
+    try:
+        model.fit(X, y, epochs=5, batch_size=10, verbose=0, distributed=True,
+                  callbacks=[fnn.callbacks.ModelCheckpoint(ckpt, monitor="loss")])
+        status["outcome"] = "returned"
+    except DistributedError as exc:
+        status["outcome"] = "DistributedError"
+        status["message"] = str(exc)
+    except OSError as exc:
+        status["outcome"] = "OSError"
+        status["message"] = str(exc)
+    status["epoch"] = model.epoch
+    if rank == 0:
+        ref = make_model(case, seed=7)
+        ref.fit(X, y, epochs=2, batch_size=10, verbose=0)
+        np.save(os.path.join(OUT, "ref_epoch2.npy"), ref._flat_params)
+    with open(os.path.join(OUT, f"failsave-{rank}.json"), "w") as f:
+        json.dump(status, f)
+
+
+def run_single():
+    """A one-rank DataParallel (no mpiexec) is bitwise the single-process fit."""
+    case = CASES[0]
+    X, y = make_data(case)
+    a, b = make_model(case, seed=5), make_model(case, seed=5)
+    with DataParallel(a) as dp:
+        ha = dp.fit(X, y, epochs=2, batch_size=10, verbose=0)
+    hb = b.fit(X, y, epochs=2, batch_size=10, verbose=0)
+    with open(os.path.join(OUT, "single.json"), "w") as f:
+        json.dump({"size": dp.size, "equal": bool(np.array_equal(a._flat_params, b._flat_params)),
+                   "loss": [ha.history["loss"], hb.history["loss"]]}, f)
+
+
 def run_crash():
     comm = comm_world()
     rank = comm.Get_rank()
@@ -228,4 +285,5 @@ def run_api():
         json.dump(out, f)
 
 
-{"equiv": run_equiv, "fail": run_fail, "crash": run_crash, "api": run_api}[MODE]()
+{"equiv": run_equiv, "fail": run_fail, "failsave": run_failsave, "crash": run_crash,
+ "api": run_api, "single": run_single}[MODE]()
