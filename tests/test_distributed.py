@@ -197,3 +197,23 @@ def test_fit_distributed_true_evaluate_save_and_mismatches(tmp_path):
         assert r["loaded_epoch"] == 2
     assert r0["bad_input"].startswith("DistributedError") and "rank 1" in r0["bad_input"]
     assert r1["bad_input"].startswith("ValueError") and "per-sample shape" in r1["bad_input"]
+
+
+def test_readme_train_py_runs_under_mpiexec(tmp_path):
+    """The README's train.py, run as written with mpiexec -n 2."""
+    import re
+
+    readme = HERE.parent / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md not beside the tests")
+    text = readme.read_text()
+    section = text[text.index("## Distributed training"):]
+    code = re.search(r"```py\n(.*?)```", section, flags=re.S).group(1)
+    assert "distributed=True" in code
+    (tmp_path / "train.py").write_text(code)
+    pytest.importorskip("mpi4py")
+    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "train.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    _ok(proc)
+    assert proc.stdout.count("epoch 5/5") == 1  # only rank 0 prints
+    assert fnn.load(tmp_path / "ckpt.fnn").epoch == 5

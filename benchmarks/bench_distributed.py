@@ -1,0 +1,213 @@
+"""1 process x 2 threads against 2 processes x 1 thread (MPI) on 784-800-10.
+
+    python benchmarks/bench_distributed.py            # runs both configurations, prints tables
+    python benchmarks/bench_distributed.py --json out.json
+
+The network is Dense(784, 800, relu) -> Dense(800, 10), Adam, float32, cross-entropy,
+synthetic MNIST-shaped data.  For each global batch (256 and 1024) it reports samples/s
+of ``fit`` and, for the MPI run, the time per step spent in the gradient Allreduce
+(which includes waiting for the slower rank) and in compute.  It also measures
+
+* the step time of one process at several batch sizes with 1 and 2 threads, fitted as
+  ``t(B) = t_fixed + B * t_sample`` (the inputs of the cost model in docs/distributed.md);
+* a bare ``Allreduce`` of 2..P float32 between the two ranks, fitted as
+  ``t(n) = a + n * 4 / bw`` (the alpha-beta model, on shared memory).
+
+Needs the ``mpi`` extra.  Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+N_IN, N_HID, N_OUT = 784, 800, 10
+P = N_IN * N_HID + N_HID + N_HID * N_OUT + N_OUT
+BATCHES = (256, 1024)
+N_ROWS = 16384
+
+
+def build():
+    import fastnn as fnn
+
+    model = fnn.Sequential([fnn.Dense(N_IN, N_HID, activation="relu", init="he_normal"),
+                            fnn.Dense(N_HID, N_OUT)], dtype="float32", seed=0)
+    model.compile(optimizer=fnn.optim.Adam(lr=1e-3), loss="cross_entropy")
+    assert model.count_params() == P
+    return model
+
+
+def data():
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((N_ROWS, N_IN), dtype=np.float32),
+            rng.integers(0, N_OUT, N_ROWS))
+
+
+def step_times(model, X, y, batches, reps):
+    """Median seconds per training step of one process, per batch size."""
+    model._ensure_optimizer()
+    out = {}
+    for b in batches:
+        x, t = model._prep_x(X[:b]), model._prep_y(y[:b], b)
+        for _ in range(3):
+            model._loss_and_grads(x, t)
+            model.optimizer.step()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            model._loss_and_grads(x, t)
+            model.optimizer.step()
+            ts.append(time.perf_counter() - t0)
+        out[b] = statistics.median(ts)
+    return out
+
+
+def linfit(xs, ys):
+    a, b = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
+    return float(b), float(a)  # intercept, slope
+
+
+def worker_single(reps):
+    import fastnn as fnn
+
+    X, y = data()
+    res = {"threads": fnn.get_num_threads(), "fit": {}}
+    for b in BATCHES:
+        rates = []
+        for _ in range(reps):
+            model = build()
+            model.fit(X[:2048], y[:2048], epochs=1, batch_size=b, verbose=0)  # warm-up
+            t0 = time.perf_counter()
+            model.fit(X, y, epochs=1, batch_size=b, verbose=0)
+            rates.append(N_ROWS / (time.perf_counter() - t0))
+        res["fit"][b] = statistics.median(rates)
+    sizes = (64, 128, 256, 512, 1024)
+    for nt in (1, 2):
+        fnn.set_num_threads(nt)
+        st = step_times(build(), X, y, sizes, reps=15)
+        t_fixed, t_sample = linfit(sizes, [st[b] for b in sizes])
+        res[f"step_{nt}t"] = {"step_s": st, "t_fixed_s": t_fixed, "t_sample_s": t_sample}
+    return res
+
+
+def worker_mpi(reps):
+    from mpi4py import MPI
+
+    from fastnn.distributed import DataParallel
+
+    comm = MPI.COMM_WORLD
+    X, y = data()
+    res = {"size": comm.Get_size(), "fit": {}}
+    import fastnn as fnn
+
+    res["threads"] = fnn.get_num_threads()
+    for b in BATCHES:
+        runs = []
+        for _ in range(reps):
+            model = build()
+            with DataParallel(model) as dp:
+                dp.fit(X[:2048], y[:2048], epochs=1, batch_size=b, verbose=0)  # warm-up
+                comm.Barrier()
+                t0 = time.perf_counter()
+                dp.fit(X, y, epochs=1, batch_size=b, verbose=0)
+                dt = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+                tm = dp.timings
+                steps = tm["steps"]
+                runs.append({"samples_per_s": N_ROWS / dt,
+                             "allreduce_ms_per_step": 1e3 * comm.allreduce(
+                                 tm["allreduce_s"], op=MPI.MAX) / steps,
+                             "compute_ms_per_step": 1e3 * comm.allreduce(
+                                 tm["compute_s"], op=MPI.MAX) / steps,
+                             "optimizer_ms_per_step": 1e3 * tm["optimizer_s"] / steps})
+        res["fit"][b] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    # bare Allreduce: alpha-beta fit on this machine (shared memory)
+    sizes = [2 ** k for k in range(1, 20, 2)] + [P]
+    bare = {}
+    for n in sizes:
+        buf = np.ones(n, np.float32)
+        for _ in range(5):
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        reps_n = 200 if n < 65536 else 40
+        ts = []
+        for _ in range(reps_n):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            ts.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+        bare[n] = statistics.median(ts)
+    a, slope = linfit([4 * n for n in sizes], [bare[n] for n in sizes])
+    res["bare_allreduce_s"] = bare
+    res["alpha_s"], res["bytes_per_s"] = a, 1.0 / slope
+    return res if comm.Get_rank() == 0 else None
+
+
+def mpiexec() -> str:
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else "mpiexec"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", choices=["single", "mpi"])
+    ap.add_argument("--out")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    if args.worker:
+        res = worker_single(args.reps) if args.worker == "single" else worker_mpi(args.reps)
+        if res is not None:
+            Path(args.out).write_text(json.dumps(res, indent=1))
+        return
+    here = os.path.abspath(__file__)
+    env = dict(os.environ)
+    root = str(Path(here).parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    load0 = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as d:
+        single, passive, multi = (os.path.join(d, f) for f in ("s.json", "p.json", "m.json"))
+        subprocess.run([sys.executable, here, "--worker", "single", "--out", single,
+                        "--reps", str(args.reps)], check=True, env=dict(env, OMP_NUM_THREADS="2"))
+        # the same with OpenMP's idle threads sleeping instead of spinning (matters when the
+        # cores are shared with other processes)
+        subprocess.run([sys.executable, here, "--worker", "single", "--out", passive,
+                        "--reps", str(args.reps)], check=True,
+                       env=dict(env, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="passive"))
+        subprocess.run([mpiexec(), "-n", "2", sys.executable, here, "--worker", "mpi", "--out",
+                        multi, "--reps", str(args.reps)], check=True,
+                       env=dict(env, OMP_NUM_THREADS="1"))
+        s = json.loads(Path(single).read_text())
+        sp = json.loads(Path(passive).read_text())
+        m = json.loads(Path(multi).read_text())
+    print(f"784-800-10, ReLU, Adam, float32; P = {P:,} parameters ({4 * P / 1e6:.2f} MB of "
+          f"gradients); {N_ROWS} samples per epoch; median of {args.reps} runs; load average "
+          f"{load0:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)")
+    print(f"{'global batch':>12} | {'1 proc x 2 thr':>15} | {'same, passive':>15} | "
+          f"{'2 proc x 1 thr':>15} | {'Allreduce/step':>14} | {'compute/step':>12}")
+    for b in BATCHES:
+        f1, f1p, f2 = s["fit"][str(b)], sp["fit"][str(b)], m["fit"][str(b)]
+        print(f"{b:>12} | {f1:>11,.0f} s/s | {f1p:>11,.0f} s/s | "
+              f"{f2['samples_per_s']:>11,.0f} s/s | {f2['allreduce_ms_per_step']:>11.2f} ms | "
+              f"{f2['compute_ms_per_step']:>9.2f} ms")
+    s["passive"] = sp
+    for nt, st in ((1, s["step_1t"]), (2, s["step_2t"]), ("2 passive", sp["step_2t"])):
+        print(f"one process, {nt} thread(s): step = {1e3 * st['t_fixed_s']:.2f} ms + "
+              f"B x {1e6 * st['t_sample_s']:.1f} us  (measured: " + ", ".join(
+                  f"B={b}: {1e3 * v:.1f} ms" for b, v in st["step_s"].items()) + ")")
+    print(f"bare Allreduce between 2 ranks (shared memory): alpha = {1e6 * m['alpha_s']:.1f} us,"
+          f" bandwidth = {m['bytes_per_s'] / 1e9:.2f} GB/s; of P floats: "
+          f"{1e3 * m['bare_allreduce_s'][str(P)]:.2f} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"single": s, "mpi": m}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
