@@ -150,6 +150,42 @@ def worker_mpi(reps):
     return res if comm.Get_rank() == 0 else None
 
 
+# ---- cost model (docs/distributed.md) ---------------------------------------------------
+LINKS = {  # name: (line rate in Gb/s, latency alpha per message in s)
+    "10 Gb/s Ethernet (TCP)": (10, 25e-6),
+    "25 Gb/s Ethernet (TCP)": (25, 15e-6),
+    "100 Gb/s InfiniBand / RoCE": (100, 2e-6),
+}
+LINK_EFFICIENCY = 0.9  # achievable fraction of the line rate
+NODES = (2, 4, 8, 16, 32, 64)
+
+
+def ring_allreduce_s(n_nodes, alpha, bytes_per_s, nbytes=4 * P):
+    """Ring Allreduce: 2(N-1) messages, each node sends and receives 2(N-1)/N x nbytes."""
+    return 2 * (n_nodes - 1) * alpha + 2 * (n_nodes - 1) / n_nodes * nbytes / bytes_per_s
+
+
+def min_global_batch(n_nodes, t_sample, t_fixed, t_comm, target=0.9):
+    """Smallest global batch B with efficiency T1(B) / (N * TN(B)) >= target, where
+    T1(B) = t_fixed + B t_sample and TN(B) = t_fixed + (B/N) t_sample + t_comm."""
+    need = target * n_nodes * (t_fixed + t_comm) - t_fixed
+    return max(need / ((1 - target) * t_sample), 1.0)
+
+
+def scaling_table(t_sample, t_fixed):
+    """Markdown table: the global batch for >= 90 % efficiency per link and node count."""
+    head = "| nodes | " + " | ".join(LINKS) + " |"
+    rows = [head, "|" + "---|" * (len(LINKS) + 1)]
+    for n in NODES:
+        cells = []
+        for rate, alpha in LINKS.values():
+            tc = ring_allreduce_s(n, alpha, LINK_EFFICIENCY * rate * 1e9 / 8)
+            b = min_global_batch(n, t_sample, t_fixed, tc)
+            cells.append(f"{1e3 * tc:.2f} ms: B >= {b:,.0f} ({b / n:,.0f}/node)")
+        rows.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def mpiexec() -> str:
     local = Path(sys.executable).parent / "mpiexec"
     return str(local) if local.exists() else "mpiexec"
@@ -161,7 +197,12 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--table", nargs=2, type=float, metavar=("T_SAMPLE_US", "T_FIXED_MS"),
+                    help="only print the cost model's table for these per-node compute times")
     args = ap.parse_args()
+    if args.table:
+        print(scaling_table(args.table[0] * 1e-6, args.table[1] * 1e-3))
+        return
     if args.worker:
         res = worker_single(args.reps) if args.worker == "single" else worker_mpi(args.reps)
         if res is not None:
@@ -205,6 +246,10 @@ def main():
     print(f"bare Allreduce between 2 ranks (shared memory): alpha = {1e6 * m['alpha_s']:.1f} us,"
           f" bandwidth = {m['bytes_per_s'] / 1e9:.2f} GB/s; of P floats: "
           f"{1e3 * m['bare_allreduce_s'][str(P)]:.2f} ms")
+    t_sample, t_fixed = s["step_1t"]["t_sample_s"] / 2, s["step_1t"]["t_fixed_s"]
+    print(f"\ncost model with a node = this machine's 2 cores (t_sample = 1-thread per-sample "
+          f"time / 2 = {1e6 * t_sample:.1f} us, t_fixed = {1e3 * t_fixed:.2f} ms):")
+    print(scaling_table(t_sample, t_fixed))
     if args.json:
         Path(args.json).write_text(json.dumps({"single": s, "mpi": m}, indent=1))
 

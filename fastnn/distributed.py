@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI (``pip install "fastnn[mpi]"``, then ``mpiexec -n 4 python train.py``).
+"""Data-parallel training over MPI: ``pip install "fastnn[mpi]"``, ``mpiexec -n 4 python train.py``.
 
 Every rank holds the whole dataset and the same model.  :class:`DataParallel`
 
@@ -585,7 +585,7 @@ class DataParallel:
 
     # ---- evaluation ------------------------------------------------------------------
     def _eval_part(self, x: np.ndarray, y: np.ndarray, bs: int) -> tuple[float, float, int]:
-        """This rank's share of an evaluation: (loss * rows, correct, rows)."""
+        """Evaluate this rank's share of the rows: (loss * rows, correct, rows)."""
         lo, hi = shard_bounds(x.shape[0], self.rank, self.size)
         if hi == lo:
             return (0.0, 0.0, 0)

@@ -81,7 +81,7 @@ def test_shard_bounds_partition_the_batch_contiguously(m, size):
 
     bounds = [shard_bounds(m, r, size) for r in range(size)]
     assert bounds[0][0] == 0 and bounds[-1][1] == m
-    for (a, b), (c, _) in zip(bounds, bounds[1:]):
+    for (_, b), (c, _) in zip(bounds, bounds[1:]):
         assert b == c
     sizes = [b - a for a, b in bounds]
     assert max(sizes) - min(sizes) <= 1 and sum(sizes) == m
