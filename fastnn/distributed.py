@@ -409,6 +409,7 @@ class DataParallel:
         grads = ext[:-_NCTRL]
         ctrl = ext[-_NCTRL:]
         drops = self._dropouts()
+        penalized = any(getattr(ly, "l1", 0) or getattr(ly, "l2", 0) for ly in m.layers)
         history = History()
         cbs: list[Callback] = [history]
         for cb in callbacks or []:
@@ -460,9 +461,7 @@ class DataParallel:
                                     ys = np.take(yy, idx, axis=0, out=yb[:k])
                                 else:
                                     xs, ys = x[s + lo:s + hi], yy[s + lo:s + hi]
-                                loss, out = m._loss_and_grads(xs, ys)
-                                if w != 1.0 and math.isfinite(loss):
-                                    np.multiply(grads, grads.dtype.type(w), out=grads)
+                                loss, out = self._shard_grads(xs, ys, w, grads, penalized)
                                 ctrl[_LOSS] = loss * w
                                 acc = m.loss.accuracy(out, ys)
                                 ctrl[_CORRECT] = 0.0 if acc is None else acc * k
@@ -564,6 +563,26 @@ class DataParallel:
             pending = _mark(exc, "in on_train_end")
         self._agree(pending, "at the end of training")
         return history
+
+    def _shard_grads(self, xs: np.ndarray, ys: np.ndarray, w: float, grads: np.ndarray,
+                     penalized: bool) -> tuple[float, np.ndarray]:
+        """Forward, loss and backward on this rank's shard with the gradient weighted by
+        ``w = m_r / m``: without L1/L2 penalties by scaling dL/d(output) before the
+        backward pass (m_r x outputs numbers), else the whole gradient afterwards (the
+        penalty's gradient must be weighted too, so that the sum counts it once).
+        """
+        m = self.model
+        out = m._forward(xs, True)
+        g = m._grad_buffer(out.shape)
+        loss = m.loss(out, ys, g) + m._penalty()
+        if math.isfinite(loss):
+            scale = w != 1.0
+            if scale and not penalized:
+                np.multiply(g, g.dtype.type(w), out=g)
+            m._backward(g)
+            if scale and penalized:
+                np.multiply(grads, grads.dtype.type(w), out=grads)
+        return loss, out
 
     def _crc(self) -> int:
         return zlib.crc32(self.model._flat_params.view(np.uint8))

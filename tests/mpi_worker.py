@@ -68,6 +68,8 @@ CASES = [
          dropout=0.2, l2=1e-2),
     dict(name="bce-f64-rmsprop", dtype="float64", loss="binary_cross_entropy", opt="rmsprop",
          B=6, n=41, out=4, dropout=0.5),
+    dict(name="ce-f32-sgd-nopenalty", dtype="float32", loss="cross_entropy", opt="sgd", B=5,
+         n=47, out=4, dropout=0.4),
     # global batch 1 < N: rank 1 gets no rows in every step
     dict(name="ce-f64-batch1", dtype="float64", loss="cross_entropy", opt="adam", B=1, n=9,
          out=3, dropout=0.3),

@@ -107,7 +107,7 @@ def equiv(tmp_path_factory):
 
 
 CASE_NAMES = ["ce-f64-adam-even", "ce-f32-adam-odd", "mse-f64-sgd-odd", "bce-f64-rmsprop",
-              "ce-f64-batch1"]
+              "ce-f32-sgd-nopenalty", "ce-f64-batch1"]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
