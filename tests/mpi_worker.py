@@ -7,6 +7,7 @@ MODE
   crash   rank 1 raises inside the step's Allreduce (outside the error protocol)
   failsave  rank 0's checkpoint write fails half-way (disk full) in epoch 3
   api     model.fit(distributed=True), evaluate, save, argument mismatch between ranks
+  stop    a callback on one rank stops training (mid-epoch and after an epoch's last step)
   single  one rank without mpiexec: bitwise equal to Sequential.fit
 """
 
@@ -210,6 +211,50 @@ def run_failsave():
         json.dump(status, f)
 
 
+class StopAt(fnn.callbacks.Callback):
+    """Ask to stop after (epoch, batch) -- on one rank only when ``rank`` is given."""
+
+    def __init__(self, epoch, batch, rank=None):
+        self.epoch, self.batch, self.rank, self.cur = epoch, batch, rank, -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.cur = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        if self.rank is not None and comm_world().Get_rank() != self.rank:
+            return
+        if (self.cur, batch) == (self.epoch, self.batch):
+            self.model.stop_training = True
+
+
+def run_stop():
+    """A callback on rank 1 only stops training mid-epoch: every rank stops after the same
+    step, with the weights and dropout counters of a single process stopped there."""
+    comm = comm_world()
+    rank = comm.Get_rank()
+    case = CASES[0]
+    X, y = make_data(case)
+    out = {}
+    for label, (ep, bt) in {"mid": (1, 3), "last": (0, 10)}.items():
+        dist = make_model(case, seed=7)
+        hd = dist.fit(X, y, epochs=3, batch_size=10, verbose=0, distributed=True,
+                      callbacks=[StopAt(ep, bt, rank=1)])
+        flats = comm.gather(dist._flat_params.copy(), root=0)
+        if rank == 0:
+            single = make_model(case, seed=7)
+            hs = single.fit(X, y, epochs=3, batch_size=10, verbose=0, callbacks=[StopAt(ep, bt)])
+            out[label] = {
+                "diff": float(np.max(np.abs(dist._flat_params - single._flat_params))),
+                "ranks_equal": all(np.array_equal(f, flats[0]) for f in flats),
+                "steps": [dist.step, single.step], "epochs": [dist.epoch, single.epoch],
+                "counters": [[ly.counter for ly in m.layers if isinstance(ly, fnn.Dropout)]
+                             for m in (dist, single)],
+                "loss": [hd.history["loss"], hs.history["loss"]]}
+    if rank == 0:
+        with open(os.path.join(OUT, "stop.json"), "w") as f:
+            json.dump(out, f)
+
+
 def run_single():
     """A one-rank DataParallel (no mpiexec) is bitwise the single-process fit."""
     case = CASES[0]
@@ -288,4 +333,4 @@ def run_api():
 
 
 {"equiv": run_equiv, "fail": run_fail, "failsave": run_failsave, "crash": run_crash,
- "api": run_api, "single": run_single}[MODE]()
+ "api": run_api, "single": run_single, "stop": run_stop}[MODE]()

@@ -217,3 +217,18 @@ def test_readme_train_py_runs_under_mpiexec(tmp_path):
     _ok(proc)
     assert proc.stdout.count("epoch 5/5") == 1  # only rank 0 prints
     assert fnn.load(tmp_path / "ckpt.fnn").epoch == 5
+
+
+def test_stop_training_on_one_rank_stops_all_after_the_same_step(tmp_path):
+    """model.stop_training set by a callback on rank 1 only (mid-epoch, and after an
+    epoch's last batch): every rank stops after that step, with the weights, step count
+    and dropout counters of a single process whose callback stopped at the same batch."""
+    _ok(run_ranks("stop", tmp_path))
+    res = json.loads((tmp_path / "stop.json").read_text())
+    for label in ("mid", "last"):
+        r = res[label]
+        assert r["diff"] <= TOL["float64"] and r["ranks_equal"], r
+        assert r["steps"][0] == r["steps"][1] and r["epochs"][0] == r["epochs"][1], r
+        assert r["counters"][0] == r["counters"][1]
+        np.testing.assert_allclose(r["loss"][0], r["loss"][1], rtol=1e-12)
+    assert res["mid"]["steps"][0] == 11 + 4 and res["last"]["steps"][0] == 11
