@@ -30,6 +30,8 @@ import numpy as np
 FORMAT = "fastnn-model"
 VERSION = 1
 _MAX_JSON = 16 * 1024 * 1024
+_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -44,6 +46,12 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=d)
     try:
+        # mkstemp creates 0600: keep an existing file's mode, else what open() would give
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except OSError:
+            mode = 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -430,7 +430,7 @@ class Sequential:
     def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, callbacks: Sequence[Callback] | None = None,
-            verbose: int = 1, initial_epoch: int = 0) -> History:
+            verbose: int = 1, initial_epoch: int = 0, distributed: bool = False) -> History:
         """Train for ``epochs`` passes over (X, y).
 
         Parameters
@@ -452,6 +452,11 @@ class Sequential:
             Epoch to start from, as Keras: epochs ``initial_epoch .. epochs-1`` run.
             To resume a loaded checkpoint exactly, pass ``initial_epoch=model.epoch``
             (the number of epochs it had completed).
+        distributed : bool
+            Data-parallel training over MPI (``mpiexec -n 4 python train.py``): the
+            same as ``fastnn.distributed.DataParallel(model).fit(...)`` on
+            ``MPI.COMM_WORLD``; ``batch_size`` is then the global batch.  Needs the
+            ``mpi`` extra.
 
         Returns
         -------
@@ -465,6 +470,14 @@ class Sequential:
         progress bar and re-raises KeyboardInterrupt; the model keeps the weights
         of the last completed step.
         """
+        if distributed:
+            from .distributed import DataParallel
+
+            with DataParallel(self) as dp:
+                return dp.fit(X, y, epochs=epochs, batch_size=batch_size,
+                              validation_data=validation_data,
+                              validation_split=validation_split, shuffle=shuffle,
+                              callbacks=callbacks, verbose=verbose, initial_epoch=initial_epoch)
         from ._validation import positive_int
 
         epochs = positive_int(epochs, "epochs")
