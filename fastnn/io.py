@@ -267,14 +267,16 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
         if not isinstance(meta, dict) or meta.get("format") not in (WEIGHTS_FORMAT, FORMAT):
             raise ValueError("not a fastnn weights file (wrong format tag)")
         if meta["format"] == FORMAT:  # a whole-model file: map its params to layer names
-            names = [spec["config"]["name"] for spec in meta["model"]["layers"]]
-            return _load_from_model_file(model, z, meta, names, skip_mismatch)
+            entries = _model_file_entries(meta)
+        else:
+            entries = {name: [f"{name}/{pn}.npy" for pn in pnames]
+                       for name, pnames in meta["layers"].items()}
         plan = []
         for layer in model.layers:
-            pnames = meta["layers"].get(layer.name)
-            if not pnames or not layer.params:
+            names = entries.get(layer.name)
+            if not names or not layer.params:
                 continue
-            arrays = [_read_npy(z, f"{layer.name}/{pn}.npy") for pn in pnames]
+            arrays = [_read_npy(z, e) for e in names]
             if [a.shape for a in arrays] != [p.shape for p in layer.params]:
                 if skip_mismatch:
                     continue
@@ -282,43 +284,25 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
                     f"load_weights: layer {layer.name!r} has parameter shapes "
                     f"{[p.shape for p in layer.params]}, the file has {[a.shape for a in arrays]}")
             plan.append((layer, arrays))
-    for layer, arrays in plan:
+    for layer, arrays in plan:  # every array was read and checked: now assign
         for p, a in zip(layer.params, arrays):
             p[...] = a
     return [layer.name for layer, _ in plan]
 
 
-def _load_from_model_file(model: Any, z: zipfile.ZipFile, meta: dict, names: list[str],
-                          skip_mismatch: bool) -> list[str]:
-    # parameters are stored in model order; count each layer's from its config
+def _model_file_entries(meta: dict) -> dict[str, list[str]]:
+    """Layer name -> its parameters' entries in a whole-model file (stored in model order)."""
     from . import layers as layers_mod
 
     idx = 0
-    by_name: dict[str, list[str]] = {}
+    entries: dict[str, list[str]] = {}
     for spec in meta["model"]["layers"]:
         cls = layers_mod.LAYER_TYPES.get(spec["type"])
         if cls is None:
             raise ValueError(f"model file names an unknown layer type {spec['type']!r}")
         cfg = dict(spec["config"])
         cfg.pop("trainable", None)
-        probe = cls(**cfg)
-        n = len(probe.param_names) if probe.param_names else 0
-        by_name[cfg.get("name")] = [f"params/{i:04d}.npy" for i in range(idx, idx + n)]
+        n = len(cls(**cfg).param_names)
+        entries[cfg.get("name")] = [f"params/{i:04d}.npy" for i in range(idx, idx + n)]
         idx += n
-    plan = []
-    for layer in model.layers:
-        entries = by_name.get(layer.name)
-        if not entries or not layer.params:
-            continue
-        arrays = [_read_npy(z, e) for e in entries]
-        if [a.shape for a in arrays] != [p.shape for p in layer.params]:
-            if skip_mismatch:
-                continue
-            raise ValueError(
-                f"load_weights: layer {layer.name!r} has parameter shapes "
-                f"{[p.shape for p in layer.params]}, the file has {[a.shape for a in arrays]}")
-        plan.append((layer, arrays))
-    for layer, arrays in plan:
-        for p, a in zip(layer.params, arrays):
-            p[...] = a
-    return [layer.name for layer, _ in plan]
+    return entries

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _kernels as _k
 from ._config import get_num_threads
-from ._names import NEEDS_Z, activation_code, activation_name
+from ._names import KERNELS, NEEDS_Z, activation_code, activation_name
 from ._validation import (
     as_float_array,
     check_shape,
@@ -31,31 +31,7 @@ from ._validation import (
 #: float or double version without runtime dispatch (None arguments included).
 _SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
-__all__ = [
-    "gemm",
-    "dense_forward",
-    "dense_backward",
-    "activation_forward",
-    "activation_backward",
-    "cross_entropy",
-    "mse",
-    "binary_cross_entropy",
-    "sgd_update",
-    "sgd_step",
-    "adam_step",
-    "rmsprop_step",
-    "adagrad_step",
-    "dropout_forward",
-    "dropout_backward",
-    "conv2d_forward",
-    "conv2d_backward",
-    "maxpool2d_forward",
-    "maxpool2d_backward",
-    "avgpool2d_forward",
-    "avgpool2d_backward",
-    "global_avgpool_forward",
-    "global_avgpool_backward",
-]
+__all__ = list(KERNELS)
 
 
 def gemm(a: Any, b: Any, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,

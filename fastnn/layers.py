@@ -148,7 +148,79 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-class Dense(Layer):
+class _WeightLayer(Layer):
+    """Shared parts of Dense and Conv2D: a weight ("kernel") and optional bias, a fused
+    activation, an initializer and L1/L2 penalties on the weight.
+    """
+
+    param_names = ("weight", "bias")
+
+    def _setup(self, activation: str | None, init: str | Initializer, bias: bool, l1: float,
+               l2: float) -> None:
+        self.activation = activation_name(activation)
+        self._act = activation_code(self.activation)
+        self.init = check_initializer(init)
+        self.use_bias = bool(bias)
+        for nm, v in (("l1", l1), ("l2", l2)):
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{nm} must be a finite number >= 0, got {v}")
+        self.l1, self.l2 = float(l1), float(l2)
+        if not self.use_bias:
+            self.param_names = ("weight",)
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        """The weight (see the class's Notes for its shape), or None before the layer is built."""
+        return self.params[0] if self.params else None
+
+    @weight.setter
+    def weight(self, value: Any) -> None:
+        self._set_param(0, value)
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """The bias, or None (no bias, or not built)."""
+        return self.params[1] if self.use_bias and self.params else None
+
+    @bias.setter
+    def bias(self, value: Any) -> None:
+        if not self.use_bias:
+            raise AttributeError(f"this {type(self).__name__} layer was created with bias=False")
+        self._set_param(1, value)
+
+    @property
+    def grad_weight(self) -> np.ndarray | None:
+        """dL/dweight from the last backward pass."""
+        return self.grads[0] if self.grads else None
+
+    @property
+    def grad_bias(self) -> np.ndarray | None:
+        """dL/dbias from the last backward pass."""
+        return self.grads[1] if self.use_bias and self.grads else None
+
+    def _add_penalty_grads(self) -> None:
+        """grad_weight += d(l1 sum|W| + l2 sum W^2)/dW."""
+        if self.l1 or self.l2:
+            w, gw = self.params[0], self.grads[0]
+            if self.l2:
+                gw += (2 * self.l2) * w
+            if self.l1:
+                gw += self.l1 * np.sign(w)
+
+    def penalty(self):
+        """l1 * sum|W| + l2 * sum W^2."""
+        if not (self.l1 or self.l2) or not self.params:
+            return 0.0
+        w = self.params[0]
+        return float(self.l1 * np.abs(w).sum() + self.l2 * np.square(w).sum())
+
+    def _config(self) -> dict[str, Any]:
+        init = self.init if isinstance(self.init, str) else "glorot_uniform"
+        return {"activation": self.activation, "init": init, "bias": self.use_bias,
+                "l1": self.l1, "l2": self.l2, **Layer.get_config(self)}
+
+
+class Dense(_WeightLayer):
     """Fully connected layer ``y = act(x @ weight + bias)``, forward in one fused kernel.
 
     Parameters
@@ -171,54 +243,13 @@ class Dense(Layer):
     (in_features, out_features) (the transpose of ``torch.nn.Linear.weight``).
     """
 
-    param_names = ("weight", "bias")
-
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
                  init: str | Initializer = "glorot_uniform", bias: bool = True, l1: float = 0.0,
                  l2: float = 0.0, name: str | None = None, trainable: bool = True) -> None:
         super().__init__(name, trainable)
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
-        self.activation = activation_name(activation)
-        self._act = activation_code(self.activation)
-        self.init = check_initializer(init)
-        self.use_bias = bool(bias)
-        for nm, v in (("l1", l1), ("l2", l2)):
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"{nm} must be a finite number >= 0, got {v}")
-        self.l1, self.l2 = float(l1), float(l2)
-        if not self.use_bias:
-            self.param_names = ("weight",)
-
-    @property
-    def weight(self) -> np.ndarray | None:
-        """(in_features, out_features) weight, or None before the layer is built."""
-        return self.params[0] if self.params else None
-
-    @weight.setter
-    def weight(self, value: Any) -> None:
-        self._set_param(0, value)
-
-    @property
-    def bias(self) -> np.ndarray | None:
-        """(out_features,) bias, or None (no bias, or not built)."""
-        return self.params[1] if self.use_bias and self.params else None
-
-    @bias.setter
-    def bias(self, value: Any) -> None:
-        if not self.use_bias:
-            raise AttributeError("this Dense layer was created with bias=False")
-        self._set_param(1, value)
-
-    @property
-    def grad_weight(self) -> np.ndarray | None:
-        """dL/dweight from the last backward pass."""
-        return self.grads[0] if self.grads else None
-
-    @property
-    def grad_bias(self) -> np.ndarray | None:
-        """dL/dbias from the last backward pass."""
-        return self.grads[1] if self.use_bias and self.grads else None
+        self._setup(activation, init, bias, l1, l2)
 
     def param_shapes(self, input_shape):
         """Weight (in, out) and bias (out,)."""
@@ -267,27 +298,14 @@ class Dense(Layer):
             self.grads[1] if (train and self.use_bias) else None, grad_out, grad_out,
             bufs["a"], bufs.get("z"), self._x, self.params[0], self._act, 0.0,
             get_num_threads())
-        if train and (self.l1 or self.l2):
-            w, gw = self.params[0], self.grads[0]
-            if self.l2:
-                gw += (2 * self.l2) * w
-            if self.l1:
-                gw += self.l1 * np.sign(w)
+        if train:
+            self._add_penalty_grads()
         return dx
-
-    def penalty(self):
-        """l1 * sum|W| + l2 * sum W^2."""
-        if not (self.l1 or self.l2) or not self.params:
-            return 0.0
-        w = self.params[0]
-        return float(self.l1 * np.abs(w).sum() + self.l2 * np.square(w).sum())
 
     def get_config(self):
         """Constructor arguments."""
-        init = self.init if isinstance(self.init, str) else "glorot_uniform"
         return {"in_features": self.in_features, "out_features": self.out_features,
-                "activation": self.activation, "init": init, "bias": self.use_bias,
-                "l1": self.l1, "l2": self.l2, **super().get_config()}
+                **self._config()}
 
 
 class Activation(Layer):
@@ -437,7 +455,7 @@ def _spatial_out(layer: str, input_shape, kernel, stride, padding, channels: int
     return (c, *dims)
 
 
-class Conv2D(Layer):
+class Conv2D(_WeightLayer):
     """2-D convolution on NCHW arrays (weight sharing), bias and activation fused.
 
     Parameters
@@ -462,8 +480,6 @@ class Conv2D(Layer):
     ``torch.nn.functional.conv2d``.
     """
 
-    param_names = ("weight", "bias")
-
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, activation: str | None = None,
                  init: str | Initializer = "glorot_uniform", bias: bool = True, l1: float = 0.0,
@@ -476,22 +492,7 @@ class Conv2D(Layer):
         self.kernel_size = _int2(kernel_size, "kernel_size", "Conv2D", 1)
         sh, sw, ph, pw = _conv_padding("Conv2D", self.kernel_size, stride, padding)
         self.stride, self.padding = (sh, sw), (ph, pw)
-        self.activation = activation_name(activation)
-        self._act = activation_code(self.activation)
-        self.init = check_initializer(init)
-        self.use_bias = bool(bias)
-        for nm, v in (("l1", l1), ("l2", l2)):
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"{nm} must be a finite number >= 0, got {v}")
-        self.l1, self.l2 = float(l1), float(l2)
-        if not self.use_bias:
-            self.param_names = ("weight",)
-
-    weight = Dense.weight
-    bias = Dense.bias
-    grad_weight = Dense.grad_weight
-    grad_bias = Dense.grad_bias
-    penalty = Dense.penalty
+        self._setup(activation, init, bias, l1, l2)
 
     def param_shapes(self, input_shape):
         """Weight (oc, ic, kh, kw) and bias (oc,)."""
@@ -558,21 +559,15 @@ class Conv2D(Layer):
             self.grads[1] if (train and self.use_bias) else None, self._work(self._x, nt),
             grad_out, bufs["a"], bufs.get("z"), self._x, self.params[0], *self.stride,
             *self.padding, self._act, 0.0, nt)
-        if train and (self.l1 or self.l2):
-            w, gw = self.params[0], self.grads[0]
-            if self.l2:
-                gw += (2 * self.l2) * w
-            if self.l1:
-                gw += self.l1 * np.sign(w)
+        if train:
+            self._add_penalty_grads()
         return bufs["dx"] if need_dx else None
 
     def get_config(self):
         """Constructor arguments."""
-        init = self.init if isinstance(self.init, str) else "glorot_uniform"
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "activation": self.activation, "init": init,
-                "bias": self.use_bias, "l1": self.l1, "l2": self.l2, **Layer.get_config(self)}
+                "padding": list(self.padding), **self._config()}
 
 
 class _Pool2D(Layer):

@@ -6,7 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import seeded_rng
+from conftest import numeric_grad, seeded_rng
 
 import fastnn as fnn
 
@@ -20,19 +20,6 @@ def targets(loss, rng, n, k):
     if loss == "mse":
         return rng.standard_normal((n, k))
     return rng.random((n, k))
-
-
-def numeric_grad(model, x, y, arr, h=1e-6):
-    num = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        old = arr[idx]
-        arr[idx] = old + h
-        lp = model.compute_gradients(x, y)
-        arr[idx] = old - h
-        lm = model.compute_gradients(x, y)
-        arr[idx] = old
-        num[idx] = (lp - lm) / (2 * h)
-    return num
 
 
 @pytest.mark.parametrize("act", HIDDEN)
