@@ -232,6 +232,35 @@ int fnn_dropout_backward_f32(float *dx, const float *dy, const uint8_t *mask, in
 int fnn_dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int64_t n,
                              double p, int n_threads);
 
+/* ---- whole training step of a Dense-only network (mlp.c) ---------------- */
+/* A stack of n_layers Dense layers, each a_l = act_l(h_{l-1} w_l + b_l) with
+ * h_{-1} = x; every pointer array has n_layers entries.  Buffers are sized for
+ * `batch` rows: a[l], z[l] (or NULL unless fnn_act_needs_z), dx[l] (batch, in[l])
+ * (dx[first_trainable] may be NULL), gout (batch, out[L-1]).  gw[l], gb[l] receive
+ * the gradients (NULL for a frozen layer / no bias); b[l] may be NULL. */
+typedef struct {
+    int64_t n_layers, first_trainable;
+    int64_t *in, *out;
+    int *act;
+    void **w, **b, **gw, **gb, **a, **z, **dx;
+    void *gout;
+} fnn_mlp;
+
+#define FNN_LOSS_CE_LABELS 0 /* cross-entropy, integer labels (batch,)          */
+#define FNN_LOSS_CE_ROWS 1   /* cross-entropy, probability rows (batch, classes) */
+#define FNN_LOSS_MSE 2
+#define FNN_LOSS_BCE 3
+
+/* Forward, loss (value in *loss) and backward of one batch in one call: x
+ * (batch, in[0]); labels (batch,) for FNN_LOSS_CE_LABELS, else target
+ * (batch, out[L-1]).  A non-finite loss skips the backward pass (gradients keep
+ * their old values); a label out of range returns FNN_ELABEL after the forward
+ * pass but before any gradient is written. */
+int fnn_mlp_step_f32(double *loss, const fnn_mlp *net, const float *x, const int64_t *labels,
+                     const float *target, int64_t batch, int loss_kind, int n_threads);
+int fnn_mlp_step_f64(double *loss, const fnn_mlp *net, const double *x, const int64_t *labels,
+                     const double *target, int64_t batch, int loss_kind, int n_threads);
+
 #ifdef __cplusplus
 }
 #endif

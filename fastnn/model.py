@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from ._config import get_num_threads
+from ._names import NEEDS_Z
 from .callbacks import Callback, History, ProgressBar
-from .layers import Layer
+from .layers import Dense, Layer
 from .losses import Loss, get_loss
 from .optim import Optimizer, get_optimizer
 
@@ -165,6 +167,9 @@ class Sequential:
             layer.bind(pv, gv)
             ranges.append((start, off))
         self._flat_params, self._flat_grads, self._ranges = flat_p, flat_g, ranges
+        self._plans = {}
+        self._plan_eligible = bool(self._layers) and all(
+            isinstance(la, Dense) and not (la.l1 or la.l2) for la in self._layers)
         self._opt_key = None
         self._grad_cache.clear()
 
@@ -307,7 +312,57 @@ class Sequential:
             buf = self._grad_cache[shape] = np.empty(shape, self.dtype)
         return buf
 
+    def _mlp_plan(self, n: int) -> Any:
+        """The one-call training step of a Dense-only model for batch size n, or None.
+
+        Eligible: every layer a Dense without L1/L2.  The plan points at the flat
+        parameter and gradient buffers and at buffers of its own; it is rebuilt when
+        the batch size, the layers' gradient arrays or the trainable flags change.
+        """
+        if not self._plan_eligible:
+            return None
+        key = (n, tuple(layer.trainable for layer in self._layers),
+               tuple(id(g) for layer in self._layers for g in layer.grads))
+        plan = self._plans.get(key)
+        if plan is None:
+            from ._kernels import MLPPlan
+
+            layers = self._layers
+            first = next((i for i, la in enumerate(layers) if la.trainable), len(layers))
+            dt = self.dtype
+
+            def buf(shape):
+                return np.empty(shape, dt)
+
+            acts = [buf((n, la.out_features)) for la in layers]
+            plan = MLPPlan(
+                dt == np.float32, n, first, [la.in_features for la in layers],
+                [la.out_features for la in layers], [la._act for la in layers],
+                [la.params[0] for la in layers], [la.bias for la in layers],
+                [la.grads[0] if la.trainable else None for la in layers],
+                [la.grad_bias if la.trainable else None for la in layers], acts,
+                [buf((n, la.out_features)) if la.activation in NEEDS_Z else None
+                 for la in layers],
+                [buf((n, la.in_features)) if i > first else None
+                 for i, la in enumerate(layers)],
+                buf((n, layers[-1].out_features)))
+            if len(self._plans) >= 4:
+                self._plans.pop(next(iter(self._plans)))
+            plan = self._plans[key] = (plan, acts[-1])
+        return plan
+
     def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        planned = self._mlp_plan(x.shape[0])
+        if planned is not None:
+            plan, out = planned
+            kind = self.loss.kind(y)
+            try:
+                loss = plan.run(x, y if kind == 0 else None, None if kind == 0 else y, kind,
+                                get_num_threads())
+            except ValueError:
+                self._prep_y(y, x.shape[0])  # unchecked labels: raise the detailed error
+                raise
+            return loss, out
         out = self._forward(x, True)
         g = self._grad_buffer(out.shape)
         loss = self.loss(out, y, g) + self._penalty()
@@ -368,7 +423,13 @@ class Sequential:
         """
         opt = self._ensure_optimizer()
         x = self._prep_x(X)
-        yy = self._prep_y(y, x.shape[0])
+        n = x.shape[0]
+        if (self._plan_eligible and type(y) is np.ndarray and y.dtype == np.int64
+                and y.ndim == 1 and y.shape[0] == n and y.flags.c_contiguous
+                and self.loss.name == "cross_entropy"):
+            yy = y  # the one-call step checks the label range before writing anything
+        else:
+            yy = self._prep_y(y, n)
         loss, _ = self._loss_and_grads(x, yy)
         if math.isfinite(loss):
             opt.step()

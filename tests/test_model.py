@@ -413,3 +413,36 @@ def test_model_checkpoint_and_load_round_trip(tmp_path):
     loaded = fnn.load(tmp_path / "ckpt-2.fnn")
     assert np.array_equal(loaded.predict(x), model.predict(x))
     assert loaded.epoch == 2 and loaded.step == model.step
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_rows", "mse",
+                                  "binary_cross_entropy"])
+@pytest.mark.parametrize("frozen", [None, 0, 1])
+def test_one_call_step_equals_layer_by_layer_path(loss, frozen):
+    """A Dense-only model trains through one C call per step (MLPPlan); the result must
+    be bitwise the layer-by-layer path's."""
+    rng = seeded_rng("plan", loss, frozen)
+    x = rng.standard_normal((13, 6)).astype(np.float32)
+    if loss == "cross_entropy":
+        y = rng.integers(0, 3, 13)
+    elif loss == "cross_entropy_rows":
+        y = rng.dirichlet(np.ones(3), 13).astype(np.float32)
+    elif loss == "mse":
+        y = rng.standard_normal((13, 3)).astype(np.float32)
+    else:
+        y = rng.random((13, 3)).astype(np.float32)
+    name = "cross_entropy" if loss.startswith("cross") else loss
+    models = []
+    for use_plan in (True, False):
+        m = fnn.Sequential([fnn.Dense(6, 8, "gelu"), fnn.Dense(8, 5, "relu", bias=False),
+                            fnn.Dense(5, 3)], seed=4)
+        m.compile(fnn.optim.Adam(lr=1e-2), name)
+        if frozen is not None:
+            m[frozen].trainable = False
+        m._plan_eligible = use_plan
+        losses = [m.train_step(x, y) for _ in range(3)]
+        models.append((m, losses))
+    (a, la), (b, lb) = models
+    assert la == lb
+    assert all(np.array_equal(p, q) for p, q in zip(a.get_weights(), b.get_weights()))
+    assert a._plans and not b._plans
