@@ -178,16 +178,53 @@ static void SFX(softmax_channels_grad)(T *dz, const T *da, const T *a, int64_t o
         for (int64_t p = 0; p < P; p++) dz[o * P + p] = a[o * P + p] * (da[o * P + p] - tmp[p]);
 }
 
-/* Pixel panels [q0, q1) of one image for K block pc (see conv_fwd_image). */
-static void SFX(conv_fwd_panels)(T *outi, T *zi, const T *bp, const T *ap, int64_t q0, int64_t q1,
-                                 int64_t pc, int64_t kcur, int last, int64_t P, int64_t oc,
-                                 int act_ep, int need_ep)
+/* The forward's micro-kernel: the AVX2 conv kernel (float, bias in the
+ * accumulators) when CONV_FAST_UKR is defined for this type and the CPU path is
+ * AVX2, else the GEMM engine's micro-kernel with the bias as a ones row. */
+typedef struct {
+    int64_t mr, nr, kc;
+    int fast;
+} SFX(fnn_conv_kern);
+
+static SFX(fnn_conv_kern) SFX(conv_kern)(void)
 {
-    const int64_t MR = SFX(fnn_cfg).mr, NR = SFX(fnn_cfg).nr;
-    const SFX(fnn_ukr) ukr = SFX(fnn_cfg).ukr;
+    SFX(fnn_conv_kern) kk = {SFX(fnn_cfg).mr, SFX(fnn_cfg).nr, SFX(fnn_cfg).kc, 0};
+#ifdef CONV_FAST_UKR
+    if (fnn_isa() == FNN_ISA_AVX2) {
+        kk.mr = CONV_FAST_MR;
+        kk.nr = CONV_FAST_NR;
+        kk.fast = 1;
+    }
+#endif
+    return kk;
+}
+
+/* One MR x NR tile: C = [C +] Ap @ Bp [+ bias] (beta 0 or 1; bias only when
+ * beta == 0, NULL for none; the engine path has it folded into the K rows). */
+FNN_INLINE void SFX(conv_tile)(const SFX(fnn_conv_kern) *kk, int64_t k, const T *ap, const T *bp,
+                               T *c, int64_t ldc, const T *bias, T beta)
+{
+#ifdef CONV_FAST_UKR
+    if (kk->fast) {
+        CONV_FAST_UKR(k, ap, bp, c, ldc, bias, beta);
+        return;
+    }
+#endif
+    (void)bias;
+    SFX(fnn_cfg).ukr(k, ap, bp, kk->nr, c, ldc, (T)1, beta);
+}
+
+/* Pixel panels [q0, q1) of one image for K block pc (see conv_fwd_image). */
+static void SFX(conv_fwd_panels)(const SFX(fnn_conv_kern) *kk, T *outi, T *zi, const T *bp,
+                                 const T *ap, const T *bias, int64_t q0, int64_t q1, int64_t pc,
+                                 int64_t kcur, int last, int64_t P, int64_t oc, int act_ep,
+                                 int need_ep)
+{
+    const int64_t MR = kk->mr, NR = kk->nr;
     const int64_t Ppad = (P + NR - 1) / NR * NR, mpan = (oc + MR - 1) / MR, Mpad = mpan * MR;
     const T beta = pc == 0 ? (T)0 : (T)1;
-    T tile[FNN_MAX_TILE];
+    T tile[FNN_MAX_TILE], bpad[FNN_MAX_TILE];
+    const int use_bias = kk->fast && bias != NULL && pc == 0;
     for (int64_t q = q0; q < q1; q++) {
         const int64_t nb = FNN_MIN(NR, P - q * NR);
         const T *bq = bp + pc * Ppad + q * kcur * NR;
@@ -195,10 +232,15 @@ static void SFX(conv_fwd_panels)(T *outi, T *zi, const T *bp, const T *ap, int64
             const int64_t ib = FNN_MIN(MR, oc - a * MR);
             const T *aq = ap + pc * Mpad + a * kcur * MR;
             T *ct = outi + a * MR * P + q * NR;
+            const T *bt = use_bias ? bias + a * MR : NULL;
             if (ib == MR && nb == NR) {
-                ukr(kcur, aq, bq, NR, ct, P, (T)1, beta);
+                SFX(conv_tile)(kk, kcur, aq, bq, ct, P, bt, beta);
             } else {
-                ukr(kcur, aq, bq, NR, tile, NR, (T)1, (T)0);
+                if (bt && ib < MR) { /* the bias of the rows that exist, zeros after */
+                    for (int64_t i = 0; i < MR; i++) bpad[i] = i < ib ? bt[i] : (T)0;
+                    bt = bpad;
+                }
+                SFX(conv_tile)(kk, kcur, aq, bq, tile, NR, bt, (T)0);
                 for (int64_t i = 0; i < ib; i++)
                     for (int64_t j = 0; j < nb; j++)
                         ct[i * P + j] = beta == 0 ? tile[i * NR + j]
@@ -211,43 +253,46 @@ static void SFX(conv_fwd_panels)(T *outi, T *zi, const T *bp, const T *ap, int64
     }
 }
 
-/* One image's forward, implicit GEMM on the micro-kernel:
- *   out_i (oc, P) = act(Ap (oc, Ka) @ Bp (Ka, P)), z_i = the value before act.
+/* One image's forward, implicit GEMM on a micro-kernel:
+ *   out_i (oc, P) = act(Ap (oc, Ka) @ Bp (Ka, P) [+ b]), z_i = the value before act.
  * Ap was packed once per call; Bp is packed here from x_i.  The micro-kernel
  * writes C tiles straight into NCHW out_i (row stride P); after a tile's last
  * K block the epilogue (act, z store) runs while the tile is in L1.  K blocks
  * (pc) are the outer loop so a KC slice of Ap stays in cache across panels.
  * nt > 1 splits the pixel panels across threads (used when there are few images). */
-static void SFX(conv_fwd_image)(T *outi, T *zi, T *bp, T *rowbuf, T *tmp, const T *xi,
-                                const T *ap, const fnn_conv_geom *g, int64_t Ka, int act, int nt)
+static void SFX(conv_fwd_image)(const SFX(fnn_conv_kern) *kk, T *outi, T *zi, T *bp, T *rowbuf,
+                                T *tmp, const T *xi, const T *ap, const T *bias,
+                                const fnn_conv_geom *g, int64_t Ka, int act, int nt)
 {
     const int64_t P = g->oh * g->ow, oc = g->oc;
-    const int64_t NR = SFX(fnn_cfg).nr, KC = SFX(fnn_cfg).kc;
+    const int64_t NR = kk->nr, KC = kk->kc;
     const int64_t npan = (P + NR - 1) / NR;
     const int act_ep = act == FNN_ACT_SOFTMAX ? FNN_ACT_IDENTITY : act;
     const int need_ep = act_ep != FNN_ACT_IDENTITY || zi != NULL;
     SFX(pack_image_b)(bp, rowbuf, xi, g, Ka, NR, KC);
-    if (Ka == 0) { /* no input channels: out = act(0) */
-        for (int64_t o = 0; o < oc; o++) memset(outi + o * P, 0, (size_t)P * sizeof(T));
+    if (Ka == 0) { /* nothing to reduce: out = act(b or 0) */
+        for (int64_t o = 0; o < oc; o++)
+            for (int64_t p = 0; p < P; p++) outi[o * P + p] = bias ? bias[o] : (T)0;
         if (need_ep) SFX(fnn_epilogue_tile)(outi, P, oc, P, NULL, zi, P, act_ep);
     }
     for (int64_t pc = 0; pc < Ka; pc += KC) {
         const int64_t kcur = FNN_MIN(KC, Ka - pc);
         const int last = pc + kcur == Ka;
         if (nt <= 1 || npan < 2) {
-            SFX(conv_fwd_panels)(outi, zi, bp, ap, 0, npan, pc, kcur, last, P, oc, act_ep,
-                                 need_ep);
+            SFX(conv_fwd_panels)(kk, outi, zi, bp, ap, bias, 0, npan, pc, kcur, last, P, oc,
+                                 act_ep, need_ep);
             continue;
         }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            SFX(conv_fwd_panels)(outi, zi, bp, ap, npan * tid / nth, npan * (tid + 1) / nth, pc,
-                                 kcur, last, P, oc, act_ep, need_ep);
+            SFX(conv_fwd_panels)(kk, outi, zi, bp, ap, bias, npan * tid / nth,
+                                 npan * (tid + 1) / nth, pc, kcur, last, P, oc, act_ep, need_ep);
         }
 #else
-        SFX(conv_fwd_panels)(outi, zi, bp, ap, 0, npan, pc, kcur, last, P, oc, act_ep, need_ep);
+        SFX(conv_fwd_panels)(kk, outi, zi, bp, ap, bias, 0, npan, pc, kcur, last, P, oc, act_ep,
+                             need_ep);
 #endif
     }
     if (act == FNN_ACT_SOFTMAX) SFX(softmax_channels)(outi, oc, P, tmp);
@@ -263,7 +308,10 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
     if (st != FNN_OK) return st;
     if (act < 0 || act >= FNN_ACT_COUNT) return FNN_EINVAL;
     if (n == 0 || oc == 0 || g.oh == 0 || g.ow == 0) return FNN_OK;
-    const int64_t P = g.oh * g.ow, K = c * kh * kw, Ka = K + (b != NULL);
+    fnn_init();
+    const SFX(fnn_conv_kern) kk = SFX(conv_kern)();
+    /* the engine's kernel takes the bias as a ones row of K; the fast one in its accumulators */
+    const int64_t P = g.oh * g.ow, K = c * kh * kw, Ka = K + (b != NULL && !kk.fast);
     fnn_conv_ws ws;
     int nt = n_threads < 1 ? 1 : n_threads;
     st = fnn_conv_workspace_plan(&ws, &g, sizeof(T), nt, work_bytes);
@@ -271,14 +319,14 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
     if (work == NULL) return FNN_EINVAL;
     char *base = (char *)work;
     T *ap = (T *)(base + ws.wa_off);
-    SFX(pack_weights_a)(ap, w, b, oc, K, Ka, SFX(fnn_cfg).mr, SFX(fnn_cfg).kc);
+    SFX(pack_weights_a)(ap, w, b, oc, K, Ka, kk.mr, kk.kc);
     const int64_t img_in = c * h * wd, img_out = oc * P;
     if (ws.slots <= 1) { /* one image at a time, threads over its pixel panels */
         char *slot = base + ws.slot_off;
         for (int64_t i = 0; i < n; i++)
-            SFX(conv_fwd_image)(out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
+            SFX(conv_fwd_image)(&kk, out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
                                 (T *)(slot + ws.delta_off), (T *)(slot + ws.tmp_off),
-                                x + i * img_in, ap, &g, Ka, act, nt);
+                                x + i * img_in, ap, b, &g, Ka, act, nt);
         return FNN_OK;
     }
 #ifdef _OPENMP
@@ -293,9 +341,9 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
         char *slot = base + ws.slot_off + (size_t)tid * ws.slot_bytes;
         const int64_t i0 = n * tid / nth, i1 = n * (tid + 1) / nth;
         for (int64_t i = i0; i < i1; i++)
-            SFX(conv_fwd_image)(out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
+            SFX(conv_fwd_image)(&kk, out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
                                 (T *)(slot + ws.delta_off), (T *)(slot + ws.tmp_off),
-                                x + i * img_in, ap, &g, Ka, act, 1);
+                                x + i * img_in, ap, b, &g, Ka, act, 1);
     }
     return FNN_OK;
 }
