@@ -1,22 +1,29 @@
-/* conv_impl.h -- 2-D convolution (im2col + GEMM) for one type (T, SFX, TM).
+/* conv_impl.h -- 2-D convolution on the GEMM micro-kernels, one type (T, SFX, TM).
  *
  * Shapes (NCHW, PyTorch's layout):
  *   x (n, c, h, w), w (oc, c, kh, kw), b (oc,), out/z (n, oc, oh, ow),
  *   oh = (h + 2 ph - kh) / sh + 1, ow = (w + 2 pw - kw) / sw + 1.
- * With K = c kh kw and P = oh ow, image i is one GEMM:
+ * With K = c kh kw and P = oh ow, image i is one GEMM
  *   out_i (oc, P) = W (oc, K) @ col_i (K, P),
  * col_i being the im2col of x_i (row r = (ci, ki, kj), column p = (y, x)).
- * The output channels are the GEMM's rows, so the output lands in NCHW
- * directly.  The bias is folded into the GEMM as one extra K row of ones in
- * col_i and a bias column appended to W (Wa (oc, K+1), built once per call),
- * so bias, activation and the z store all happen in the GEMM's pass while
- * each tile is in L1 (fnn_epilogue with act, z; no second sweep over out).
+ * The output channels are the GEMM's rows, so C tiles land in NCHW directly.
  *
- * Threads: with n >= n_threads, images are split statically across threads,
- * each with its own slice of the workspace and a single-threaded GEMM; with
- * fewer images than threads, images run one after another and the GEMM uses
- * the threads.  Either way an output element is the same K reduction in the
- * same order, so forward results do not depend on the thread count.
+ * Forward (implicit GEMM): W is packed once per call into micro-kernel
+ * panels; col_i is never materialized, each im2col row is dealt straight into
+ * the packed B panels; the micro-kernel runs on them and writes out_i; the
+ * activation and the z store run on each tile right after its last K block,
+ * while it is in L1 (fnn_epilogue_tile).  The bias is either in the conv
+ * micro-kernel's accumulators (float on AVX2, conv.c) or, with the GEMM
+ * engine's micro-kernel, one extra K row of ones against a bias column of W.
+ *
+ * Backward: per image, delta = act'-folded dout (db summed from it while
+ * hot), dW += delta @ col_i^T and dcol = W^T @ delta on fnn_gemm, then col2im.
+ *
+ * Threads: with several images, images are split statically across threads,
+ * each with its own slice of the workspace (a per-thread dW, summed in thread
+ * order afterwards); with one image, the forward splits its pixel panels and
+ * the backward's GEMMs use the threads.  A forward output element is the same
+ * K reduction in the same order on any thread count.
  */
 
 /* One im2col row: dst[0:P] = the input pixels (zero outside the image) that
@@ -67,6 +74,7 @@ FNN_INLINE void SFX(copy_nr)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int
     case 4: memcpy(dst, src, 4 * sizeof(T)); break;
     case 8: memcpy(dst, src, 8 * sizeof(T)); break;
     case 16: memcpy(dst, src, 16 * sizeof(T)); break;
+    case 24: memcpy(dst, src, 24 * sizeof(T)); break;
     case 32: memcpy(dst, src, 32 * sizeof(T)); break;
     default:
         for (int64_t j = 0; j < nr; j++) dst[j] = src[j];
