@@ -38,6 +38,29 @@ static void SFX(im2col_row)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT plane,
     if (lo > g->ow) lo = g->ow;
     if (hi > g->ow) hi = g->ow;
     if (hi < lo) hi = lo;
+    if (g->sh == 1 && g->sw == 1 && g->ow == g->w && hi > lo) {
+        /* 'same'-style stride 1: input and output rows have one length, so the
+         * valid rows are one contiguous copy (from the first row's first valid
+         * column to the last row's last), then the columns that wrapped around
+         * from a neighbouring row are zeroed: one memcpy instead of one per row */
+        const int64_t oy0 = FNN_MAX(g->ph - ki, 0), oy1 = FNN_MIN(g->h + g->ph - ki, g->oh);
+        if (oy1 <= oy0) {
+            memset(dst, 0, (size_t)(g->oh * g->ow) * sizeof(T));
+            return;
+        }
+        memset(dst, 0, (size_t)(oy0 * g->ow + lo) * sizeof(T));
+        const T *src = plane + (oy0 - g->ph + ki) * g->w + off;
+        memcpy(dst + oy0 * g->ow + lo, src + lo,
+               (size_t)((oy1 - oy0 - 1) * g->ow + hi - lo) * sizeof(T));
+        for (int64_t oy = oy0; oy < oy1; oy++) {
+            T *d = dst + oy * g->ow;
+            for (int64_t ox = 0; ox < lo; ox++) d[ox] = 0;
+            for (int64_t ox = hi; ox < g->ow; ox++) d[ox] = 0;
+        }
+        memset(dst + (oy1 - 1) * g->ow + hi, 0,
+               (size_t)((g->oh - oy1 + 1) * g->ow - hi) * sizeof(T));
+        return;
+    }
     for (int64_t oy = 0; oy < g->oh; oy++, dst += g->ow) {
         const int64_t ih = oy * g->sh - g->ph + ki;
         if (ih < 0 || ih >= g->h) {
