@@ -53,13 +53,21 @@ static int fnn_conv_geometry(fnn_conv_geom *g, int64_t n, int64_t c, int64_t h, 
     return FNN_OK;
 }
 
+/* Row stride of the backward's im2col / dcol (K, P): P, plus one cache line
+ * when P elements are a multiple of 512 bytes (rows 4 KiB apart would all fall
+ * in one L1 set and thrash it inside the GEMM). */
+static int64_t fnn_conv_ldcol(int64_t P, size_t elem)
+{
+    return ((size_t)P * elem) % 512 == 0 ? P + (int64_t)(64 / elem) : P;
+}
+
 /* Plan the workspace for up to nt threads.  With avail == 0 the plan is for
  * exactly min(nt, n) slots (the size query); otherwise the number of slots is
  * cut to what fits in avail bytes, and FNN_EINVAL if not even one does.
  * Element counts (Ka = K + 1, P = oh ow, Ppad / Mpad = P / oc rounded up to
  * the micro-kernel's NR / MR):
  *   shared: max(Mpad Ka   packed [W | b], forward;  n oc   bias sums, backward)
- *   slot:   col   max(Ka Ppad  packed B, forward;  K P  im2col / dcol, backward)
+ *   slot:   col   max(Ka Ppad  packed B, forward;  K ld  im2col / dcol, backward)
  *           delta max(Ppad     im2col row, forward; oc P  act'-folded delta)
  *           tmp   2 P (softmax over channels), dw  oc K (per-thread dw). */
 static int fnn_conv_workspace_plan(fnn_conv_ws *ws, const fnn_conv_geom *g, size_t elem,
@@ -78,7 +86,7 @@ static int fnn_conv_workspace_plan(fnn_conv_ws *ws, const fnn_conv_geom *g, size
                        (double)elem * (nt < 1 ? 1 : nt);
     if (est > (double)SIZE_MAX / 4 || est > 9e18) return FNN_EOVERFLOW;
     const size_t shared = align64(elem * (size_t)FNN_MAX(Mpad * Ka, g->n * g->oc));
-    const size_t col = align64(elem * (size_t)FNN_MAX(Ka * Ppad, K * P));
+    const size_t col = align64(elem * (size_t)FNN_MAX(Ka * Ppad, K * fnn_conv_ldcol(P, elem)));
     const size_t delta = align64(elem * (size_t)FNN_MAX(g->oc * P, Ppad));
     const size_t tmp = align64(elem * (size_t)(2 * P));
     const size_t dw = align64(elem * (size_t)(g->oc * K));

@@ -79,9 +79,10 @@ static void SFX(im2col_row)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT plane,
 }
 
 /* col (K, P) = im2col of one image xi (c, h, w); row r = (ci, ki, kj). */
-static void SFX(im2col)(T *FNN_RESTRICT col, const T *FNN_RESTRICT xi, const fnn_conv_geom *g)
+static void SFX(im2col)(T *FNN_RESTRICT col, const T *FNN_RESTRICT xi, const fnn_conv_geom *g,
+                        int64_t ld)
 {
-    const int64_t P = g->oh * g->ow;
+    const int64_t P = ld;
     for (int64_t ci = 0; ci < g->c; ci++)
         for (int64_t ki = 0; ki < g->kh; ki++)
             for (int64_t kj = 0; kj < g->kw; kj++)
@@ -149,9 +150,10 @@ static void SFX(pack_weights_a)(T *FNN_RESTRICT ap, const T *w, const T *b, int6
 
 /* dxi (c, h, w) = col2im(dcol (K, P)): every column entry added back to the
  * input pixel it was copied from (dxi overwritten). */
-static void SFX(col2im)(T *FNN_RESTRICT dxi, const T *FNN_RESTRICT dcol, const fnn_conv_geom *g)
+static void SFX(col2im)(T *FNN_RESTRICT dxi, const T *FNN_RESTRICT dcol, const fnn_conv_geom *g,
+                        int64_t ld)
 {
-    const int64_t P = g->oh * g->ow;
+    const int64_t P = ld;
     memset(dxi, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
     for (int64_t ci = 0; ci < g->c; ci++) {
         T *plane = dxi + ci * g->h * g->w;
@@ -422,14 +424,16 @@ static int SFX(conv_bwd_image)(T *dxi, T *dwt, T beta_w, T *dbp, T *col, T *dscr
     if (dbp)
         for (int64_t o = 0; o < oc; o++) dbp[o] = SFX(sum_row)(delta + o * P, P);
     if (K == 0) return FNN_OK;
-    SFX(im2col)(col, xi, g);
+    /* col rows ld apart, ld chosen so the rows do not all map to one L1 set */
+    const int64_t ld = fnn_conv_ldcol(P, sizeof(T));
+    SFX(im2col)(col, xi, g, ld);
     /* dW (oc, K) += delta (oc, P) @ col^T (P, K): col read transposed by the packing */
-    st = SFX(fnn_gemm)(dwt, delta, col, oc, K, P, P, P, K, 0, 1, (T)1, beta_w, NULL, nt);
+    st = SFX(fnn_gemm)(dwt, delta, col, oc, K, P, P, ld, K, 0, 1, (T)1, beta_w, NULL, nt);
     if (st != FNN_OK || dxi == NULL) return st;
     /* dcol (K, P) = W^T (K, oc) @ delta (oc, P), into col's buffer, then col2im */
-    st = SFX(fnn_gemm)(col, w, delta, K, P, oc, K, P, P, 1, 0, (T)1, (T)0, NULL, nt);
+    st = SFX(fnn_gemm)(col, w, delta, K, P, oc, K, P, ld, 1, 0, (T)1, (T)0, NULL, nt);
     if (st != FNN_OK) return st;
-    SFX(col2im)(dxi, col, g);
+    SFX(col2im)(dxi, col, g, ld);
     return FNN_OK;
 }
 
