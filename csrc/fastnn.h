@@ -292,9 +292,10 @@ int fnn_conv2d_workspace_size(size_t *bytes, int64_t n, int64_t c, int64_t h, in
                               int64_t ph, int64_t pw, int elem_size, int n_threads);
 
 /* out = act(conv2d(x, w) + b); z = the pre-activation (or NULL).  Softmax is
- * taken over the channel axis (dim 1).  Per image one GEMM
- * out_i (oc, oh ow) = [W | b] (oc, K+1) @ [im2col(x_i); 1] (K+1, oh ow), K = c kh kw,
- * activation and z store in the GEMM epilogue while each tile is in L1. */
+ * taken over the channel axis (dim 1).  Per image one implicit GEMM
+ * out_i (oc, oh ow) = W (oc, K) @ im2col(x_i) (K, oh ow) (+ b), K = c kh kw, with
+ * im2col packed straight into micro-kernel panels, the bias in the accumulators
+ * (or as a ones row), activation and z store while each tile is in L1. */
 int fnn_conv2d_forward_f32(float *out, float *z, void *work, size_t work_bytes, const float *x,
                            const float *w, const float *b, int64_t n, int64_t c, int64_t h,
                            int64_t wd, int64_t oc, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
