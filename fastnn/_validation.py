@@ -51,12 +51,20 @@ def check_shape(arr: np.ndarray, name: str, expected: Sequence[int]) -> None:
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {arr.shape}")
 
 
+def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when ``a`` and ``b`` are exactly the same elements (same start, shape, strides)."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides)
+
+
 def output(out: Any, name: str, shape: Sequence[int], dtype: np.dtype,
-           inputs: Sequence[np.ndarray] = ()) -> np.ndarray:
+           inputs: Sequence[np.ndarray] = (), same_ok: Sequence[np.ndarray] = ()) -> np.ndarray:
     """A fresh array, or ``out`` checked as a writable C-contiguous result array.
 
     ``out`` must have exactly ``shape`` and ``dtype`` and must not overlap any of
     ``inputs`` (a kernel reading an input while writing the output would be wrong).
+    ``out`` may be exactly an array of ``same_ok`` (an elementwise kernel that reads
+    element i before writing element i works in place) but must not partly overlap one.
     """
     shape = tuple(int(s) for s in shape)
     if out is None:
@@ -74,6 +82,10 @@ def output(out: Any, name: str, shape: Sequence[int], dtype: np.dtype,
     for arr in inputs:
         if arr is not None and np.may_share_memory(out, arr):
             raise ValueError(f"{name} overlaps an input array; pass a separate buffer")
+    for arr in same_ok:
+        if arr is not None and np.may_share_memory(out, arr) and not same_memory(out, arr):
+            raise ValueError(f"{name} partly overlaps an input array; pass the input itself "
+                             "(in place) or a separate buffer")
     return out
 
 
