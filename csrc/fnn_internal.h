@@ -134,7 +134,7 @@ void fnn_ukr_avx2_f64(int64_t k, const double *ap, const double *bp, int64_t ldb
         if (hi_ > lo_) fn(a, lo_, hi_);                                                      \
     }
 #else
-#define FNN_MV_PARALLEL_RANGES(fn, a, n, nt) fn(a, 0, n)
+#define FNN_MV_PARALLEL_RANGES(fn, a, n, nt) fn(a, 0, n);
 #endif
 #define FNN_MULTIVERSION(BODY, GENERIC, AVX2, RUN, ARGS)                                     \
     static void GENERIC(const ARGS *a, int64_t lo, int64_t hi) { BODY(a, lo, hi); }          \

@@ -118,3 +118,52 @@ def labels_array(y: Any, n_rows: int, n_classes: int, name: str = "labels") -> n
             f"{name} must lie in [0, {n_classes}), got values in [{lab.min()}, {lab.max()}]"
         )
     return lab
+
+
+def check_finite(*arrays: Any, names: str | Sequence[str] | None = None) -> None:
+    """Raise ValueError if any array holds a NaN or an infinity.
+
+    The error names the array and gives the index and value of its first
+    non-finite element (in C order).  Integer and boolean arrays are always
+    finite; ``None`` entries are skipped.
+
+    Parameters
+    ----------
+    *arrays : array_like
+    names : str or sequence of str, optional
+        One name per array (a single string for a single array); default
+        ``"array 0"``, ``"array 1"``...
+
+    Example: ``fastnn.check_finite(X, y, names=["X", "y"])`` raises
+    ``ValueError: y contains NaN at index (1,); value nan (1 non-finite of 5 elements)``.
+    """
+    if isinstance(names, str):
+        names = [names]
+    if names is not None and len(names) != len(arrays):
+        raise ValueError(f"check_finite: got {len(arrays)} arrays but {len(names)} names")
+    for i, a in enumerate(arrays):
+        if a is None:
+            continue
+        name = names[i] if names is not None else f"array {i}"
+        try:
+            arr = np.asarray(a)
+        except Exception as exc:  # noqa: BLE001
+            raise TypeError(f"{name} could not be converted to an array: {exc}") from None
+        if arr.dtype.kind not in "fc":
+            if arr.dtype.kind in "iub":
+                continue
+            raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+        # a sum is one cheap pass without a temporary; only a non-finite sum needs the search
+        with np.errstate(all="ignore"):
+            total = arr.sum(dtype=np.complex128 if arr.dtype.kind == "c" else np.float64)
+        if np.isfinite(total):
+            continue
+        bad = ~np.isfinite(arr)
+        if not bad.any():
+            continue  # finite values whose sum overflowed
+        flat = int(np.argmax(bad.reshape(-1)))
+        idx = tuple(int(j) for j in np.unravel_index(flat, arr.shape))
+        val = arr[idx].item()
+        what = "NaN" if np.isnan(val) else "an infinity"
+        raise ValueError(f"{name} contains {what} at index {idx}; value {val!r} "
+                         f"({int(bad.sum())} non-finite of {arr.size} elements)")

@@ -792,6 +792,9 @@ def dropout_backward(grad_out: Any, mask: np.ndarray, p: float, *,
 import threading as _threading  # noqa: E402 -- kept with the section that uses it
 
 
+_MAX_WINDOW = 2**40
+
+
 def _int2(value: Any, name: str, fn: str, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints as (a, b), each >= minimum; errors name the argument."""
     vals = value if isinstance(value, tuple | list) else (value, value)
@@ -803,6 +806,8 @@ def _int2(value: Any, name: str, fn: str, minimum: int) -> tuple[int, int]:
             raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
         if v < minimum:
             raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
+        if v > _MAX_WINDOW:  # keeps every size sum in the C code inside int64
+            raise ValueError(f"{fn}: {name} must be <= 2**40, got {value!r}")
         out.append(int(v))
     return out[0], out[1]
 
