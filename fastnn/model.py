@@ -309,7 +309,8 @@ class Sequential:
         if arr.shape[0] == 0:
             raise ValueError(f"{argname} is an empty batch (shape {arr.shape})")
         self._check_input_shape(arr.shape[1:], argname)
-        return np.ascontiguousarray(arr, dtype=self.dtype)
+        with np.errstate(over="ignore"):  # too large for float32 -> inf (fit's check names it)
+            return np.ascontiguousarray(arr, dtype=self.dtype)
 
     def _prep_y(self, y: Any, n: int, argname: str = "y") -> np.ndarray:
         assert self.loss is not None
