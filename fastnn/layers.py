@@ -432,9 +432,12 @@ class Dropout(Layer):
         return {"seed": int(self.seed), "counter": int(self.counter)}
 
     def set_state(self, state):
-        """Restore the RNG key and counter."""
-        self.seed = int(state["seed"])
-        self.counter = int(state["counter"])
+        """Restore the RNG key and counter (each in [0, 2**64))."""
+        seed, counter = int(state["seed"]), int(state["counter"])
+        if not (0 <= seed < 2**64 and 0 <= counter < 2**64):
+            raise ValueError(f"Dropout state must have seed and counter in [0, 2**64), got "
+                             f"{state!r}")
+        self.seed, self.counter = seed, counter
 
 
 class Flatten(Layer):
