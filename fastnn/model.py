@@ -614,6 +614,7 @@ class Sequential:
                 if self.stop_training:
                     break
         finally:
+            bar.close()  # first: even if another callback's on_train_end raises
             for cb in cbs:
                 cb.on_train_end(logs)
         return history

@@ -1,24 +1,16 @@
 """Fuzzing the model-file loader: corrupted, truncated and spliced bytes, hostile JSON
 headers and .npy headers (re-zipped, so they get past the CRC) never crash ``fastnn.load``
-and never raise anything but ValueError.  The mutators live in tools/fuzz_loader.py
-(which also drives a longer atheris run)."""
+and never raise anything but ValueError.  The mutators live in tests/loader_fuzzing.py
+(tools/fuzz_loader.py drives them for a longer atheris run)."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import random
 
+import loader_fuzzing as fuzz
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-_TOOL = pathlib.Path(__file__).resolve().parent.parent / "tools" / "fuzz_loader.py"
-if not _TOOL.exists():  # CI copies tests/ alone: the tool is then found beside the package
-    pytest.skip("tools/fuzz_loader.py not found next to tests/", allow_module_level=True)
-_spec = importlib.util.spec_from_file_location("fuzz_loader", _TOOL)
-fuzz = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fuzz)
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -17,6 +17,9 @@ cc=${CC:-gcc}
 work=$(mktemp -d "${TMPDIR:-/tmp}/fastnn-memcheck.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
+python -c "import Cython, setuptools, numpy, pytest, hypothesis" 2>/dev/null || {
+    echo "memcheck: needs Cython, setuptools, numpy, pytest and hypothesis in this python" >&2
+    echo "          (pip install cython setuptools \".[test]\")" >&2; exit 2; }
 asan_rt=$("$cc" -print-file-name=libasan.so)
 if [ ! -e "$asan_rt" ]; then
     echo "memcheck: $cc has no libasan.so ($asan_rt); install the sanitizer runtime" >&2
