@@ -353,7 +353,12 @@ class Sequential:
             self._backward(g)
             # one pass over the gradients: a finite loss can still give an inf/NaN
             # gradient (overflow in a backward), which would poison the weights
-            if not math.isfinite(self._flat_grads.sum(dtype=np.float64)):
+            # (a sum in the buffer's dtype allocates nothing; only if it is not finite --
+            # NaN/inf, or finite values overflowing it -- are the elements looked at)
+            fg = self._flat_grads
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = fg.sum()
+            if not math.isfinite(total) and not np.isfinite(fg).all():
                 self._bad_grads = True
                 return math.nan, out
         return loss, out
