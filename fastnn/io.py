@@ -109,7 +109,8 @@ def _jsonable(obj: Any) -> Any:
 
 def _read_npy(z: zipfile.ZipFile, name: str, max_elements: int | None = None) -> np.ndarray:
     """Entry ``name`` as an array; with ``max_elements``, an entry too large to hold at
-    most that many elements (of 8 bytes, plus a header) is refused before it is read."""
+    most that many elements (of 8 bytes, plus a header) is refused before it is read.
+    """
     try:
         info = z.getinfo(name)
     except KeyError:

@@ -458,7 +458,8 @@ def _param_grad(w: Any, g: Any) -> np.ndarray:
 
 def _states(w: np.ndarray, g: np.ndarray | None = None, **arrays: np.ndarray | None) -> None:
     """Each state array: w's shape and dtype, writable, C-contiguous, overlapping nothing
-    (neither w, the gradient g, nor another state array)."""
+    (neither w, the gradient g, nor another state array).
+    """
     seen = [w, g]
     for name, arr in arrays.items():
         if arr is not None:
@@ -790,7 +791,6 @@ def dropout_backward(grad_out: Any, mask: np.ndarray, p: float, *,
 # ---------------------------------------------------------------------------
 
 import threading as _threading  # noqa: E402 -- kept with the section that uses it
-
 
 _MAX_WINDOW = 2**40
 

@@ -29,7 +29,8 @@ SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 class _ThreadState(threading.local):
     """A layer's per-thread state: work buffers by input shape (``cache``) and what the
-    last forward on this thread keeps for the backward (``x``, ``bufs``...)."""
+    last forward on this thread keeps for the backward (``x``, ``bufs``...).
+    """
 
     def __init__(self) -> None:
         self.cache: dict[tuple, dict[str, np.ndarray]] = {}
@@ -77,7 +78,7 @@ class Layer:
     # ---- per-thread state ---------------------------------------------------
     @property
     def _cache(self) -> dict[tuple, dict[str, np.ndarray]]:
-        """This thread's work buffers, by input shape."""
+        """Work buffers of the calling thread, by input shape."""
         return self._tls.cache
 
     _x = _per_thread("x", "The input of this thread's last forward.")

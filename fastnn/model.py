@@ -344,7 +344,8 @@ class Sequential:
 
     def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """Forward, loss and backward.  The loss is returned as NaN when it or any gradient
-        is not finite (so that no update is applied from it)."""
+        is not finite (so that no update is applied from it).
+        """
         out = self._forward(x, True)
         g = self._grad_buffer(out.shape)
         loss = self.loss(out, y, g) + self._penalty()

@@ -540,7 +540,7 @@ def test_real_sigint_during_fit_keeps_a_completed_step(fake_bar):
         fired = threading.Event()
 
         class Arm(fnn.callbacks.Callback):
-            def on_train_begin(self, logs=None):
+            def on_train_begin(self, logs=None, delay=delay, fired=fired):
                 def fire():
                     time.sleep(delay)
                     fired.set()
@@ -558,7 +558,7 @@ def test_real_sigint_during_fit_keeps_a_completed_step(fake_bar):
         ref[1].trainable = False
 
         class StopAt(fnn.callbacks.Callback):
-            def on_batch_end(self, batch, logs=None):
+            def on_batch_end(self, batch, logs=None, steps=steps):
                 if self.model.step >= steps:
                     self.model.stop_training = True
 

@@ -22,6 +22,7 @@ import loader_fuzzing as lf  # noqa: E402
 
 
 def main() -> None:
+    """``--random N`` or an atheris run with libFuzzer's arguments."""
     if len(sys.argv) > 2 and sys.argv[1] == "--random":
         print(lf.run_random(int(sys.argv[2])))
         return
