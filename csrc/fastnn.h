@@ -152,6 +152,10 @@ int fnn_bce_logits_f64(double *loss, double *grad, const double *logits, const d
                        int64_t n);
 
 /* ---- optimizers (optim.c) ---------------------------------------------- */
+/* 1 if every element of x (n,) is finite, else 0 (one vectorized pass). */
+int fnn_all_finite_f32(const float *x, int64_t n);
+int fnn_all_finite_f64(const double *x, int64_t n);
+
 /* Plain delta-rule update, one pass: w (n,) -= lr * dw (n,). */
 int fnn_sgd_update_f32(float *w, const float *dw, int64_t n, float lr);
 int fnn_sgd_update_f64(double *w, const double *dw, int64_t n, double lr);

@@ -165,7 +165,7 @@ void fnn_ukr_edge_avx2_f32(int64_t k, int64_t rows, int64_t cols, const float *a
         if (hi_ > lo_) fn(a, lo_, hi_);                                                      \
     }
 #else
-#define FNN_MV_PARALLEL_RANGES(fn, a, n, nt) fn(a, 0, n)
+#define FNN_MV_PARALLEL_RANGES(fn, a, n, nt) fn(a, 0, n);
 #endif
 #define FNN_MULTIVERSION(BODY, GENERIC, AVX2, RUN, ARGS)                                     \
     static void GENERIC(const ARGS *a, int64_t lo, int64_t hi) { BODY(a, lo, hi); }          \

@@ -223,3 +223,23 @@ int SFX(fnn_adagrad_step)(T *w, T *sum, const T *g, int64_t n, T lr, T lr_decay,
     SFX(fnn_adagrad_run)(&a, n, fnn_elemwise_threads(n, n_threads));
     return FNN_OK;
 }
+
+/* 1 when every x[i] (n,) is finite.  Tests the exponent bits with integer
+ * operations (an OR-reduction the compiler vectorizes without reassociating
+ * floating-point sums); one pass, no early exit, so its time does not depend on
+ * the data. */
+int SFX(fnn_all_finite)(const T *x, int64_t n)
+{
+    if (n <= 0) return 1;
+    if (sizeof(T) == 4) {
+        const uint32_t *u = (const uint32_t *)(const void *)x;
+        uint32_t bad = 0;
+        for (int64_t i = 0; i < n; i++) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+        return !bad;
+    }
+    const uint64_t *u = (const uint64_t *)(const void *)x;
+    uint64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad |= (uint64_t)((u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+    return !bad;
+}

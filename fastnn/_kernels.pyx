@@ -65,6 +65,8 @@ cdef extern from "fastnn.h" nogil:
                            int64_t n)
     int fnn_bce_logits_f64(double *loss, double *grad, const double *logits,
                            const double *target, int64_t n)
+    int fnn_all_finite_f32(const float *x, int64_t n)
+    int fnn_all_finite_f64(const double *x, int64_t n)
     int fnn_sgd_update_f32(float *w, const float *dw, int64_t n, float lr)
     int fnn_sgd_update_f64(double *w, const double *dw, int64_t n, double lr)
     int fnn_sgd_step_f32(float *w, float *buf, const float *g, int64_t n, float lr,
@@ -883,3 +885,14 @@ cdef class MLPPlan:
                                       loss_kind, n_threads)
         _check(st, "train_step")
         return loss
+
+
+def all_finite(const floating[::1] x):
+    """True when every element of the flat array x (n,) is finite (one C pass)."""
+    cdef int ok
+    with nogil:
+        if floating is float:
+            ok = fnn_all_finite_f32(_c1(x), x.shape[0])
+        else:
+            ok = fnn_all_finite_f64(_c1(x), x.shape[0])
+    return bool(ok)

@@ -115,11 +115,18 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _read_npy(z: zipfile.ZipFile, name: str) -> np.ndarray:
+def _read_npy(z: zipfile.ZipFile, name: str, max_elements: int | None = None) -> np.ndarray:
+    """Entry ``name`` as an array; with ``max_elements``, an entry too large to hold at
+    most that many elements (of 8 bytes, plus a header) is refused before it is read.
+    """
     try:
-        data = z.read(name)
+        info = z.getinfo(name)
     except KeyError:
         raise ValueError(f"model file is missing {name}") from None
+    if max_elements is not None and info.file_size > 8 * max_elements + 65536:
+        raise ValueError(f"model file entry {name} is larger ({info.file_size} bytes) than "
+                         f"its architecture allows")
+    data = z.read(info)
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 -- any parse failure is a corrupt file
@@ -173,6 +180,8 @@ def _build(z: zipfile.ZipFile, meta: dict) -> Any:
     from .model import Sequential
 
     cfg = meta["model"]
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
+        raise ValueError("model file header has no layer list")
     layers = []
     for spec in cfg["layers"]:
         cls = layers_mod.LAYER_TYPES.get(spec["type"])
@@ -183,17 +192,27 @@ def _build(z: zipfile.ZipFile, meta: dict) -> Any:
         layer = cls(**kwargs)
         layer.trainable = bool(trainable)
         layers.append(layer)
+    # Parameters are drawn at construction: refuse an architecture the file cannot
+    # fill before allocating it (each element needs at least one stored byte).
+    shapes = [shp for layer in layers for shp in layer.param_shapes(None)]
+    needed = sum(int(np.prod(shp, dtype=object)) for shp in shapes)
+    stored = sum(i.file_size for i in z.infolist() if i.filename.startswith("params/"))
+    if needed > stored:
+        raise ValueError(f"model file's architecture has {needed} parameters but the file "
+                         f"stores only {stored} bytes of them")
     model = Sequential(layers, dtype=cfg["dtype"], seed=cfg["seed"],
                        input_shape=cfg["input_shape"], name=cfg["name"])
     params = [p for layer in model.layers for p in layer.params]
     if meta["n_params"] != len(params):
         raise ValueError("model file's parameter count does not match its architecture")
-    arrays = [_read_npy(z, f"params/{i:04d}.npy") for i in range(len(params))]
+    arrays = [_read_npy(z, f"params/{i:04d}.npy", p.size) for i, p in enumerate(params)]
     model.set_weights(arrays)
     for layer, st, tr in zip(model.layers, meta["layer_state"], meta["trainable"]):
         layer.set_state(st)
         layer.trainable = bool(tr)
     model.epoch, model.step = int(meta["epoch"]), int(meta["step"])
+    if model.epoch < 0 or model.step < 0:
+        raise ValueError("model file has negative epoch or step counters")
     model.rng.bit_generator.state = meta["rng"]
     opt_meta = meta.get("optimizer")
     if opt_meta is not None:
@@ -205,7 +224,8 @@ def _build(z: zipfile.ZipFile, meta: dict) -> Any:
             conf["betas"] = tuple(conf["betas"])
         model.compile(optimizer=cls(**conf), loss=meta["loss"] or "cross_entropy")
         model._ensure_optimizer()
-        state = {name: _read_npy(z, f"optim/{name}.npy") for name in opt_meta["state"]}
+        n_opt = model._flat_params.size
+        state = {name: _read_npy(z, f"optim/{name}.npy", n_opt) for name in opt_meta["state"]}
         model.optimizer.load_state_dict({"step_count": opt_meta["step_count"], "state": state})
     elif meta.get("loss"):
         from .losses import get_loss

@@ -1,6 +1,11 @@
 """Layers: each owns its parameters (views into the model's flat buffers) and the
 work buffers of its forward/backward pass, sized once per batch shape and reused.
 
+Work buffers and what a forward keeps for its backward are per Python thread
+(``threading.local``): the kernels release the GIL, so two threads calling
+``predict`` on one model run in parallel, each in its own buffers, while a
+training thread keeps reusing its own.  Parameters are shared.
+
 A layer's forward calls one C kernel; its backward calls one more.  Layers are
 built by :class:`fastnn.Sequential`, which gives them the dtype and the model's
 random Generator; before that ``weight`` and ``bias`` are ``None``.
@@ -8,6 +13,7 @@ random Generator; before that ``weight`` and ``bias`` are ``None``.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -19,6 +25,29 @@ from ._validation import positive_int
 from .init import Initializer, check_initializer, draw
 
 SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+class _ThreadState(threading.local):
+    """A layer's per-thread state: work buffers by input shape (``cache``) and what the
+    last forward on this thread keeps for the backward (``x``, ``bufs``...).
+    """
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _per_thread(name: str, doc: str) -> property:
+    def get(self):
+        try:
+            return getattr(self._tls, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__}.{name}: no forward on this thread "
+                                 "yet") from None
+
+    def set_(self, value):
+        setattr(self._tls, name, value)
+
+    return property(get, set_, doc=doc)
 
 
 class Layer:
@@ -43,8 +72,28 @@ class Layer:
         self.dtype: np.dtype | None = None
         self.params: list[np.ndarray] = []
         self.grads: list[np.ndarray] = []
-        self._cache: dict[tuple, dict[str, np.ndarray]] = {}
+        self._tls = _ThreadState()
         self.input_shape: tuple[int | None, ...] | None = None
+
+    # ---- per-thread state ---------------------------------------------------
+    @property
+    def _cache(self) -> dict[tuple, dict[str, np.ndarray]]:
+        """Work buffers of the calling thread, by input shape."""
+        return self._tls.cache
+
+    _x = _per_thread("x", "The input of this thread's last forward.")
+    _bufs = _per_thread("bufs", "The buffers of this thread's last forward.")
+    _shape = _per_thread("shape", "The input shape of this thread's last forward.")
+    _training = _per_thread("training", "Whether this thread's last forward was training.")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_tls", None)  # thread-local buffers are neither copied nor pickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tls = _ThreadState()
 
     # ---- parameters -------------------------------------------------------
     def param_shapes(self, input_shape: tuple[int | None, ...]) -> list[tuple[int, ...]]:
@@ -74,7 +123,7 @@ class Layer:
         self.grads = [np.zeros_like(p) for p in self.params]
         self.dtype = dtype
         self.input_shape = None if input_shape is None else tuple(input_shape)
-        self._cache.clear()
+        self._tls = _ThreadState()  # drop every thread's buffers (dtype or shapes changed)
         return out_shape
 
     def bind(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
@@ -402,9 +451,12 @@ class Dropout(Layer):
         return {"seed": int(self.seed), "counter": int(self.counter)}
 
     def set_state(self, state):
-        """Restore the RNG key and counter."""
-        self.seed = int(state["seed"])
-        self.counter = int(state["counter"])
+        """Restore the RNG key and counter (each in [0, 2**64))."""
+        seed, counter = int(state["seed"]), int(state["counter"])
+        if not (0 <= seed < 2**64 and 0 <= counter < 2**64):
+            raise ValueError(f"Dropout state must have seed and counter in [0, 2**64), got "
+                             f"{state!r}")
+        self.seed, self.counter = seed, counter
 
 
 class Flatten(Layer):

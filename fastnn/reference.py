@@ -174,9 +174,10 @@ def cross_entropy(logits: Any, labels: Any, *,
         t[np.arange(n), labels_array(lab, n, c)] = 1
     x64 = x.astype(np.float64)
     mx = x64.max(axis=1, keepdims=True)
-    lse = mx + np.log(np.exp(x64 - mx).sum(axis=1, keepdims=True))
+    e = np.exp(x64 - mx)
+    lse = mx + np.log(e.sum(axis=1, keepdims=True))
     loss = float((t * (lse - x64)).sum() / n) if n else 0.0
-    p = np.exp(x64 - lse)
+    p = e / e.sum(axis=1, keepdims=True)  # not exp(x - lse): lse rounds at large logits
     grad = ((p * t.sum(axis=1, keepdims=True) - t) / max(n, 1)).astype(dt)
     return loss, _fill(grad_out, grad)
 
