@@ -19,7 +19,9 @@ What it measures (float32 unless noted, 1 and 2 threads):
 Method: every contestant is warmed up and calibrated so that one measurement
 lasts about --target-s; then --reps rounds run every contestant once, in an
 order rotated each round, each measurement preceded by an idle gap (OpenBLAS
-worker threads spin ~0.1 s after a call).  The value is the median GFLOP/s.
+worker threads spin ~0.1 s after a call).  The value is the median GFLOP/s,
+printed twice: by wall clock, and per CPU-second of each thread (process CPU
+time / threads), which stays meaningful when other processes share the cores.
 OpenBLAS's tuning variables OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE slow it down,
 so the script re-executes itself without them before NumPy is imported.
 """
@@ -59,6 +61,7 @@ FMA_SRC = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <omp.h>
+#include <time.h>
 /* 12 independent FMA chains (4-cycle latency x 2 pipes needs >= 8) per thread. */
 __attribute__((noinline)) static __m256 chains(long n, __m256 m, __m256 add) {
     __m256 x0 = _mm256_set1_ps(0.1f), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0;
@@ -75,15 +78,21 @@ int main(int argc, char **argv) {
     int nt = atoi(argv[1]); long n = atol(argv[2]); int reps = atoi(argv[3]);
     float sink = 0;
     for (int r = 0; r < reps; r++) {
-        double t = omp_get_wtime();
-        #pragma omp parallel num_threads(nt) reduction(+:sink)
+        double t = omp_get_wtime(), cpu_rate = 0;
+        #pragma omp parallel num_threads(nt) reduction(+:sink, cpu_rate)
         {
+            struct timespec c0, c1;
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
             float v[8];
             _mm256_storeu_ps(v, chains(n, _mm256_set1_ps(0.999f), _mm256_set1_ps(0.001f)));
             sink += v[0];
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+            double s = (c1.tv_sec - c0.tv_sec) + 1e-9 * (c1.tv_nsec - c0.tv_nsec);
+            cpu_rate += 12.0 * 16.0 * n / s / 1e9;
         }
         t = omp_get_wtime() - t;
-        printf("%f\n", 12.0 * 16.0 * n * nt / t / 1e9);
+        /* wall-clock rate, and the sum of per-thread rates per CPU-second */
+        printf("%f %f\n", 12.0 * 16.0 * n * nt / t / 1e9, cpu_rate);
     }
     fprintf(stderr, "%f\n", sink);
     return 0;
@@ -91,8 +100,11 @@ int main(int argc, char **argv) {
 """
 
 
-def measure_fma_peak(threads: list[int]) -> dict[int, float]:
-    """Median GFLOP/s of the FMA loop above at each thread count (compiled here)."""
+def measure_fma_peak(threads: list[int]) -> dict[str, dict[int, float]]:
+    """FMA peak GFLOP/s at each thread count, from the loop above compiled here:
+    {"wall": best wall-clock rate, "cpu": best sum of per-thread rates per
+    CPU-second (the peak while running, even when other processes share the
+    cores)}, each the best of 5 repetitions."""
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         return {}
@@ -104,19 +116,22 @@ def measure_fma_peak(threads: list[int]) -> dict[int, float]:
                            capture_output=True, text=True)
         if r.returncode != 0:
             return {}
-        out = {}
+        out = {"wall": {}, "cpu": {}}
         for t in threads:
-            r = subprocess.run([exe, str(t), "200000000", "5"], capture_output=True, text=True)
-            vals = [float(x) for x in r.stdout.split()]
-            out[t] = max(vals)  # the peak: the least disturbed repetition
+            r = subprocess.run([exe, str(t), "100000000", "5"], capture_output=True, text=True)
+            rows = [line.split() for line in r.stdout.splitlines() if line.strip()]
+            out["wall"][t] = max(float(x[0]) for x in rows)
+            out["cpu"][t] = max(float(x[1]) for x in rows)
     return out
 
 
-def read_fma_tool(path: str) -> dict[int, float]:
-    """Run a compiled fma_peak tool and parse its 'threads=T best= X GFLOP/s' lines."""
+def read_fma_tool(path: str) -> dict[str, dict[int, float]]:
+    """Run a compiled fma_peak tool and parse its 'threads=T best= X GFLOP/s' lines
+    (a wall-clock peak, used for both tables)."""
     r = subprocess.run([path], capture_output=True, text=True, check=True)
-    return {int(t): float(g) for t, g in re.findall(r"threads=(\d+)\s+best=\s*([\d.]+)",
-                                                    r.stdout)}
+    pk = {int(t): float(g) for t, g in re.findall(r"threads=(\d+)\s+best=\s*([\d.]+)",
+                                                  r.stdout)}
+    return {"wall": pk, "cpu": pk}
 
 
 def calibrate(fn, target_s: float) -> int:
@@ -132,11 +147,12 @@ def calibrate(fn, target_s: float) -> int:
         n *= 2
 
 
-def timed(fn, n: int) -> float:
-    t = time.perf_counter()
+def timed(fn, n: int) -> tuple[float, float]:
+    """Seconds per call: (wall clock, CPU time of the whole process)."""
+    c, t = time.process_time(), time.perf_counter()
     for _ in range(n):
         fn()
-    return (time.perf_counter() - t) / n
+    return (time.perf_counter() - t) / n, (time.process_time() - c) / n
 
 
 class Contest:
@@ -149,11 +165,15 @@ class Contest:
     def add(self, key: str, fn, flop: float) -> None:
         self.items.append((key, fn, flop))
 
-    def run(self, reps: int, target_s: float, gap_s: float) -> dict[str, float]:
+    def run(self, reps: int, target_s: float, gap_s: float) -> dict[str, dict[str, float]]:
+        """GFLOP/s per contestant: {"wall": median, "best": best round, "cpu": median
+        of flop / (process CPU seconds / threads), i.e. the T-thread rate the process
+        would reach if its threads ran all the time}."""
         fastnn.set_num_threads(self.threads)
         if self.torch is not None:
             self.torch.set_num_threads(self.threads)
         res: dict[str, list[float]] = {k: [] for k, _, _ in self.items}
+        cpu: dict[str, list[float]] = {k: [] for k, _, _ in self.items}
         with threadpool_limits(limits=self.threads):
             counts = {}
             for key, fn, _ in self.items:
@@ -163,8 +183,13 @@ class Contest:
                 order = self.items[r % len(self.items):] + self.items[:r % len(self.items)]
                 for key, fn, flop in order:
                     time.sleep(gap_s)
-                    res[key].append(flop / timed(fn, counts[key]) / 1e9)
-        return {k: statistics.median(v) for k, v in res.items()}
+                    wall_s, cpu_s = timed(fn, counts[key])
+                    res[key].append(flop / wall_s / 1e9)
+                    # CPU-seconds per thread: GFLOP/s while actually running
+                    cpu[key].append(flop / (cpu_s / self.threads) / 1e9)
+        return {"wall": {k: statistics.median(v) for k, v in res.items()},
+                "best": {k: max(v) for k, v in res.items()},
+                "cpu": {k: statistics.median(v) for k, v in cpu.items()}}
 
 
 def gemm_call(lib, a, b, ta, tb, torch_mod):
@@ -216,6 +241,48 @@ def build(threads: int, libs: list[str], torch_mod) -> Contest:
     return con
 
 
+def print_table(results, clock, threads, peak, torch_mod, markdown) -> None:
+    head = ["case", "thr", "fastnn GF/s", "numpy GF/s", "fastnn/numpy"]
+    if torch_mod is not None:
+        head += ["torch GF/s", "fastnn/torch"]
+    head += ["% FMA peak"]
+    rows = []
+    for t in threads:
+        res = results[t][clock]
+        cases = dict.fromkeys(k.split("|")[0] for k in res)
+        for case in cases:
+            f = res.get(f"{case}|fastnn")
+            nmp = res.get(f"{case}|numpy")
+            row = [case, str(t), f"{f:.1f}", f"{nmp:.1f}", f"{f / nmp:.2f}"]
+            if torch_mod is not None:
+                tr = res.get(f"{case}|torch")
+                row += [f"{tr:.1f}" if tr else "-", f"{f / tr:.2f}" if tr else "-"]
+            pk = peak.get(t)
+            if not pk:
+                row.append("-")
+            elif case.startswith("dgemm"):
+                row.append(f"{100 * f / (pk / 2):.0f}% (f64 peak)")
+            else:
+                row.append(f"{100 * f / pk:.0f}%")
+            rows.append(row)
+    if 1 in results and 2 in results:
+        for s in ("sgemm 1024x1024x1024", "sgemm 2048x2048x2048"):
+            r1, r2 = results[1][clock], results[2][clock]
+            sp, spn = (r2[f"{s}|{x}"] / r1[f"{s}|{x}"] for x in ("fastnn", "numpy"))
+            extra = ["-", "-"] if torch_mod is not None else []
+            rows.append([f"{s} 2thr/1thr", "2", f"{sp:.2f}x", f"{spn:.2f}x", "-", *extra, "-"])
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    if markdown:
+        print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        for r in rows:
+            print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    else:
+        print(" ".join(h.ljust(w) for h, w in zip(head, widths)))
+        for r in rows:
+            print(" ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=7)
@@ -225,6 +292,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--fma-peak-tool", help="path of a compiled fma_peak executable to run "
                     "instead of compiling the built-in FMA loop")
+    ap.add_argument("--peak", help="wall-clock FMA peak to use for the %% columns of the "
+                    "wall-clock tables instead of this run's, e.g. 1:107.2,2:213.8 (measured on "
+                    "an idle machine; a peak measured while other processes run is too low)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
@@ -237,7 +307,13 @@ def main(argv=None) -> int:
             torch_mod = None
     libs = ["fastnn", "numpy"] + (["torch"] if torch_mod is not None else [])
 
+    load0 = os.getloadavg()
     peak = read_fma_tool(args.fma_peak_tool) if args.fma_peak_tool else measure_fma_peak(threads)
+    if not peak:
+        peak = {"wall": {}, "cpu": {}}
+    measured_wall = dict(peak["wall"])
+    if args.peak:
+        peak["wall"] = {int(t): float(g) for t, g in (x.split(":") for x in args.peak.split(","))}
     results = {t: build(t, libs, torch_mod).run(args.reps, args.target_s, args.gap_s)
                for t in threads}
 
@@ -248,45 +324,21 @@ def main(argv=None) -> int:
           f"[{'; '.join(blas)}]" + (f"  torch {torch_mod.__version__}" if torch_mod else ""))
     print(f"# {platform.processor() or platform.machine()}  python {platform.python_version()}  "
           f"reps={args.reps} target={args.target_s}s (medians of interleaved rounds)")
-    for t, g in sorted(peak.items()):
-        print(f"# FMA peak, {t} thread(s): {g:.1f} GFLOP/s")
-
-    sep = "|" if args.markdown else " "
-    head = ["case", "thr", "fastnn GF/s", "numpy GF/s", "fastnn/numpy"]
-    if torch_mod is not None:
-        head += ["torch GF/s", "fastnn/torch"]
-    head += ["% FMA peak"]
-    rows = []
+    if args.peak:
+        print(f"# wall-clock % FMA peak columns use --peak {args.peak}")
     for t in threads:
-        res = results[t]
-        cases = dict.fromkeys(k.split("|")[0] for k in res)
-        for case in cases:
-            f = res.get(f"{case}|fastnn")
-            nmp = res.get(f"{case}|numpy")
-            row = [case, str(t), f"{f:.1f}", f"{nmp:.1f}", f"{f / nmp:.2f}"]
-            if torch_mod is not None:
-                tr = res.get(f"{case}|torch")
-                row += [f"{tr:.1f}" if tr else "-", f"{f / tr:.2f}" if tr else "-"]
-            pk = peak.get(t)
-            row += [f"{100 * f / pk:.0f}%" if pk and not case.startswith("dgemm")
-                    else ("-" if not pk else f"{100 * f / (pk / 2):.0f}% (f64 peak)")]
-            rows.append(row)
-    if 1 in results and 2 in results:
-        for s in ("sgemm 1024x1024x1024", "sgemm 2048x2048x2048"):
-            sp = results[2][f"{s}|fastnn"] / results[1][f"{s}|fastnn"]
-            spn = results[2][f"{s}|numpy"] / results[1][f"{s}|numpy"]
-            extra = ["-", "-"] if torch_mod is not None else []
-            rows.append([f"{s} 2thr/1thr", "2", f"{sp:.2f}x", f"{spn:.2f}x", "-", *extra, "-"])
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    if args.markdown:
-        print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
-        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        for r in rows:
-            print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
-    else:
-        print(sep.join(h.ljust(w) for h, w in zip(head, widths)))
-        for r in rows:
-            print(sep.join(c.ljust(w) for c, w in zip(r, widths)))
+        print(f"# FMA peak, {t} thread(s): wall {measured_wall.get(t, 0):.1f} GFLOP/s, "
+              f"per CPU-second {peak['cpu'].get(t, 0):.1f} GFLOP/s "
+              f"(12 chains of vfmadd231ps per thread, best of 5)")
+
+    print(f"# load average before the run: {load0}, after: {os.getloadavg()}")
+    print("\n## wall clock (what a user sees)\n")
+    print_table(results, "wall", threads, peak["wall"], torch_mod, args.markdown)
+    print("\n## wall clock, best round of each contestant (closest to an idle machine)\n")
+    print_table(results, "best", threads, peak["wall"], torch_mod, args.markdown)
+    print("\n## CPU time (flop / (process CPU seconds / threads): the rate while running; "
+          "robust to other processes time-sharing the cores, but counts spin-waiting)\n")
+    print_table(results, "cpu", threads, peak["cpu"], torch_mod, args.markdown)
     return 0
 
 

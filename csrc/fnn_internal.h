@@ -28,12 +28,6 @@
 #define FNN_INLINE static inline __attribute__((always_inline))
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define FNN_PREFETCH(p) __builtin_prefetch((p), 0, 3)
-#else
-#define FNN_PREFETCH(p) ((void)0)
-#endif
-
 #define FNN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FNN_MAX(a, b) ((a) > (b) ? (a) : (b))
 

@@ -2,13 +2,18 @@
  * gemm_impl.h -- the blocked GEMM driver for one element type (T, SFX).
  *
  * Five loops around the micro-kernel (Goto & van de Geijn; BLIS):
- *   jc: NC columns of C      -> B block
- *   pc: KC slice of k         -> pack B[pc:pc+KC, jc:jc+NC] into NR-wide panels (all threads)
- *   ic: MC rows of this thread's row range -> pack A into MR-tall panels (per thread)
+ *   jc: NC columns of C       -> B block
+ *   pc: KC slice of k         -> pack this thread's NR-wide panels of B[pc.., jc..]
+ *   ic: MC rows of this thread's row range -> pack A into MR-tall panels
  *   jr: NR columns (this thread's column panels)
  *   ir: MR rows               -> micro-kernel on an MR x NR tile held in registers
- * Transposes are absorbed by the packing routines; the epilogue (bias,
- * activation, pre-activation store) runs on each tile after its last K block.
+ * Threads: a tm x tn grid over (row panels, column panels); each thread packs
+ * what it uses (no shared buffers, no barriers), see fnn_gemm below.
+ * k and each thread's rows are split into near-equal blocks of at most KC / MC.
+ * Transposes are absorbed by the packing routines (with ISA packing kernels
+ * for the common full panels); corner tiles go to the edge micro-kernel when
+ * the ISA has one; the epilogue (bias, activation, pre-activation store) runs
+ * on each tile after its last K block, while the tile is in L1.
  */
 
 /* One full MR-tall panel of non-transposed A (rows a0.., row stride lda),

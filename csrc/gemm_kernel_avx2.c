@@ -294,7 +294,7 @@ FNN_TARGET_AVX2 void fnn_pack_bt16_avx2_f32(float *dst, const float *b, int64_t 
     }
 
 /* Named accumulators (not an array: GCC would keep an array in memory). */
-FNN_TARGET_AVX2 static inline __attribute__((always_inline)) void
+FNN_TARGET_AVX2 FNN_INLINE void
 fnn_edge_body_f32(const int R, int64_t k, int64_t cols, const float *ap, const float *bp,
                   int64_t ldbp, float *c, int64_t ldc, float alpha, float beta)
 {
