@@ -13,23 +13,30 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def common_float_dtype(*arrays: Any) -> np.dtype:
-    """float32 when every floating input is float32, else float64.
+    """float32 when every floating input is float32 (or narrower), else float64.
 
     Integer and boolean inputs do not force float64 on their own when a float32
-    array is present; complex inputs are rejected.
+    array is present; complex inputs are rejected.  (Called on every kernel call:
+    one pass, no temporaries.)
     """
-    dts = [np.asarray(a).dtype if not isinstance(a, np.ndarray) else a.dtype
-           for a in arrays if a is not None]
-    for dt in dts:
-        if dt.kind == "c":
+    any_float, wide = False, False
+    for a in arrays:
+        if a is None:
+            continue
+        dt = a.dtype if isinstance(a, np.ndarray) else np.asarray(a).dtype
+        kind = dt.kind
+        if kind == "f":
+            any_float = True
+            wide = wide or dt.itemsize > 4
+        elif kind == "c":
             raise TypeError(f"complex arrays are not supported, got dtype {dt}")
-        if dt.kind not in "fiub":
+        elif kind not in "iub":
             raise TypeError(f"expected numeric arrays, got dtype {dt}")
-    floats = [dt for dt in dts if dt.kind == "f"]
-    if floats and all(dt == np.float32 or dt.itemsize < 4 for dt in floats):
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
+    return _F32 if any_float and not wide else _F64
 
 
 def as_float_array(x: Any, name: str, dtype: np.dtype, ndim: int | None = None) -> np.ndarray:
