@@ -177,7 +177,8 @@ class _BaseMLP(BaseEstimator):
             v = getattr(self, name)
             if not _is_real(v) or not (v >= lo if closed else v > lo) or not math.isfinite(v):
                 raise bad(name, f"a float in {'[' if closed else '('}{lo}, inf)")
-        for name, lo, hi, hi_closed in (("momentum", 0, 1, True), ("validation_fraction", 0, 1, False),
+        for name, lo, hi, hi_closed in (("momentum", 0, 1, True),
+                                        ("validation_fraction", 0, 1, False),
                                         ("beta_1", 0, 1, False), ("beta_2", 0, 1, False),
                                         ("dropout", 0, 1, False)):
             v = getattr(self, name)
@@ -245,7 +246,8 @@ class _BaseMLP(BaseEstimator):
 
     def _ensure_model(self) -> Sequential:
         """The fastnn model holding ``coefs_``/``intercepts_`` (rebuilt after unpickling or
-        after the user assigned new arrays to those attributes)."""
+        after the user assigned new arrays to those attributes).
+        """
         if self._in_sync():
             return self._model
         coefs = [np.asarray(c) for c in self.coefs_]
@@ -445,7 +447,8 @@ class _BaseMLP(BaseEstimator):
 
     def _set_lr(self, lr: float) -> None:
         """Change the SGD learning rate, rescaling the momentum buffer so that the next
-        update equals scikit-learn's (its velocity holds lr-scaled steps)."""
+        update equals scikit-learn's (its velocity holds lr-scaled steps).
+        """
         opt = self._opt
         buf = opt.state.get("momentum_buffer")
         if buf is not None and lr > 0 and opt.lr != lr:
@@ -485,7 +488,7 @@ class _BaseMLP(BaseEstimator):
         else:
             if self.batch_size > n_samples:
                 warnings.warn("Got `batch_size` less than 1 or larger than "
-                              "sample size. It is going to be clipped", stacklevel=3)
+                              "sample size. It is going to be clipped", stacklevel=4)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
 
         dtype = self._dtype
@@ -551,29 +554,29 @@ class _BaseMLP(BaseEstimator):
                 self.loss_curve_.append(self.loss_)
                 model.epoch += 1
                 if self.verbose:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
                 self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     self._set_lr(float(self.learning_rate_init)
                                  / (self.t_ + 1) ** self.power_t)
                 if self._no_improvement_count > self.n_iter_no_change:
                     if early_stopping:
-                        msg = ("Validation score did not improve more than tol=%f for %d "
-                               "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                        msg = (f"Validation score did not improve more than tol={self.tol:f}"
+                               f" for {self.n_iter_no_change} consecutive epochs.")
                     else:
-                        msg = ("Training loss did not improve more than tol=%f for %d "
-                               "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                        msg = (f"Training loss did not improve more than tol={self.tol:f}"
+                               f" for {self.n_iter_no_change} consecutive epochs.")
                     if self._trigger_stopping(msg):
                         break
                     self._no_improvement_count = 0
                 if incremental:
                     break
                 if self.n_iter_ == self.max_iter:
-                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and "
-                                  "the optimization hasn't converged yet." % self.max_iter,
-                                  ConvergenceWarning, stacklevel=3)
+                    warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter})"
+                                  " reached and the optimization hasn't converged yet.",
+                                  ConvergenceWarning, stacklevel=4)
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.", stacklevel=3)
+            warnings.warn("Training interrupted by user.", stacklevel=4)
 
         if early_stopping:
             model._flat_params[...] = self._best_flat
@@ -589,7 +592,7 @@ class _BaseMLP(BaseEstimator):
             return True
         self._set_lr(self._opt.lr / 5.0)
         if self.verbose:
-            print(msg + " Setting learning rate to %f" % self._opt.lr)
+            print(msg + f" Setting learning rate to {self._opt.lr:f}")
         return False
 
     def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val):
@@ -597,7 +600,7 @@ class _BaseMLP(BaseEstimator):
             score = self._score_raw(X_val, y_val, sw_val)
             self.validation_scores_.append(score)
             if self.verbose:
-                print("Validation score: %f" % score)
+                print(f"Validation score: {score:f}")
             if score < self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1
             else:
@@ -646,7 +649,7 @@ class _BaseMLP(BaseEstimator):
                 f"\n{res.message}\n\nIncrease the number of iterations to improve the "
                 "convergence (max_iter={self.max_iter}).\nYou might also want to scale the "
                 "data as shown in:\n    https://scikit-learn.org/stable/modules/"
-                "preprocessing.html", ConvergenceWarning, stacklevel=3)
+                "preprocessing.html", ConvergenceWarning, stacklevel=4)
         self.n_iter_ = min(int(res.nit), self.max_iter)
         if self.verbose:
             print(f"L-BFGS-B: {res.nit} iterations, loss = {res.fun:.8f}")
