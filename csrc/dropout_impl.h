@@ -2,8 +2,9 @@
  * The keep decision is an integer test on fnn_dropout_bits (dropout.c), the
  * same for both dtypes, so float and double masks agree bit for bit. */
 
-/* x, out (n,); mask (n,) or NULL.  out = keep ? x * s : 0 with s = 1/(1-p)
- * rounded to T; mask[i] = keep.  out may alias x. */
+/* x, out (n,); mask (n,) or NULL.  out = x * (keep * s) with s = 1/(1-p)
+ * rounded to T (as torch: x * (mask / (1-p)), so a dropped inf or nan gives
+ * nan and a dropped negative gives -0); mask[i] = keep.  out may alias x. */
 int SFX(fnn_dropout_forward)(T *out, uint8_t *mask, const T *x, int64_t n, double p,
                              uint64_t seed, uint64_t offset, int n_threads)
 {
@@ -28,14 +29,14 @@ int SFX(fnn_dropout_forward)(T *out, uint8_t *mask, const T *x, int64_t n, doubl
 #endif
     for (int64_t i = 0; i < n; i++) {
         const int keep = fnn_dropout_bits(seed, offset + (uint64_t)i) >= thr;
-        out[i] = keep ? x[i] * scale : (T)0;
+        out[i] = x[i] * ((T)keep * scale); /* branch-free; x * 0 as torch (inf -> nan) */
         if (mask) mask[i] = (uint8_t)keep;
     }
     (void)nt;
     return FNN_OK;
 }
 
-/* dy, dx, mask (n,): dx = mask ? dy * s : 0 with the forward's s = 1/(1-p).
+/* dy, dx, mask (n,): dx = dy * (mask * s) with the forward's s = 1/(1-p).
  * dx may alias dy. */
 int SFX(fnn_dropout_backward)(T *dx, const T *dy, const uint8_t *mask, int64_t n, double p,
                               int n_threads)
@@ -48,7 +49,7 @@ int SFX(fnn_dropout_backward)(T *dx, const T *dy, const uint8_t *mask, int64_t n
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-    for (int64_t i = 0; i < n; i++) dx[i] = mask[i] ? dy[i] * scale : (T)0;
+    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * ((T)(mask[i] != 0) * scale);
     (void)nt;
     return FNN_OK;
 }

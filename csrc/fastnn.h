@@ -219,14 +219,14 @@ int fnn_adagrad_step_f64(double *w, double *sum, const double *g, int64_t n, dou
  * formula is in dropout.c).  Masks depend only on (seed, offset + i): not on
  * the thread count, nor on the dtype.  p is double for both dtypes so that
  * float and double masks agree exactly; 0 <= p < 1, else FNN_EINVAL.
- * x, out (n,); mask (n,) uint8 or NULL: out = keep ? x s : 0 with
- * s = 1/(1-p) rounded to the dtype, mask = keep.  p == 0: out = x, mask = 1.
- * out may alias x. */
+ * x, out (n,); mask (n,) uint8 or NULL: out = x * (keep * s) with
+ * s = 1/(1-p) rounded to the dtype (x * s where kept, x * 0 elsewhere, as
+ * torch), mask = keep.  p == 0: out = x, mask = 1.  out may alias x. */
 int fnn_dropout_forward_f32(float *out, uint8_t *mask, const float *x, int64_t n, double p,
                             uint64_t seed, uint64_t offset, int n_threads);
 int fnn_dropout_forward_f64(double *out, uint8_t *mask, const double *x, int64_t n, double p,
                             uint64_t seed, uint64_t offset, int n_threads);
-/* dy, dx, mask (n,): dx = mask ? dy s : 0, s as in the forward.  dx may alias dy. */
+/* dy, dx, mask (n,): dx = dy * (mask * s), s as in the forward.  dx may alias dy. */
 int fnn_dropout_backward_f32(float *dx, const float *dy, const uint8_t *mask, int64_t n,
                              double p, int n_threads);
 int fnn_dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int64_t n,
@@ -236,3 +236,109 @@ int fnn_dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, 
 }
 #endif
 #endif /* FASTNN_H */
+
+/* ======================================================================== */
+/* ---- convolution and pooling (conv.c, pool.c) --------------------------- */
+/* Appended section with its own guard (the core API above is unchanged).    */
+#ifndef FASTNN_CONV_H
+#define FASTNN_CONV_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Shapes (NCHW, PyTorch's layout):
+ *   x (n, c, h, w); w (oc, c, kh, kw); b (oc,) or NULL;
+ *   out, z, dout (n, oc, oh, ow) with oh = (h + 2 ph - kh) / sh + 1,
+ *   ow = (w + 2 pw - kw) / sw + 1 (zero padding, floor mode).
+ * kh, kw, sh, sw >= 1; ph, pw >= 0; h + 2 ph >= kh and w + 2 pw >= kw.
+ *
+ * Workspace: `work` is a caller-owned scratch buffer of `work_bytes` bytes
+ * (64-byte aligned preferably), reused across calls; the kernels never
+ * allocate it.  fnn_conv2d_workspace_size gives the bytes that let both the
+ * forward and the backward run on min(n_threads, n) threads; a smaller buffer
+ * makes a kernel use fewer threads, and FNN_EINVAL if one thread's share does
+ * not fit.  elem_size is sizeof(float) or sizeof(double). */
+int fnn_conv2d_workspace_size(size_t *bytes, int64_t n, int64_t c, int64_t h, int64_t w,
+                              int64_t oc, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                              int64_t ph, int64_t pw, int elem_size, int n_threads);
+
+/* out = act(conv2d(x, w) + b); z = the pre-activation (or NULL).  Softmax is
+ * taken over the channel axis (dim 1).  Per image one GEMM
+ * out_i (oc, oh ow) = [W | b] (oc, K+1) @ [im2col(x_i); 1] (K+1, oh ow), K = c kh kw,
+ * activation and z store in the GEMM epilogue while each tile is in L1. */
+int fnn_conv2d_forward_f32(float *out, float *z, void *work, size_t work_bytes, const float *x,
+                           const float *w, const float *b, int64_t n, int64_t c, int64_t h,
+                           int64_t wd, int64_t oc, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                           int64_t ph, int64_t pw, int act, int n_threads);
+int fnn_conv2d_forward_f64(double *out, double *z, void *work, size_t work_bytes,
+                           const double *x, const double *w, const double *b, int64_t n,
+                           int64_t c, int64_t h, int64_t wd, int64_t oc, int64_t kh, int64_t kw,
+                           int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act,
+                           int n_threads);
+
+/* Backward of fnn_conv2d_forward.  dout = dL/d(out); a = the forward's out;
+ * z its pre-activation (NULL unless fnn_act_needs_z(act)).  With
+ * delta = dout * act'(z) (per image, while hot):
+ *   dw (oc, c, kh, kw) = sum_i delta_i @ im2col(x_i)^T  (+ beta_w dw; beta_w == 0
+ *                        overwrites), summed in a fixed order for a fixed thread count;
+ *   db (oc,) = sum of delta over images and pixels (NULL to skip);
+ *   dx (n, c, h, w) = col2im(W^T delta_i) (NULL to skip, e.g. the first layer). */
+int fnn_conv2d_backward_f32(float *dx, float *dw, float *db, void *work, size_t work_bytes,
+                            const float *dout, const float *a, const float *z, const float *x,
+                            const float *w, int64_t n, int64_t c, int64_t h, int64_t wd,
+                            int64_t oc, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                            int64_t ph, int64_t pw, int act, float beta_w, int n_threads);
+int fnn_conv2d_backward_f64(double *dx, double *dw, double *db, void *work, size_t work_bytes,
+                            const double *dout, const double *a, const double *z,
+                            const double *x, const double *w, int64_t n, int64_t c, int64_t h,
+                            int64_t wd, int64_t oc, int64_t kh, int64_t kw, int64_t sh,
+                            int64_t sw, int64_t ph, int64_t pw, int act, double beta_w,
+                            int n_threads);
+
+/* Pooling: x (n, c, h, w) -> out (n, c, oh, ow), oh = (h + 2 ph - kh) / sh + 1;
+ * ph <= kh / 2 and pw <= kw / 2 (as PyTorch).  Padded positions never win a
+ * max and count as zeros in an average (count_include_pad: divisor kh kw). */
+/* idx (n, c, oh, ow) or NULL: flat index y w + x in the input plane of the
+ * first maximum of each window (a NaN wins, as in PyTorch). */
+int fnn_maxpool2d_forward_f32(float *out, int64_t *idx, const float *x, int64_t n, int64_t c,
+                              int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
+                              int64_t sw, int64_t ph, int64_t pw, int n_threads);
+int fnn_maxpool2d_forward_f64(double *out, int64_t *idx, const double *x, int64_t n, int64_t c,
+                              int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
+                              int64_t sw, int64_t ph, int64_t pw, int n_threads);
+/* dx (n, c, h, w) = dout (n, c, oh, ow) scattered (added) at idx; an index
+ * outside [0, h w) is skipped and makes the call return FNN_EINVAL. */
+int fnn_maxpool2d_backward_f32(float *dx, const float *dout, const int64_t *idx, int64_t n,
+                               int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow,
+                               int n_threads);
+int fnn_maxpool2d_backward_f64(double *dx, const double *dout, const int64_t *idx, int64_t n,
+                               int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow,
+                               int n_threads);
+int fnn_avgpool2d_forward_f32(float *out, const float *x, int64_t n, int64_t c, int64_t h,
+                              int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                              int64_t ph, int64_t pw, int n_threads);
+int fnn_avgpool2d_forward_f64(double *out, const double *x, int64_t n, int64_t c, int64_t h,
+                              int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                              int64_t ph, int64_t pw, int n_threads);
+/* dx (n, c, h, w) from dout (n, c, oh, ow): each dout / (kh kw) added to its window. */
+int fnn_avgpool2d_backward_f32(float *dx, const float *dout, int64_t n, int64_t c, int64_t h,
+                               int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                               int64_t ph, int64_t pw, int n_threads);
+int fnn_avgpool2d_backward_f64(double *dx, const double *dout, int64_t n, int64_t c, int64_t h,
+                               int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                               int64_t ph, int64_t pw, int n_threads);
+/* out (n, c) = mean of each plane of x (n, c, h, w). */
+int fnn_global_avgpool_forward_f32(float *out, const float *x, int64_t n, int64_t c, int64_t h,
+                                   int64_t w, int n_threads);
+int fnn_global_avgpool_forward_f64(double *out, const double *x, int64_t n, int64_t c,
+                                   int64_t h, int64_t w, int n_threads);
+/* dx (n, c, h, w) = dout (n, c) / (h w) broadcast over each plane. */
+int fnn_global_avgpool_backward_f32(float *dx, const float *dout, int64_t n, int64_t c,
+                                    int64_t h, int64_t w, int n_threads);
+int fnn_global_avgpool_backward_f64(double *dx, const double *dout, int64_t n, int64_t c,
+                                    int64_t h, int64_t w, int n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTNN_CONV_H */

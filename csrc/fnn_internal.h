@@ -95,6 +95,60 @@ void fnn_ukr_avx2_f64(int64_t k, const double *ap, const double *bp, int64_t ldb
                       int64_t ldc, double alpha, double beta);
 #endif
 
+/* ---- elementwise kernels compiled twice: baseline ISA and AVX2+FMA ---------- */
+#if defined(FNN_HAVE_X86) && (defined(__GNUC__) || defined(__clang__))
+/* "avx2" without "fma": no multiply-add contraction, so the AVX2 copy rounds exactly
+ * as the baseline (SSE2) copy does and results do not depend on the ISA. */
+#define FNN_TARGET_AVX2_FN __attribute__((target("avx2")))
+#define FNN_MULTIVERSIONED 1
+#elif defined(FNN_HAVE_X86) && defined(_MSC_VER)
+#define FNN_TARGET_AVX2_FN /* MSVC: no per-function ISA; the generic copy is used */
+#endif
+
+/* FNN_MULTIVERSION(BODY, GENERIC, AVX2, RUN, ARGS) defines, for an always-inline
+ *   void BODY(const ARGS *a, int64_t lo, int64_t hi)   (the loop over [lo, hi)):
+ *   GENERIC, a copy compiled for the build's baseline ISA;
+ *   AVX2, a copy the compiler vectorizes 8-wide with AVX2 (x86 GCC/Clang only);
+ *   void RUN(const ARGS *a, int64_t n, int nt): splits [0, n) into nt ranges
+ *   (boundaries at multiples of 64 elements) and calls the copy fnn_isa() chose.
+ * Elements are independent, so results do not depend on nt. */
+#ifdef FNN_MULTIVERSIONED
+#define FNN_MV_AVX2_COPY(BODY, AVX2, ARGS)                                                   \
+    FNN_TARGET_AVX2_FN static void AVX2(const ARGS *a, int64_t lo, int64_t hi)               \
+    {                                                                                        \
+        BODY(a, lo, hi);                                                                     \
+    }
+#define FNN_MV_PICK(GENERIC, AVX2) (fnn_isa() == FNN_ISA_AVX2 ? AVX2 : GENERIC)
+#else
+#define FNN_MV_AVX2_COPY(BODY, AVX2, ARGS)
+#define FNN_MV_PICK(GENERIC, AVX2) GENERIC
+#endif
+#ifdef _OPENMP
+#define FNN_MV_PARALLEL_RANGES(fn, a, n, nt)                                                 \
+    _Pragma("omp parallel num_threads(nt)")                                                  \
+    {                                                                                        \
+        const int64_t k_ = omp_get_num_threads(), t_ = omp_get_thread_num();                 \
+        const int64_t blocks_ = (n + 63) / 64;                                               \
+        const int64_t lo_ = FNN_MIN(n, blocks_ * t_ / k_ * 64);                              \
+        const int64_t hi_ = FNN_MIN(n, blocks_ * (t_ + 1) / k_ * 64);                        \
+        if (hi_ > lo_) fn(a, lo_, hi_);                                                      \
+    }
+#else
+#define FNN_MV_PARALLEL_RANGES(fn, a, n, nt) fn(a, 0, n)
+#endif
+#define FNN_MULTIVERSION(BODY, GENERIC, AVX2, RUN, ARGS)                                     \
+    static void GENERIC(const ARGS *a, int64_t lo, int64_t hi) { BODY(a, lo, hi); }          \
+    FNN_MV_AVX2_COPY(BODY, AVX2, ARGS)                                                       \
+    static void RUN(const ARGS *a, int64_t n, int nt)                                        \
+    {                                                                                        \
+        void (*fn)(const ARGS *, int64_t, int64_t) = FNN_MV_PICK(GENERIC, AVX2);             \
+        if (nt <= 1) {                                                                       \
+            fn(a, 0, n);                                                                     \
+            return;                                                                          \
+        }                                                                                    \
+        FNN_MV_PARALLEL_RANGES(fn, a, n, nt)                                                 \
+    }
+
 /* ---- epilogue (activation.c) ------------------------------------------- */
 /* On an (rows, cols) tile of C with row stride ldc;
  * bias is NULL or points at the bias of the tile's first column:

@@ -3,6 +3,10 @@
 
 #include "fnn_internal.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* Below this many elements per thread an elementwise update stays on fewer
  * threads: a memory-bound pass over 32k elements takes ~10 us, about the cost
  * of waking a thread. */

@@ -15,7 +15,17 @@ from ._config import get_num_threads, set_num_threads
 from ._names import ACTIVATIONS
 from ._version import __version__
 from .io import load_model as load
-from .layers import Activation, Dense, Dropout, Flatten, Layer
+from .layers import (
+    Activation,
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    Layer,
+    MaxPool2D,
+)
 from .model import Sequential
 
 __all__ = [
@@ -34,6 +44,10 @@ __all__ = [
     "Dropout",
     "Activation",
     "Flatten",
+    "Conv2D",
+    "MaxPool2D",
+    "AvgPool2D",
+    "GlobalAvgPool2D",
     "load",
     "get_num_threads",
     "set_num_threads",

@@ -83,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("demo", help="train a small network and print its accuracy")
     sub.add_parser("info", help="print the version, ISA, threads and NumPy in use")
+    sub.add_parser("bench", help="training throughput against PyTorch, JAX, scikit-learn "
+                                 "(python -m fastnn bench --help)", add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser.parse_args(argv)
     if args.cmd == "info":
         from . import show_config

@@ -400,7 +400,7 @@ def adagrad_step(floating[::1] w, const floating[::1] g, floating[::1] sum_sq, i
 
 def dropout_forward(floating[::1] out, uint8_t[::1] mask, const floating[::1] x, double p,
                     uint64_t seed, uint64_t offset, int n_threads):
-    """out (n,) = keep ? x / (1-p) : 0 and mask (n,) uint8 (or None) = keep, from (seed, offset)."""
+    """out (n,) = x * keep / (1-p) and mask (n,) uint8 (or None) = keep, from (seed, offset)."""
     cdef int64_t n = x.shape[0]
     cdef int st
     cdef uint8_t *mp = NULL
@@ -419,7 +419,7 @@ def dropout_forward(floating[::1] out, uint8_t[::1] mask, const floating[::1] x,
 
 def dropout_backward(floating[::1] dx, const floating[::1] dy, const uint8_t[::1] mask,
                      double p, int n_threads):
-    """dx (n,) = mask ? dy / (1-p) : 0 with the forward's mask (n,) uint8."""
+    """dx (n,) = dy * mask / (1-p) with the forward's mask (n,) uint8."""
     cdef int64_t n = dy.shape[0]
     cdef int st
     cdef const uint8_t *mp = NULL
@@ -433,3 +433,328 @@ def dropout_backward(floating[::1] dx, const floating[::1] dy, const uint8_t[::1
         else:
             st = fnn_dropout_backward_f64(_p1(dx), _c1(dy), mp, n, p, n_threads)
     _check(st, "dropout_backward")
+# ---------------------------------------------------------------------------
+# Convolution and pooling (csrc/conv.c, csrc/pool.c), NCHW arrays.
+# Each raw function derives the sizes from its arrays' shapes, checks that the
+# outputs agree (a few integer compares) and calls one C kernel without the GIL.
+# ---------------------------------------------------------------------------
+
+cdef extern from "fastnn.h" nogil:
+    int fnn_conv2d_workspace_size(size_t *nbytes, int64_t n, int64_t c, int64_t h, int64_t w,
+                                  int64_t oc, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                  int64_t ph, int64_t pw, int elem_size, int n_threads)
+    int fnn_conv2d_forward_f32(float *out, float *z, void *work, size_t work_bytes,
+                               const float *x, const float *w, const float *b, int64_t n,
+                               int64_t c, int64_t h, int64_t wd, int64_t oc, int64_t kh,
+                               int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                               int act, int n_threads)
+    int fnn_conv2d_forward_f64(double *out, double *z, void *work, size_t work_bytes,
+                               const double *x, const double *w, const double *b, int64_t n,
+                               int64_t c, int64_t h, int64_t wd, int64_t oc, int64_t kh,
+                               int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                               int act, int n_threads)
+    int fnn_conv2d_backward_f32(float *dx, float *dw, float *db, void *work, size_t work_bytes,
+                                const float *dout, const float *a, const float *z,
+                                const float *x, const float *w, int64_t n, int64_t c, int64_t h,
+                                int64_t wd, int64_t oc, int64_t kh, int64_t kw, int64_t sh,
+                                int64_t sw, int64_t ph, int64_t pw, int act, float beta_w,
+                                int n_threads)
+    int fnn_conv2d_backward_f64(double *dx, double *dw, double *db, void *work,
+                                size_t work_bytes, const double *dout, const double *a,
+                                const double *z, const double *x, const double *w, int64_t n,
+                                int64_t c, int64_t h, int64_t wd, int64_t oc, int64_t kh,
+                                int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                int act, double beta_w, int n_threads)
+    int fnn_maxpool2d_forward_f32(float *out, int64_t *idx, const float *x, int64_t n, int64_t c,
+                                  int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
+                                  int64_t sw, int64_t ph, int64_t pw, int n_threads)
+    int fnn_maxpool2d_forward_f64(double *out, int64_t *idx, const double *x, int64_t n,
+                                  int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                                  int64_t sh, int64_t sw, int64_t ph, int64_t pw, int n_threads)
+    int fnn_maxpool2d_backward_f32(float *dx, const float *dout, const int64_t *idx, int64_t n,
+                                   int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow,
+                                   int n_threads)
+    int fnn_maxpool2d_backward_f64(double *dx, const double *dout, const int64_t *idx,
+                                   int64_t n, int64_t c, int64_t h, int64_t w, int64_t oh,
+                                   int64_t ow, int n_threads)
+    int fnn_avgpool2d_forward_f32(float *out, const float *x, int64_t n, int64_t c, int64_t h,
+                                  int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                  int64_t ph, int64_t pw, int n_threads)
+    int fnn_avgpool2d_forward_f64(double *out, const double *x, int64_t n, int64_t c, int64_t h,
+                                  int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                  int64_t ph, int64_t pw, int n_threads)
+    int fnn_avgpool2d_backward_f32(float *dx, const float *dout, int64_t n, int64_t c,
+                                   int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
+                                   int64_t sw, int64_t ph, int64_t pw, int n_threads)
+    int fnn_avgpool2d_backward_f64(double *dx, const double *dout, int64_t n, int64_t c,
+                                   int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
+                                   int64_t sw, int64_t ph, int64_t pw, int n_threads)
+    int fnn_global_avgpool_forward_f32(float *out, const float *x, int64_t n, int64_t c,
+                                       int64_t h, int64_t w, int n_threads)
+    int fnn_global_avgpool_forward_f64(double *out, const double *x, int64_t n, int64_t c,
+                                       int64_t h, int64_t w, int n_threads)
+    int fnn_global_avgpool_backward_f32(float *dx, const float *dout, int64_t n, int64_t c,
+                                        int64_t h, int64_t w, int n_threads)
+    int fnn_global_avgpool_backward_f64(double *dx, const double *dout, int64_t n, int64_t c,
+                                        int64_t h, int64_t w, int n_threads)
+
+
+cdef inline floating *_p4(floating[:, :, :, ::1] v) noexcept nogil:
+    """Pointer to a 4-D view's data, NULL for None or an empty view."""
+    if v is None or v.shape[0] == 0 or v.shape[1] == 0 or v.shape[2] == 0 or v.shape[3] == 0:
+        return NULL
+    return &v[0, 0, 0, 0]
+
+
+cdef inline const floating *_c4(const floating[:, :, :, ::1] v) noexcept nogil:
+    if v is None or v.shape[0] == 0 or v.shape[1] == 0 or v.shape[2] == 0 or v.shape[3] == 0:
+        return NULL
+    return &v[0, 0, 0, 0]
+
+
+cdef inline int64_t *_i4(int64_t[:, :, :, ::1] v) noexcept nogil:
+    if v is None or v.shape[0] == 0 or v.shape[1] == 0 or v.shape[2] == 0 or v.shape[3] == 0:
+        return NULL
+    return &v[0, 0, 0, 0]
+
+
+cdef inline const int64_t *_ci4(const int64_t[:, :, :, ::1] v) noexcept nogil:
+    if v is None or v.shape[0] == 0 or v.shape[1] == 0 or v.shape[2] == 0 or v.shape[3] == 0:
+        return NULL
+    return &v[0, 0, 0, 0]
+
+
+cdef inline int _same4(object v, int64_t a, int64_t b, int64_t c, int64_t d, str name) except -1:
+    """ValueError unless the 4-D view v (or None) has shape (a, b, c, d)."""
+    if v is not None and tuple(v.shape[:4]) != (a, b, c, d):
+        raise ValueError(f"{name} must have shape {(a, b, c, d)}, got {tuple(v.shape[:4])}")
+    return 0
+
+
+cdef inline int64_t _osize(int64_t size, int64_t k, int64_t s, int64_t p):
+    """Output size of a window k, stride s, padding p over size (floor mode); -1 if none."""
+    if s < 1 or size + 2 * p < k:
+        return -1
+    return (size + 2 * p - k) // s + 1
+
+
+def conv2d_workspace_size(int64_t n, int64_t c, int64_t h, int64_t w, int64_t oc, int64_t kh,
+                          int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                          int elem_size, int n_threads):
+    """Bytes of workspace conv2d_forward / conv2d_backward need on n_threads threads.
+
+    Arguments: batch n, in channels c, input h, w, out channels oc, kernel kh, kw,
+    stride sh, sw, padding ph, pw, elem_size (4 float32, 8 float64), n_threads.
+    """
+    cdef size_t nbytes = 0
+    _check(fnn_conv2d_workspace_size(&nbytes, n, c, h, w, oc, kh, kw, sh, sw, ph, pw,
+                                     elem_size, n_threads), "conv2d_workspace_size")
+    return nbytes
+
+
+def conv2d_forward(floating[:, :, :, ::1] out, floating[:, :, :, ::1] z,
+                   unsigned char[::1] work not None,
+                   const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                   const floating[::1] b, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                   int act, int n_threads):
+    """out = act(conv2d(x, w) + b); z (or None) = the pre-activation.
+
+    Arguments, in order: out (n, oc, oh, ow); z (n, oc, oh, ow) or None;
+    work (uint8 bytes, >= conv2d_workspace_size(...)); x (n, c, h, w);
+    w (oc, c, kh, kw); b (oc,) or None; stride sh, sw; zero padding ph, pw;
+    act (fnn_act code; softmax over channels); n_threads.
+    """
+    cdef int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int64_t oc = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int64_t oh = _osize(h, kh, sh, ph), ow = _osize(wd, kw, sw, pw)
+    cdef int st
+    if w.shape[1] != c:
+        raise ValueError(f"conv2d_forward: w has {w.shape[1]} input channels, x has {c}")
+    if b is not None and b.shape[0] != oc:
+        raise ValueError(f"conv2d_forward: b must have shape ({oc},), got ({b.shape[0]},)")
+    if oh < 1 or ow < 1:
+        raise ValueError("conv2d_forward: kernel larger than the padded input, or stride < 1")
+    _same4(out, n, oc, oh, ow, "out")
+    _same4(z, n, oc, oh, ow, "z")
+    with nogil:
+        if floating is float:
+            st = fnn_conv2d_forward_f32(_p4(out), _p4(z), &work[0] if work.shape[0] else NULL,
+                                        work.shape[0], _c4(x), _c4(w), _c1(b), n, c, h, wd, oc,
+                                        kh, kw, sh, sw, ph, pw, act, n_threads)
+        else:
+            st = fnn_conv2d_forward_f64(_p4(out), _p4(z), &work[0] if work.shape[0] else NULL,
+                                        work.shape[0], _c4(x), _c4(w), _c1(b), n, c, h, wd, oc,
+                                        kh, kw, sh, sw, ph, pw, act, n_threads)
+    _check(st, "conv2d_forward")
+
+
+def conv2d_backward(floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floating[::1] db,
+                    unsigned char[::1] work not None, const floating[:, :, :, ::1] dout,
+                    const floating[:, :, :, ::1] a, const floating[:, :, :, ::1] z,
+                    const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                    int64_t sh, int64_t sw, int64_t ph, int64_t pw, int act, double beta_w,
+                    int n_threads):
+    """Backward of conv2d_forward: dx (or None), dw (+ beta_w dw), db (or None).
+
+    Arguments, in order: dx (n, c, h, w) or None; dw (oc, c, kh, kw); db (oc,) or
+    None; work (uint8 bytes); dout = dL/dout (n, oc, oh, ow); a = the forward's
+    out (n, oc, oh, ow; may be None for identity); z = pre-activation or None
+    (required for gelu, silu); x (n, c, h, w); w (oc, c, kh, kw); stride sh, sw;
+    padding ph, pw; act code; beta_w (0 overwrites dw); n_threads.
+    """
+    cdef int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int64_t oc = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int64_t oh = _osize(h, kh, sh, ph), ow = _osize(wd, kw, sw, pw)
+    cdef int st
+    if w.shape[1] != c:
+        raise ValueError(f"conv2d_backward: w has {w.shape[1]} input channels, x has {c}")
+    if oh < 1 or ow < 1:
+        raise ValueError("conv2d_backward: kernel larger than the padded input, or stride < 1")
+    _same4(dout, n, oc, oh, ow, "dout")
+    _same4(a, n, oc, oh, ow, "a")
+    _same4(z, n, oc, oh, ow, "z")
+    _same4(dx, n, c, h, wd, "dx")
+    _same4(dw, oc, c, kh, kw, "dw")
+    if db is not None and db.shape[0] != oc:
+        raise ValueError(f"conv2d_backward: db must have shape ({oc},), got ({db.shape[0]},)")
+    if act != 0 and a is None:
+        raise ValueError("conv2d_backward: a (the forward's output) is needed for this act")
+    with nogil:
+        if floating is float:
+            st = fnn_conv2d_backward_f32(_p4(dx), _p4(dw), _p1(db),
+                                         &work[0] if work.shape[0] else NULL, work.shape[0],
+                                         _c4(dout), _c4(a), _c4(z), _c4(x), _c4(w), n, c, h, wd,
+                                         oc, kh, kw, sh, sw, ph, pw, act, <float>beta_w,
+                                         n_threads)
+        else:
+            st = fnn_conv2d_backward_f64(_p4(dx), _p4(dw), _p1(db),
+                                         &work[0] if work.shape[0] else NULL, work.shape[0],
+                                         _c4(dout), _c4(a), _c4(z), _c4(x), _c4(w), n, c, h, wd,
+                                         oc, kh, kw, sh, sw, ph, pw, act, beta_w, n_threads)
+    _check(st, "conv2d_backward")
+
+
+def maxpool2d_forward(floating[:, :, :, ::1] out, int64_t[:, :, :, ::1] idx,
+                      const floating[:, :, :, ::1] x, int64_t kh, int64_t kw, int64_t sh,
+                      int64_t sw, int64_t ph, int64_t pw, int n_threads):
+    """out (n, c, oh, ow) = window maxima of x (n, c, h, w); idx (same shape, or None) =
+    flat index y*w + x of each maximum within its input plane.
+
+    Arguments, in order: out, idx, x, kernel kh, kw, stride sh, sw, padding ph, pw, n_threads.
+    """
+    cdef int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int64_t oh = _osize(h, kh, sh, ph), ow = _osize(wd, kw, sw, pw)
+    cdef int st
+    if oh < 1 or ow < 1:
+        raise ValueError("maxpool2d_forward: kernel larger than the padded input, or stride < 1")
+    _same4(out, n, c, oh, ow, "out")
+    _same4(idx, n, c, oh, ow, "idx")
+    with nogil:
+        if floating is float:
+            st = fnn_maxpool2d_forward_f32(_p4(out), _i4(idx), _c4(x), n, c, h, wd, kh, kw, sh,
+                                           sw, ph, pw, n_threads)
+        else:
+            st = fnn_maxpool2d_forward_f64(_p4(out), _i4(idx), _c4(x), n, c, h, wd, kh, kw, sh,
+                                           sw, ph, pw, n_threads)
+    _check(st, "maxpool2d_forward")
+
+
+def maxpool2d_backward(floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] dout,
+                       const int64_t[:, :, :, ::1] idx, int n_threads):
+    """dx (n, c, h, w) = dout (n, c, oh, ow) added at the flat plane indices idx (n, c, oh, ow).
+
+    Arguments, in order: dx, dout, idx, n_threads.  An index outside the plane
+    raises ValueError.
+    """
+    cdef int st
+    _same4(idx, dout.shape[0], dout.shape[1], dout.shape[2], dout.shape[3], "idx")
+    if dx.shape[0] != dout.shape[0] or dx.shape[1] != dout.shape[1]:
+        raise ValueError("maxpool2d_backward: dx and dout differ in batch or channels")
+    with nogil:
+        if floating is float:
+            st = fnn_maxpool2d_backward_f32(_p4(dx), _c4(dout), _ci4(idx), dx.shape[0],
+                                            dx.shape[1], dx.shape[2], dx.shape[3],
+                                            dout.shape[2], dout.shape[3], n_threads)
+        else:
+            st = fnn_maxpool2d_backward_f64(_p4(dx), _c4(dout), _ci4(idx), dx.shape[0],
+                                            dx.shape[1], dx.shape[2], dx.shape[3],
+                                            dout.shape[2], dout.shape[3], n_threads)
+    _check(st, "maxpool2d_backward (an index is outside its input plane)")
+
+
+def avgpool2d_forward(floating[:, :, :, ::1] out, const floating[:, :, :, ::1] x, int64_t kh,
+                      int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int n_threads):
+    """out (n, c, oh, ow) = window means of x (n, c, h, w), padding counted (divisor kh*kw).
+
+    Arguments, in order: out, x, kernel kh, kw, stride sh, sw, padding ph, pw, n_threads.
+    """
+    cdef int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int64_t oh = _osize(h, kh, sh, ph), ow = _osize(wd, kw, sw, pw)
+    cdef int st
+    if oh < 1 or ow < 1:
+        raise ValueError("avgpool2d_forward: kernel larger than the padded input, or stride < 1")
+    _same4(out, n, c, oh, ow, "out")
+    with nogil:
+        if floating is float:
+            st = fnn_avgpool2d_forward_f32(_p4(out), _c4(x), n, c, h, wd, kh, kw, sh, sw, ph, pw,
+                                           n_threads)
+        else:
+            st = fnn_avgpool2d_forward_f64(_p4(out), _c4(x), n, c, h, wd, kh, kw, sh, sw, ph, pw,
+                                           n_threads)
+    _check(st, "avgpool2d_forward")
+
+
+def avgpool2d_backward(floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] dout, int64_t kh,
+                       int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                       int n_threads):
+    """dx (n, c, h, w) from dout (n, c, oh, ow): dout / (kh*kw) added over each window.
+
+    Arguments, in order: dx, dout, kernel kh, kw, stride sh, sw, padding ph, pw, n_threads.
+    """
+    cdef int64_t n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], wd = dx.shape[3]
+    cdef int64_t oh = _osize(h, kh, sh, ph), ow = _osize(wd, kw, sw, pw)
+    cdef int st
+    if oh < 1 or ow < 1:
+        raise ValueError("avgpool2d_backward: kernel larger than the padded input, or stride < 1")
+    _same4(dout, n, c, oh, ow, "dout")
+    with nogil:
+        if floating is float:
+            st = fnn_avgpool2d_backward_f32(_p4(dx), _c4(dout), n, c, h, wd, kh, kw, sh, sw, ph,
+                                            pw, n_threads)
+        else:
+            st = fnn_avgpool2d_backward_f64(_p4(dx), _c4(dout), n, c, h, wd, kh, kw, sh, sw, ph,
+                                            pw, n_threads)
+    _check(st, "avgpool2d_backward")
+
+
+def global_avgpool_forward(floating[:, ::1] out, const floating[:, :, :, ::1] x, int n_threads):
+    """out (n, c) = mean of each (h, w) plane of x (n, c, h, w).  Arguments: out, x, n_threads."""
+    cdef int st
+    if out.shape[0] != x.shape[0] or out.shape[1] != x.shape[1]:
+        raise ValueError(f"out must have shape {(x.shape[0], x.shape[1])}, "
+                         f"got {(out.shape[0], out.shape[1])}")
+    with nogil:
+        if floating is float:
+            st = fnn_global_avgpool_forward_f32(_p2(out), _c4(x), x.shape[0], x.shape[1],
+                                                x.shape[2], x.shape[3], n_threads)
+        else:
+            st = fnn_global_avgpool_forward_f64(_p2(out), _c4(x), x.shape[0], x.shape[1],
+                                                x.shape[2], x.shape[3], n_threads)
+    _check(st, "global_avgpool_forward")
+
+
+def global_avgpool_backward(floating[:, :, :, ::1] dx, const floating[:, ::1] dout,
+                            int n_threads):
+    """dx (n, c, h, w) = dout (n, c) / (h*w) over each plane.  Arguments: dx, dout, n_threads."""
+    cdef int st
+    if dout.shape[0] != dx.shape[0] or dout.shape[1] != dx.shape[1]:
+        raise ValueError(f"dout must have shape {(dx.shape[0], dx.shape[1])}, "
+                         f"got {(dout.shape[0], dout.shape[1])}")
+    with nogil:
+        if floating is float:
+            st = fnn_global_avgpool_backward_f32(_p4(dx), _c2(dout), dx.shape[0], dx.shape[1],
+                                                 dx.shape[2], dx.shape[3], n_threads)
+        else:
+            st = fnn_global_avgpool_backward_f64(_p4(dx), _c2(dout), dx.shape[0], dx.shape[1],
+                                                 dx.shape[2], dx.shape[3], n_threads)
+    _check(st, "global_avgpool_backward")

@@ -204,7 +204,8 @@ class ProgressBar(Callback):
         if not self.verbose:
             return
         dt = time.perf_counter() - self._t0
-        parts = [f"{k}={v:.4f}" for k, v in (logs or {}).items() if k != "lr"]
+        parts = [f"{k}={v:.4f}" for k, v in (logs or {}).items()
+                 if k not in ("lr", "samples_per_second")]
         print(f"epoch {epoch + 1}/{self.epochs}: " + " ".join(parts) +
               f" lr={(logs or {}).get('lr', float('nan')):.3g} "
               f"({self._seen / max(dt, 1e-9):,.0f} samples/s)", flush=True)

@@ -415,9 +415,296 @@ class Flatten(Layer):
         return {"name": self.name}
 
 
+def _spatial_out(layer: str, input_shape, kernel, stride, padding, channels: int | None = None):
+    """(C, OH, OW) of a window op over a per-sample (C, H, W) shape; None dims pass through."""
+    if input_shape is None:
+        return None
+    if len(input_shape) != 3:
+        raise ValueError(f"{layer} takes 4-D input (batch, channels, height, width); got "
+                         f"per-sample shape {tuple(input_shape)}")
+    c, h, w = input_shape
+    if channels is not None and c is not None and c != channels:
+        raise ValueError(f"{layer} expects {channels} input channels, got {c}")
+    dims = []
+    for size, k, st, p in zip((h, w), kernel, stride, padding):
+        if size is None:
+            dims.append(None)
+            continue
+        if size + 2 * p < k:
+            raise ValueError(f"{layer}: kernel {tuple(kernel)} is larger than the padded input "
+                             f"{(h + 2 * padding[0], w + 2 * padding[1])}")
+        dims.append((size + 2 * p - k) // st + 1)
+    return (c, *dims)
+
+
+class Conv2D(Layer):
+    """2-D convolution on NCHW arrays (weight sharing), bias and activation fused.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride : int or pair of int
+    padding : int, pair, "valid" or "same" (stride 1, odd kernels)
+    activation : str or None
+    init : str or callable
+        fan_in = in_channels*kh*kw, fan_out = out_channels*kh*kw (PyTorch's convention).
+    bias : bool
+    l1, l2 : float
+        Penalties on the kernel, as :class:`Dense`.
+    name : str, optional
+    trainable : bool
+
+    Notes
+    -----
+    Input (batch, in_channels, H, W); output (batch, out_channels, OH, OW) with
+    OH = (H + 2*ph - kh) // sh + 1.  ``weight`` is (out_channels, in_channels, kh, kw),
+    PyTorch's layout, so ``torch.nn.Conv2d`` weights port unchanged.  The math equals
+    ``torch.nn.functional.conv2d``.
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, activation: str | None = None,
+                 init: str | Initializer = "glorot_uniform", bias: bool = True, l1: float = 0.0,
+                 l2: float = 0.0, name: str | None = None, trainable: bool = True) -> None:
+        from .kernels import _conv_padding, _int2
+
+        super().__init__(name, trainable)
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
+        self.kernel_size = _int2(kernel_size, "kernel_size", "Conv2D", 1)
+        sh, sw, ph, pw = _conv_padding("Conv2D", self.kernel_size, stride, padding)
+        self.stride, self.padding = (sh, sw), (ph, pw)
+        self.activation = activation_name(activation)
+        self._act = activation_code(self.activation)
+        self.init = check_initializer(init)
+        self.use_bias = bool(bias)
+        for nm, v in (("l1", l1), ("l2", l2)):
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{nm} must be a finite number >= 0, got {v}")
+        self.l1, self.l2 = float(l1), float(l2)
+        if not self.use_bias:
+            self.param_names = ("weight",)
+
+    weight = Dense.weight
+    bias = Dense.bias
+    grad_weight = Dense.grad_weight
+    grad_bias = Dense.grad_bias
+    penalty = Dense.penalty
+
+    def param_shapes(self, input_shape):
+        """Weight (oc, ic, kh, kw) and bias (oc,)."""
+        shapes = [(self.out_channels, self.in_channels, *self.kernel_size)]
+        return shapes + [(self.out_channels,)] if self.use_bias else shapes
+
+    def init_params(self, rng, dtype):
+        """Kernel from ``init``; bias zero."""
+        kh, kw = self.kernel_size
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        w = draw(self.init, self.in_channels * kh * kw, self.out_channels * kh * kw, shape, rng,
+                 dtype)
+        return [w, np.zeros(self.out_channels, dtype)] if self.use_bias else [w]
+
+    def output_shape(self, input_shape):
+        """(out_channels, OH, OW)."""
+        out = _spatial_out(self.name or "Conv2D", input_shape, self.kernel_size, self.stride,
+                           self.padding, self.in_channels)
+        return (self.out_channels, None, None) if out is None else (self.out_channels, *out[1:])
+
+    def _work(self, x: np.ndarray, nt: int) -> np.ndarray:
+        n, c, h, w = x.shape
+        key = ("work", x.shape, nt)
+        buf = self._cache.get(key)
+        if buf is None:
+            nbytes = _k.conv2d_workspace_size(n, c, h, w, self.out_channels, *self.kernel_size,
+                                              *self.stride, *self.padding,
+                                              self.dtype.itemsize, nt)
+            buf = {"work": np.empty(max(int(nbytes), 1), np.uint8)}
+            if len(self._cache) >= 8:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = buf
+        return buf["work"]
+
+    def forward(self, x, training):
+        """act(conv2d(x, W) + b) in one kernel call (implicit GEMM, epilogue fused)."""
+        n = x.shape[0]
+        _, oh, ow = self.output_shape(x.shape[1:])
+        make = {"a": (n, self.out_channels, oh, ow), "dx": x.shape}
+        if self.activation in NEEDS_Z:
+            make["z"] = make["a"]
+        bufs = self._buffers(x.shape, make)
+        nt = get_num_threads()
+        _k.conv2d_forward[SPEC[self.dtype]](bufs["a"], bufs.get("z"), self._work(x, nt), x,
+                                            self.params[0],
+                                            self.params[1] if self.use_bias else None,
+                                            *self.stride, *self.padding, self._act, nt)
+        self._x, self._bufs = x, bufs
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """dW, db from delta = grad_out * act'(z); dx by col2im (skipped when not needed)."""
+        bufs = self._bufs
+        train = self.trainable
+        if train:
+            dw = self.grads[0]
+        else:  # a frozen layer still needs somewhere to put dW: the kernel computes it
+            dw = bufs.get("dw_scratch")
+            if dw is None:
+                dw = bufs["dw_scratch"] = np.empty_like(self.params[0])
+        nt = get_num_threads()
+        _k.conv2d_backward[SPEC[self.dtype]](
+            bufs["dx"] if need_dx else None, dw,
+            self.grads[1] if (train and self.use_bias) else None, self._work(self._x, nt),
+            grad_out, bufs["a"], bufs.get("z"), self._x, self.params[0], *self.stride,
+            *self.padding, self._act, 0.0, nt)
+        if train and (self.l1 or self.l2):
+            w, gw = self.params[0], self.grads[0]
+            if self.l2:
+                gw += (2 * self.l2) * w
+            if self.l1:
+                gw += self.l1 * np.sign(w)
+        return bufs["dx"] if need_dx else None
+
+    def get_config(self):
+        """Constructor arguments."""
+        init = self.init if isinstance(self.init, str) else "glorot_uniform"
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "activation": self.activation, "init": init,
+                "bias": self.use_bias, "l1": self.l1, "l2": self.l2, **Layer.get_config(self)}
+
+
+class _Pool2D(Layer):
+    """Shared parts of the 2-D pooling layers."""
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 name: str | None = None) -> None:
+        from .kernels import _pool_args
+
+        super().__init__(name, True)
+        kind = type(self).__name__
+        self.kernel_size, self.stride, self.padding = _pool_args(kind, kernel_size, stride,
+                                                                 padding)
+
+    def output_shape(self, input_shape):
+        """(C, OH, OW)."""
+        return _spatial_out(self.name or type(self).__name__, input_shape, self.kernel_size,
+                            self.stride, self.padding)
+
+    def get_config(self):
+        """Constructor arguments."""
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "name": self.name}
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling over (kh, kw) windows (``torch.nn.functional.max_pool2d``, floor mode).
+
+    Parameters
+    ----------
+    kernel_size : int or pair
+    stride : int or pair, optional (default: kernel_size)
+    padding : int or pair (at most half the kernel)
+    name : str, optional
+    """
+
+    def forward(self, x, training):
+        """Window maxima; the argmax indices are kept for backward."""
+        n, c = x.shape[:2]
+        _, oh, ow = self.output_shape(x.shape[1:])
+        bufs = self._buffers(x.shape, {"a": (n, c, oh, ow), "dx": x.shape})
+        if "idx" not in bufs:
+            bufs["idx"] = np.empty((n, c, oh, ow), np.int64)
+        _k.maxpool2d_forward[SPEC[self.dtype]](bufs["a"], bufs["idx"], x, *self.kernel_size,
+                                               *self.stride, *self.padding, get_num_threads())
+        self._bufs = bufs
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """Each gradient goes to its window's maximum (first one on ties)."""
+        if not need_dx:
+            return None
+        bufs = self._bufs
+        _k.maxpool2d_backward[SPEC[self.dtype]](bufs["dx"], grad_out, bufs["idx"],
+                                                get_num_threads())
+        return bufs["dx"]
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling (``torch.nn.functional.avg_pool2d`` defaults: padding counted).
+
+    Parameters
+    ----------
+    kernel_size : int or pair
+    stride : int or pair, optional (default: kernel_size)
+    padding : int or pair
+    name : str, optional
+    """
+
+    def forward(self, x, training):
+        """Window means."""
+        n, c = x.shape[:2]
+        _, oh, ow = self.output_shape(x.shape[1:])
+        bufs = self._buffers(x.shape, {"a": (n, c, oh, ow), "dx": x.shape})
+        _k.avgpool2d_forward[SPEC[self.dtype]](bufs["a"], x, *self.kernel_size, *self.stride,
+                                               *self.padding, get_num_threads())
+        self._bufs = bufs
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """grad_out / (kh*kw) spread over each window."""
+        if not need_dx:
+            return None
+        bufs = self._bufs
+        _k.avgpool2d_backward[SPEC[self.dtype]](bufs["dx"], grad_out, *self.kernel_size,
+                                                *self.stride, *self.padding, get_num_threads())
+        return bufs["dx"]
+
+
+class GlobalAvgPool2D(Layer):
+    """Mean over each channel's plane: (batch, C, H, W) -> (batch, C)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name, True)
+
+    def output_shape(self, input_shape):
+        """(C,)."""
+        if input_shape is None:
+            return (None,)
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.name or 'GlobalAvgPool2D'} takes 4-D input (batch, "
+                             f"channels, height, width); got per-sample shape "
+                             f"{tuple(input_shape)}")
+        return (input_shape[0],)
+
+    def forward(self, x, training):
+        """Plane means."""
+        bufs = self._buffers(x.shape, {"a": x.shape[:2], "dx": x.shape})
+        _k.global_avgpool_forward[SPEC[self.dtype]](bufs["a"], x, get_num_threads())
+        self._bufs = bufs
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """grad_out / (H*W) over each plane."""
+        if not need_dx:
+            return None
+        bufs = self._bufs
+        _k.global_avgpool_backward[SPEC[self.dtype]](bufs["dx"], grad_out, get_num_threads())
+        return bufs["dx"]
+
+    def get_config(self):
+        """Constructor arguments."""
+        return {"name": self.name}
+
+
 LAYER_TYPES: dict[str, type[Layer]] = {
     "Dense": Dense,
     "Activation": Activation,
     "Dropout": Dropout,
     "Flatten": Flatten,
+    "Conv2D": Conv2D,
+    "MaxPool2D": MaxPool2D,
+    "AvgPool2D": AvgPool2D,
+    "GlobalAvgPool2D": GlobalAvgPool2D,
 }

@@ -131,6 +131,8 @@ class Sequential:
             spec = getattr(layer, "in_features", None)
             if spec is not None:
                 return (spec,)
+            if getattr(layer, "in_channels", None) is not None:
+                return (layer.in_channels, None, None)
             if type(layer).__name__ not in ("Dropout", "Activation"):
                 return None
         return None
@@ -175,10 +177,13 @@ class Sequential:
                                  f"{', '.join(map(str, self.input_shape))}) expected)")
             return
         shape: tuple | None = tuple(sample_shape)
+        shapes = []
         for layer in self._layers:
             shape = layer.output_shape(shape)
+            shapes.append(shape)
         self.input_shape = tuple(sample_shape)
         self.output_shape = shape
+        self._shapes = shapes
 
     # ---- parameters --------------------------------------------------------
     def count_params(self) -> int:
@@ -425,7 +430,7 @@ class Sequential:
     def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, callbacks: Sequence[Callback] | None = None,
-            verbose: int = 1, initial_epoch: int | None = None) -> History:
+            verbose: int = 1, initial_epoch: int = 0) -> History:
         """Train for ``epochs`` passes over (X, y).
 
         Parameters
@@ -443,9 +448,10 @@ class Sequential:
         callbacks : list of Callback
         verbose : int
             0 silent; 1 progress bar (tqdm, on a terminal) or one line per epoch.
-        initial_epoch : int, optional
-            Epoch to start from (default: the model's completed-epoch counter, so a
-            loaded checkpoint resumes where it stopped).
+        initial_epoch : int
+            Epoch to start from, as Keras: epochs ``initial_epoch .. epochs-1`` run.
+            To resume a loaded checkpoint exactly, pass ``initial_epoch=model.epoch``
+            (the number of epochs it had completed).
 
         Returns
         -------
@@ -491,7 +497,9 @@ class Sequential:
         cbs = [history, *(callbacks or []), bar]
         for cb in cbs:
             cb.model = self
-        start = self.epoch if initial_epoch is None else int(initial_epoch)
+        start = int(initial_epoch)
+        if not 0 <= start < epochs:
+            raise ValueError(f"initial_epoch must lie in [0, epochs={epochs}), got {start}")
         self.stop_training = False
         opt = self.optimizer
         logs: dict[str, float] = {}

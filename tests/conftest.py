@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -36,6 +37,12 @@ def assert_close(actual, expected, dtype, k: int = 1, what: str = "", scale: flo
             f"expected {expected[idx]!r}, rel {err[idx] / (abs(expected[idx]) + 1e-30):.3e}, "
             f"tol {tol:.2e}); first bad index {first}"
         )
+
+
+def seeded_rng(*key) -> np.random.Generator:
+    """A Generator seeded from ``key`` the same way in every process (not ``hash()``,
+    which Python salts per process for strings)."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])

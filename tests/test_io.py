@@ -58,7 +58,8 @@ def test_resume_after_epoch_k_equals_uninterrupted_run(tmp_path):
     del part
     resumed = fnn.load(tmp_path / "ckpt.fnn")
     assert resumed.epoch == 2
-    hist = resumed.fit(x, y, epochs=5, batch_size=24, verbose=0, validation_data=(xv, yv))
+    hist = resumed.fit(x, y, epochs=5, batch_size=24, verbose=0, validation_data=(xv, yv),
+                       initial_epoch=resumed.epoch)
     assert len(hist.history["loss"]) == 3  # epochs 3, 4, 5
     for a, b in zip(resumed.get_weights(), full.get_weights()):
         assert np.array_equal(a, b)

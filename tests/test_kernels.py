@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, seeded_rng
 
 import fastnn
 from fastnn import kernels as K
@@ -20,7 +20,7 @@ GEMM_SHAPES = [
 
 
 def rng_for(*key):
-    return np.random.default_rng(abs(hash(key)) % (2**32))
+    return seeded_rng(*key)
 
 
 @pytest.mark.parametrize("m,k,n", GEMM_SHAPES)

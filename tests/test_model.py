@@ -6,6 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import seeded_rng
 
 import fastnn as fnn
 
@@ -37,7 +38,7 @@ def numeric_grad(model, x, y, arr, h=1e-6):
 @pytest.mark.parametrize("act", HIDDEN)
 @pytest.mark.parametrize("loss", LOSSES)
 def test_compute_gradients_matches_finite_differences(act, loss):
-    rng = np.random.default_rng(abs(hash((act, loss))) % 2**32)
+    rng = seeded_rng(act, loss)
     model = fnn.Sequential([
         fnn.Dense(4, 6, activation=act, l1=0.01, l2=0.02),
         fnn.Dense(6, 5, activation=act, l2=0.05),

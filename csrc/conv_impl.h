@@ -1,0 +1,436 @@
+/* conv_impl.h -- 2-D convolution (im2col + GEMM) for one type (T, SFX, TM).
+ *
+ * Shapes (NCHW, PyTorch's layout):
+ *   x (n, c, h, w), w (oc, c, kh, kw), b (oc,), out/z (n, oc, oh, ow),
+ *   oh = (h + 2 ph - kh) / sh + 1, ow = (w + 2 pw - kw) / sw + 1.
+ * With K = c kh kw and P = oh ow, image i is one GEMM:
+ *   out_i (oc, P) = W (oc, K) @ col_i (K, P),
+ * col_i being the im2col of x_i (row r = (ci, ki, kj), column p = (y, x)).
+ * The output channels are the GEMM's rows, so the output lands in NCHW
+ * directly.  The bias is folded into the GEMM as one extra K row of ones in
+ * col_i and a bias column appended to W (Wa (oc, K+1), built once per call),
+ * so bias, activation and the z store all happen in the GEMM's pass while
+ * each tile is in L1 (fnn_epilogue with act, z; no second sweep over out).
+ *
+ * Threads: with n >= n_threads, images are split statically across threads,
+ * each with its own slice of the workspace and a single-threaded GEMM; with
+ * fewer images than threads, images run one after another and the GEMM uses
+ * the threads.  Either way an output element is the same K reduction in the
+ * same order, so forward results do not depend on the thread count.
+ */
+
+/* One im2col row: dst[0:P] = the input pixels (zero outside the image) that
+ * kernel tap (ki, kj) of channel plane `plane` (h, w) sees at each output pixel. */
+static void SFX(im2col_row)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT plane,
+                            const fnn_conv_geom *g, int64_t ki, int64_t kj)
+{
+    /* output columns whose input column iw = ox*sw - pw + kj is in [0, w) */
+    const int64_t off = kj - g->pw;
+    int64_t lo = off >= 0 ? 0 : (-off + g->sw - 1) / g->sw;
+    int64_t hi = g->w - 1 - off < 0 ? 0 : (g->w - 1 - off) / g->sw + 1;
+    if (lo > g->ow) lo = g->ow;
+    if (hi > g->ow) hi = g->ow;
+    if (hi < lo) hi = lo;
+    for (int64_t oy = 0; oy < g->oh; oy++, dst += g->ow) {
+        const int64_t ih = oy * g->sh - g->ph + ki;
+        if (ih < 0 || ih >= g->h) {
+            for (int64_t ox = 0; ox < g->ow; ox++) dst[ox] = 0;
+            continue;
+        }
+        const T *src = plane + ih * g->w + off;
+        for (int64_t ox = 0; ox < lo; ox++) dst[ox] = 0;
+        if (g->sw == 1) {
+            for (int64_t ox = lo; ox < hi; ox++) dst[ox] = src[ox];
+        } else {
+            for (int64_t ox = lo; ox < hi; ox++) dst[ox] = src[ox * g->sw];
+        }
+        for (int64_t ox = hi; ox < g->ow; ox++) dst[ox] = 0;
+    }
+}
+
+/* col (K, P) = im2col of one image xi (c, h, w); row r = (ci, ki, kj). */
+static void SFX(im2col)(T *FNN_RESTRICT col, const T *FNN_RESTRICT xi, const fnn_conv_geom *g)
+{
+    const int64_t P = g->oh * g->ow;
+    for (int64_t ci = 0; ci < g->c; ci++)
+        for (int64_t ki = 0; ki < g->kh; ki++)
+            for (int64_t kj = 0; kj < g->kw; kj++)
+                SFX(im2col_row)(col + ((ci * g->kh + ki) * g->kw + kj) * P,
+                                xi + ci * g->h * g->w, g, ki, kj);
+}
+
+/* dst[0:nr] = src[0:nr] with nr the micro-kernel's NR: constant sizes so the
+ * copy is inlined (a libc call per 64 bytes would cost more than the copy). */
+FNN_INLINE void SFX(copy_nr)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int64_t nr)
+{
+    switch (nr) {
+    case 4: memcpy(dst, src, 4 * sizeof(T)); break;
+    case 8: memcpy(dst, src, 8 * sizeof(T)); break;
+    case 16: memcpy(dst, src, 16 * sizeof(T)); break;
+    case 32: memcpy(dst, src, 32 * sizeof(T)); break;
+    default:
+        for (int64_t j = 0; j < nr; j++) dst[j] = src[j];
+    }
+}
+
+/* The B operand of image i's GEMM, [im2col(x_i); 1] (Ka, P), written straight
+ * into the micro-kernel's packed layout (no column matrix, no second copy):
+ * for each KC block pc, NR-wide panels of kcur rows; element (pc + rr, p) at
+ * bp[pc*Ppad + (p/NR)*kcur*NR + rr*NR + p%NR], pixels past P zero.
+ * Each im2col row is built in rowbuf (Ppad, in L1), then dealt to the panels. */
+static void SFX(pack_image_b)(T *FNN_RESTRICT bp, T *FNN_RESTRICT rowbuf, const T *xi,
+                              const fnn_conv_geom *g, int64_t Ka, int64_t NR, int64_t KC)
+{
+    const int64_t P = g->oh * g->ow, K = g->c * g->kh * g->kw;
+    const int64_t npan = (P + NR - 1) / NR, Ppad = npan * NR;
+    for (int64_t p = P; p < Ppad; p++) rowbuf[p] = 0;
+    for (int64_t r = 0; r < Ka; r++) {
+        if (r < K) {
+            const int64_t ci = r / (g->kh * g->kw), t = r % (g->kh * g->kw);
+            SFX(im2col_row)(rowbuf, xi + ci * g->h * g->w, g, t / g->kw, t % g->kw);
+        } else {
+            for (int64_t p = 0; p < P; p++) rowbuf[p] = 1; /* the bias row */
+        }
+        const int64_t pc = (r / KC) * KC, rr = r - pc, kcur = FNN_MIN(KC, Ka - pc);
+        T *dst = bp + pc * Ppad + rr * NR;
+        for (int64_t q = 0; q < npan; q++) SFX(copy_nr)(dst + q * kcur * NR, rowbuf + q * NR, NR);
+    }
+}
+
+/* The A operand [W | b] (oc, Ka) packed once per call into MR-tall panels per
+ * KC block: element (o, pc + rr) at ap[pc*Mpad + (o/MR)*kcur*MR + rr*MR + o%MR]. */
+static void SFX(pack_weights_a)(T *FNN_RESTRICT ap, const T *w, const T *b, int64_t oc, int64_t K,
+                                int64_t Ka, int64_t MR, int64_t KC)
+{
+    const int64_t npan = (oc + MR - 1) / MR, Mpad = npan * MR;
+    for (int64_t pc = 0; pc < Ka; pc += KC) {
+        const int64_t kcur = FNN_MIN(KC, Ka - pc);
+        for (int64_t q = 0; q < npan; q++) {
+            T *dst = ap + pc * Mpad + q * kcur * MR;
+            for (int64_t rr = 0; rr < kcur; rr++)
+                for (int64_t i = 0; i < MR; i++) {
+                    const int64_t o = q * MR + i, col = pc + rr;
+                    dst[rr * MR + i] = o >= oc ? (T)0 : col < K ? w[o * K + col] : b[o];
+                }
+        }
+    }
+}
+
+/* dxi (c, h, w) = col2im(dcol (K, P)): every column entry added back to the
+ * input pixel it was copied from (dxi overwritten). */
+static void SFX(col2im)(T *FNN_RESTRICT dxi, const T *FNN_RESTRICT dcol, const fnn_conv_geom *g)
+{
+    const int64_t P = g->oh * g->ow;
+    memset(dxi, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
+    for (int64_t ci = 0; ci < g->c; ci++) {
+        T *plane = dxi + ci * g->h * g->w;
+        for (int64_t ki = 0; ki < g->kh; ki++) {
+            for (int64_t kj = 0; kj < g->kw; kj++) {
+                const T *row = dcol + ((ci * g->kh + ki) * g->kw + kj) * P;
+                const int64_t off = kj - g->pw;
+                int64_t lo = off >= 0 ? 0 : (-off + g->sw - 1) / g->sw;
+                int64_t hi = g->w - 1 - off < 0 ? 0 : (g->w - 1 - off) / g->sw + 1;
+                if (lo > g->ow) lo = g->ow;
+                if (hi > g->ow) hi = g->ow;
+                for (int64_t oy = 0; oy < g->oh; oy++) {
+                    const int64_t ih = oy * g->sh - g->ph + ki;
+                    if (ih < 0 || ih >= g->h) continue;
+                    const T *src = row + oy * g->ow;
+                    T *dst = plane + ih * g->w + off;
+                    if (g->sw == 1) {
+                        for (int64_t ox = lo; ox < hi; ox++) dst[ox] += src[ox];
+                    } else {
+                        for (int64_t ox = lo; ox < hi; ox++) dst[ox * g->sw] += src[ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Softmax over the channel axis of one image: v (oc, P) in place, tmp (2P). */
+static void SFX(softmax_channels)(T *v, int64_t oc, int64_t P, T *tmp)
+{
+    T *mx = tmp, *s = tmp + P;
+    for (int64_t p = 0; p < P; p++) mx[p] = v[p];
+    for (int64_t o = 1; o < oc; o++)
+        for (int64_t p = 0; p < P; p++) mx[p] = v[o * P + p] > mx[p] ? v[o * P + p] : mx[p];
+    for (int64_t p = 0; p < P; p++) s[p] = 0;
+    for (int64_t o = 0; o < oc; o++)
+        for (int64_t p = 0; p < P; p++) {
+            T e = TM(exp)(v[o * P + p] - mx[p]);
+            v[o * P + p] = e;
+            s[p] += e;
+        }
+    for (int64_t p = 0; p < P; p++) s[p] = (T)1 / s[p];
+    for (int64_t o = 0; o < oc; o++)
+        for (int64_t p = 0; p < P; p++) v[o * P + p] *= s[p];
+}
+
+/* Backward of softmax over channels: dz = a * (da - sum_o da a), all (oc, P); tmp (P). */
+static void SFX(softmax_channels_grad)(T *dz, const T *da, const T *a, int64_t oc, int64_t P,
+                                       T *tmp)
+{
+    for (int64_t p = 0; p < P; p++) tmp[p] = 0;
+    for (int64_t o = 0; o < oc; o++)
+        for (int64_t p = 0; p < P; p++) tmp[p] += da[o * P + p] * a[o * P + p];
+    for (int64_t o = 0; o < oc; o++)
+        for (int64_t p = 0; p < P; p++) dz[o * P + p] = a[o * P + p] * (da[o * P + p] - tmp[p]);
+}
+
+/* Pixel panels [q0, q1) of one image for K block pc (see conv_fwd_image). */
+static void SFX(conv_fwd_panels)(T *outi, T *zi, const T *bp, const T *ap, int64_t q0, int64_t q1,
+                                 int64_t pc, int64_t kcur, int last, int64_t P, int64_t oc,
+                                 int act_ep, int need_ep)
+{
+    const int64_t MR = SFX(fnn_cfg).mr, NR = SFX(fnn_cfg).nr;
+    const SFX(fnn_ukr) ukr = SFX(fnn_cfg).ukr;
+    const int64_t Ppad = (P + NR - 1) / NR * NR, mpan = (oc + MR - 1) / MR, Mpad = mpan * MR;
+    const T beta = pc == 0 ? (T)0 : (T)1;
+    T tile[FNN_MAX_TILE];
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t nb = FNN_MIN(NR, P - q * NR);
+        const T *bq = bp + pc * Ppad + q * kcur * NR;
+        for (int64_t a = 0; a < mpan; a++) {
+            const int64_t ib = FNN_MIN(MR, oc - a * MR);
+            const T *aq = ap + pc * Mpad + a * kcur * MR;
+            T *ct = outi + a * MR * P + q * NR;
+            if (ib == MR && nb == NR) {
+                ukr(kcur, aq, bq, NR, ct, P, (T)1, beta);
+            } else {
+                ukr(kcur, aq, bq, NR, tile, NR, (T)1, (T)0);
+                for (int64_t i = 0; i < ib; i++)
+                    for (int64_t j = 0; j < nb; j++)
+                        ct[i * P + j] = beta == 0 ? tile[i * NR + j]
+                                                  : ct[i * P + j] + tile[i * NR + j];
+            }
+            if (last && need_ep)
+                SFX(fnn_epilogue_tile)(ct, P, ib, nb, NULL, zi ? zi + a * MR * P + q * NR : NULL,
+                                       P, act_ep);
+        }
+    }
+}
+
+/* One image's forward, implicit GEMM on the micro-kernel:
+ *   out_i (oc, P) = act(Ap (oc, Ka) @ Bp (Ka, P)), z_i = the value before act.
+ * Ap was packed once per call; Bp is packed here from x_i.  The micro-kernel
+ * writes C tiles straight into NCHW out_i (row stride P); after a tile's last
+ * K block the epilogue (act, z store) runs while the tile is in L1.  K blocks
+ * (pc) are the outer loop so a KC slice of Ap stays in cache across panels.
+ * nt > 1 splits the pixel panels across threads (used when there are few images). */
+static void SFX(conv_fwd_image)(T *outi, T *zi, T *bp, T *rowbuf, T *tmp, const T *xi,
+                                const T *ap, const fnn_conv_geom *g, int64_t Ka, int act, int nt)
+{
+    const int64_t P = g->oh * g->ow, oc = g->oc;
+    const int64_t NR = SFX(fnn_cfg).nr, KC = SFX(fnn_cfg).kc;
+    const int64_t npan = (P + NR - 1) / NR;
+    const int act_ep = act == FNN_ACT_SOFTMAX ? FNN_ACT_IDENTITY : act;
+    const int need_ep = act_ep != FNN_ACT_IDENTITY || zi != NULL;
+    SFX(pack_image_b)(bp, rowbuf, xi, g, Ka, NR, KC);
+    if (Ka == 0) { /* no input channels: out = act(0) */
+        for (int64_t o = 0; o < oc; o++) memset(outi + o * P, 0, (size_t)P * sizeof(T));
+        if (need_ep) SFX(fnn_epilogue_tile)(outi, P, oc, P, NULL, zi, P, act_ep);
+    }
+    for (int64_t pc = 0; pc < Ka; pc += KC) {
+        const int64_t kcur = FNN_MIN(KC, Ka - pc);
+        const int last = pc + kcur == Ka;
+        if (nt <= 1 || npan < 2) {
+            SFX(conv_fwd_panels)(outi, zi, bp, ap, 0, npan, pc, kcur, last, P, oc, act_ep,
+                                 need_ep);
+            continue;
+        }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            SFX(conv_fwd_panels)(outi, zi, bp, ap, npan * tid / nth, npan * (tid + 1) / nth, pc,
+                                 kcur, last, P, oc, act_ep, need_ep);
+        }
+#else
+        SFX(conv_fwd_panels)(outi, zi, bp, ap, 0, npan, pc, kcur, last, P, oc, act_ep, need_ep);
+#endif
+    }
+    if (act == FNN_ACT_SOFTMAX) SFX(softmax_channels)(outi, oc, P, tmp);
+}
+
+int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T *x, const T *w,
+                            const T *b, int64_t n, int64_t c, int64_t h, int64_t wd, int64_t oc,
+                            int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                            int act, int n_threads)
+{
+    fnn_conv_geom g;
+    int st = fnn_conv_geometry(&g, n, c, h, wd, oc, kh, kw, sh, sw, ph, pw);
+    if (st != FNN_OK) return st;
+    if (act < 0 || act >= FNN_ACT_COUNT) return FNN_EINVAL;
+    if (n == 0 || oc == 0 || g.oh == 0 || g.ow == 0) return FNN_OK;
+    const int64_t P = g.oh * g.ow, K = c * kh * kw, Ka = K + (b != NULL);
+    fnn_conv_ws ws;
+    int nt = n_threads < 1 ? 1 : n_threads;
+    st = fnn_conv_workspace_plan(&ws, &g, sizeof(T), nt, work_bytes);
+    if (st != FNN_OK) return st;
+    if (work == NULL) return FNN_EINVAL;
+    char *base = (char *)work;
+    T *ap = (T *)(base + ws.wa_off);
+    SFX(pack_weights_a)(ap, w, b, oc, K, Ka, SFX(fnn_cfg).mr, SFX(fnn_cfg).kc);
+    const int64_t img_in = c * h * wd, img_out = oc * P;
+    if (ws.slots <= 1) { /* one image at a time, threads over its pixel panels */
+        char *slot = base + ws.slot_off;
+        for (int64_t i = 0; i < n; i++)
+            SFX(conv_fwd_image)(out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
+                                (T *)(slot + ws.delta_off), (T *)(slot + ws.tmp_off),
+                                x + i * img_in, ap, &g, Ka, act, nt);
+        return FNN_OK;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(ws.slots)
+#endif
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        char *slot = base + ws.slot_off + (size_t)tid * ws.slot_bytes;
+        const int64_t i0 = n * tid / nth, i1 = n * (tid + 1) / nth;
+        for (int64_t i = i0; i < i1; i++)
+            SFX(conv_fwd_image)(out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
+                                (T *)(slot + ws.delta_off), (T *)(slot + ws.tmp_off),
+                                x + i * img_in, ap, &g, Ka, act, 1);
+    }
+    return FNN_OK;
+}
+
+/* Sum of r[0:n] in 16 interleaved partial sums (vectorizable, fixed order). */
+static T SFX(sum_row)(const T *FNN_RESTRICT r, int64_t n)
+{
+    T acc[16] = {0};
+    int64_t p = 0;
+    for (; p + 16 <= n; p += 16)
+        for (int j = 0; j < 16; j++) acc[j] += r[p + j];
+    T s = 0;
+    for (; p < n; p++) s += r[p];
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
+/* One image's backward.  delta (oc, P) = act'-folded gradient (may point at
+ * dout_i for identity), dbp (oc,) its row sums, dwt (oc, K) = delta col^T
+ * (+ beta_w dwt), dxi (c, h, w) = col2im(W^T delta) unless dxi is NULL. */
+static int SFX(conv_bwd_image)(T *dxi, T *dwt, T beta_w, T *dbp, T *col, T *dscratch, T *tmp,
+                               const T *douti, const T *ai, const T *zi, const T *xi, const T *w,
+                               const fnn_conv_geom *g, int act, int nt)
+{
+    const int64_t P = g->oh * g->ow, K = g->c * g->kh * g->kw, oc = g->oc;
+    const T *delta = douti;
+    int st = FNN_OK;
+    if (act == FNN_ACT_SOFTMAX) {
+        SFX(softmax_channels_grad)(dscratch, douti, ai, oc, P, tmp);
+        delta = dscratch;
+    } else if (act != FNN_ACT_IDENTITY) {
+        st = SFX(fnn_act_backward)(dscratch, NULL, douti, ai, zi, oc, P, act);
+        if (st != FNN_OK) return st;
+        delta = dscratch;
+    }
+    if (dbp)
+        for (int64_t o = 0; o < oc; o++) dbp[o] = SFX(sum_row)(delta + o * P, P);
+    if (K == 0) return FNN_OK;
+    SFX(im2col)(col, xi, g);
+    /* dW (oc, K) += delta (oc, P) @ col^T (P, K): col read transposed by the packing */
+    st = SFX(fnn_gemm)(dwt, delta, col, oc, K, P, P, P, K, 0, 1, (T)1, beta_w, NULL, nt);
+    if (st != FNN_OK || dxi == NULL) return st;
+    /* dcol (K, P) = W^T (K, oc) @ delta (oc, P), into col's buffer, then col2im */
+    st = SFX(fnn_gemm)(col, w, delta, K, P, oc, K, P, P, 1, 0, (T)1, (T)0, NULL, nt);
+    if (st != FNN_OK) return st;
+    SFX(col2im)(dxi, col, g);
+    return FNN_OK;
+}
+
+int SFX(fnn_conv2d_backward)(T *dx, T *dw, T *db, void *work, size_t work_bytes, const T *dout,
+                             const T *a, const T *z, const T *x, const T *w, int64_t n, int64_t c,
+                             int64_t h, int64_t wd, int64_t oc, int64_t kh, int64_t kw, int64_t sh,
+                             int64_t sw, int64_t ph, int64_t pw, int act, T beta_w, int n_threads)
+{
+    fnn_conv_geom g;
+    int st = fnn_conv_geometry(&g, n, c, h, wd, oc, kh, kw, sh, sw, ph, pw);
+    if (st != FNN_OK) return st;
+    if (act < 0 || act >= FNN_ACT_COUNT) return FNN_EINVAL;
+    if (fnn_act_needs_z(act) && z == NULL) return FNN_EINVAL;
+    const int64_t P = g.oh * g.ow, K = c * kh * kw;
+    const int64_t img_in = c * h * wd, img_out = oc * P, nw = oc * K;
+    if (n == 0 || P == 0 || oc == 0) {
+        /* no output: every gradient is zero (dw scaled by beta_w) */
+        if (dx && img_in) memset(dx, 0, (size_t)(n * img_in) * sizeof(T));
+        for (int64_t j = 0; j < nw; j++) dw[j] = beta_w == 0 ? (T)0 : beta_w * dw[j];
+        if (db) memset(db, 0, (size_t)oc * sizeof(T));
+        return FNN_OK;
+    }
+    fnn_conv_ws ws;
+    int nt = n_threads < 1 ? 1 : n_threads;
+    st = fnn_conv_workspace_plan(&ws, &g, sizeof(T), nt, work_bytes);
+    if (st != FNN_OK) return st;
+    if (work == NULL) return FNN_EINVAL;
+    char *base = (char *)work;
+    T *dbp = (T *)(base + ws.dbp_off); /* (n, oc) per-image bias sums */
+    if (ws.slots <= 1) {
+        char *slot = base + ws.slot_off;
+        T *col = (T *)slot, *dsc = (T *)(slot + ws.delta_off), *tmp = (T *)(slot + ws.tmp_off);
+        for (int64_t i = 0; i < n && st == FNN_OK; i++)
+            st = SFX(conv_bwd_image)(dx ? dx + i * img_in : NULL, dw, i == 0 ? beta_w : (T)1,
+                                     db ? dbp + i * oc : NULL, col, dsc, tmp, dout + i * img_out,
+                                     a ? a + i * img_out : NULL, z ? z + i * img_out : NULL,
+                                     x + i * img_in, w, &g, act, nt);
+        if (st != FNN_OK) return st;
+    } else {
+        int failed = FNN_OK;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(ws.slots)
+#endif
+        {
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+            const int tid = 0, nth = 1;
+#endif
+            char *slot = base + ws.slot_off + (size_t)tid * ws.slot_bytes;
+            T *col = (T *)slot, *dsc = (T *)(slot + ws.delta_off);
+            T *tmp = (T *)(slot + ws.tmp_off), *dwt = (T *)(slot + ws.dw_off);
+            const int64_t i0 = n * tid / nth, i1 = n * (tid + 1) / nth;
+            if (i1 == i0) memset(dwt, 0, (size_t)nw * sizeof(T));
+            for (int64_t i = i0; i < i1; i++) {
+                int s = SFX(conv_bwd_image)(dx ? dx + i * img_in : NULL, dwt,
+                                            i == i0 ? (T)0 : (T)1, db ? dbp + i * oc : NULL, col,
+                                            dsc, tmp, dout + i * img_out,
+                                            a ? a + i * img_out : NULL,
+                                            z ? z + i * img_out : NULL, x + i * img_in, w, &g,
+                                            act, 1);
+                if (s != FNN_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                    failed = s;
+                    break;
+                }
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            /* dw = beta_w dw + sum over threads, in thread order (repeatable) */
+            const int64_t j0 = nw * tid / nth, j1 = nw * (tid + 1) / nth;
+            for (int64_t j = j0; j < j1; j++) {
+                T s = beta_w == 0 ? (T)0 : beta_w * dw[j];
+                for (int t = 0; t < nth; t++)
+                    s += ((const T *)(base + ws.slot_off + (size_t)t * ws.slot_bytes +
+                                      ws.dw_off))[j];
+                dw[j] = s;
+            }
+        }
+        if (failed != FNN_OK) return failed;
+    }
+    if (db) {
+        /* db = sum over images of the per-image sums, in image order */
+        for (int64_t o = 0; o < oc; o++) db[o] = 0;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t o = 0; o < oc; o++) db[o] += dbp[i * oc + o];
+    }
+    return FNN_OK;
+}

@@ -1,0 +1,50 @@
+/* pool.c -- max / average / global average pooling on NCHW arrays. */
+#include <math.h>
+#include <string.h>
+
+#include "fnn_internal.h"
+
+/* Below this many elements touched a pooling kernel stays on one thread. */
+#define FNN_POOL_MIN_WORK (1 << 16)
+
+typedef struct {
+    int64_t planes, oh, ow;
+} fnn_pool_geom;
+
+/* Check the sizes of a windowed pooling and derive its output size. */
+static int fnn_pool_geometry(fnn_pool_geom *g, int64_t n, int64_t c, int64_t h, int64_t w,
+                             int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                             int64_t pw)
+{
+    if (n < 0 || c < 0 || h < 0 || w < 0 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 ||
+        pw < 0 || ph > kh / 2 || pw > kw / 2)
+        return FNN_EINVAL;
+    if (h + 2 * ph < kh || w + 2 * pw < kw) return FNN_EINVAL;
+    int64_t t;
+    g->oh = (h + 2 * ph - kh) / sh + 1;
+    g->ow = (w + 2 * pw - kw) / sw + 1;
+    if (fnn_mul_overflows(n, c, &g->planes) || fnn_mul_overflows(h, w, &t) ||
+        fnn_mul_overflows(g->planes, t, &t) || fnn_mul_overflows(g->oh, g->ow, &t) ||
+        fnn_mul_overflows(t, kh * kw, &t) || fnn_mul_overflows(g->planes, t, &t))
+        return FNN_EOVERFLOW;
+    return FNN_OK;
+}
+
+static int fnn_pool_threads(const fnn_pool_geom *g, int n_threads)
+{
+    double work = (double)g->planes * (double)g->oh * (double)g->ow;
+    int nt = n_threads < 1 ? 1 : n_threads;
+    return work < FNN_POOL_MIN_WORK ? 1 : nt;
+}
+
+#define T float
+#define SFX(f) f##_f32
+#include "pool_impl.h"
+#undef T
+#undef SFX
+
+#define T double
+#define SFX(f) f##_f64
+#include "pool_impl.h"
+#undef T
+#undef SFX

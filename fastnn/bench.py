@@ -1,0 +1,369 @@
+"""Training-throughput benchmark: fastnn against what a user would pick instead.
+
+``python -m fastnn bench`` trains one Adam step at a time of an MLP (784-256-256-10,
+ReLU, softmax cross-entropy, float32, He-normal weights; or 784-800-10) with:
+
+    fastnn            the public API (Sequential + optim.Adam + train_step)
+    numpy             hand-written NumPy forward/backward/Adam (fastnn.reference math)
+    torch_eager       torch.nn.Sequential, zero_grad/forward/backward/Adam.step
+    torch_fused_adam  the same with Adam(fused=True)
+    jax_jit           one jax.jit-compiled step (forward, grad, Adam)
+    sklearn           MLPClassifier(solver="adam").partial_fit on the batch
+
+Method: each thread count runs in its own subprocess pinned to that many CPUs
+(``sched_setaffinity`` before any library loads, ``OMP_NUM_THREADS`` etc. set),
+because some peers size their thread pools once.  Contestants are warmed up,
+calibrated to ~``target_s`` per measurement, then measured ``reps`` times in an
+order rotated every rep (interleaved, so drifts in machine load hit all alike);
+the table reports medians and ratios from that one run.  Optional peers that are
+not installed are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+NETS = {"mlp": (784, 256, 256, 10), "wide": (784, 800, 10)}
+LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
+ALL = ("fastnn", "numpy", "torch_eager", "torch_fused_adam", "jax_jit", "sklearn")
+
+
+class Skip(Exception):
+    """A contestant that cannot run here."""
+
+
+def matmul_flop_per_sample(layers: tuple[int, ...]) -> int:
+    """Forward, weight gradients, and input gradients of every layer but the first."""
+    w = [i * o for i, o in zip(layers[:-1], layers[1:])]
+    return 2 * sum(w) + 2 * sum(w) + 2 * sum(w[1:])
+
+
+def _data(layers, batch):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n_batches = max(4, math.ceil(4096 / batch))
+    x = rng.standard_normal((n_batches * batch, layers[0]), dtype=np.float32)
+    y = rng.integers(0, layers[-1], n_batches * batch)
+    return [(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
+            for i in range(n_batches)]
+
+
+def _he(layers):
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    return [((rng.standard_normal((i, o)) * math.sqrt(2 / i)).astype(np.float32),
+             np.zeros(o, np.float32)) for i, o in zip(layers[:-1], layers[1:])]
+
+
+def _loop(step: Callable[[int], None], n_batches: int) -> Callable[[int], None]:
+    state = {"i": 0}
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            step(state["i"] % n_batches)
+            state["i"] += 1
+
+    return run
+
+
+def make_fastnn(layers, batch, threads):
+    """Fastnn through its public API."""
+    import fastnn as fnn
+
+    fnn.set_num_threads(threads)
+    mods = []
+    for k, (w, _) in enumerate(_he(layers)):
+        last = k == len(layers) - 2
+        mods.append(fnn.Dense(w.shape[0], w.shape[1], activation=None if last else "relu"))
+    model = fnn.Sequential(mods, dtype="float32", seed=0)
+    model.set_weights([a for wb in _he(layers) for a in wb])
+    model.compile(optimizer=fnn.optim.Adam(lr=LR, betas=BETAS, eps=EPS), loss="cross_entropy")
+    data = _data(layers, batch)
+    return _loop(lambda i: model.train_step(*data[i]), len(data))
+
+
+def make_numpy(layers, batch, threads):
+    """Hand-written NumPy: the reference math a user would write."""
+    import numpy as np
+
+    params = [[w.copy(), b.copy()] for w, b in _he(layers)]
+    state = [[np.zeros_like(p) for p in wb] + [np.zeros_like(p) for p in wb] for wb in params]
+    data = _data(layers, batch)
+    t = {"step": 0}
+
+    def step(i):
+        x, y = data[i]
+        hs = [x]
+        for k, (w, b) in enumerate(params):
+            z = hs[-1] @ w + b
+            hs.append(np.maximum(z, 0) if k < len(params) - 1 else z)
+        z = hs[-1]
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        p[np.arange(len(y)), y] -= 1
+        g = p / len(y)
+        t["step"] += 1
+        s = t["step"]
+        for k in reversed(range(len(params))):
+            w, b = params[k]
+            gw, gb = hs[k].T @ g, g.sum(0)
+            if k:
+                g = (g @ w.T) * (hs[k] > 0)
+            for j, (pp, gg) in enumerate(((w, gw), (b, gb))):
+                m, v = state[k][j], state[k][2 + j]
+                m *= BETAS[0]
+                m += (1 - BETAS[0]) * gg
+                v *= BETAS[1]
+                v += (1 - BETAS[1]) * gg * gg
+                mh = m / (1 - BETAS[0] ** s)
+                vh = v / (1 - BETAS[1] ** s)
+                pp -= LR * mh / (np.sqrt(vh) + EPS)
+
+    return _loop(step, len(data))
+
+
+def _make_torch(layers, batch, threads, fused):
+    try:
+        import torch
+        from torch import nn
+    except ImportError as exc:
+        raise Skip(f"torch not installed ({exc})") from None
+    torch.set_num_threads(threads)
+    mods = []
+    for k, (w, b) in enumerate(_he(layers)):
+        lin = nn.Linear(w.shape[0], w.shape[1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w.T.copy()))
+            lin.bias.copy_(torch.from_numpy(b))
+        mods.append(lin)
+        if k < len(layers) - 2:
+            mods.append(nn.ReLU())
+    model = nn.Sequential(*mods)
+    kw = {"fused": True} if fused else {}
+    opt = torch.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS, **kw)
+    lossf = nn.CrossEntropyLoss()
+    data = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in _data(layers, batch)]
+
+    def step(i):
+        x, y = data[i]
+        opt.zero_grad(set_to_none=True)
+        lossf(model(x), y).backward()
+        opt.step()
+
+    return _loop(step, len(data))
+
+
+def make_torch_eager(layers, batch, threads):
+    """PyTorch eager with its default (foreach) Adam."""
+    return _make_torch(layers, batch, threads, fused=False)
+
+
+def make_torch_fused_adam(layers, batch, threads):
+    """PyTorch eager with Adam(fused=True)."""
+    return _make_torch(layers, batch, threads, fused=True)
+
+
+def make_jax_jit(layers, batch, threads):
+    """The whole step (forward, grad, Adam) under one jax.jit."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError as exc:
+        raise Skip(f"jax not installed ({exc})") from None
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in _he(layers)]
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    opt_state = (zeros, zeros, jnp.zeros((), jnp.int32))
+
+    def loss_fn(ps, x, y):
+        h = x
+        for k, (w, b) in enumerate(ps):
+            h = h @ w + b
+            if k < len(ps) - 1:
+                h = jax.nn.relu(h)
+        logp = jax.nn.log_softmax(h)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    @jax.jit
+    def step(ps, st, x, y):
+        g = jax.grad(loss_fn)(ps, x, y)
+        m, v, t = st
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda a, b: BETAS[0] * a + (1 - BETAS[0]) * b, m, g)
+        v = jax.tree_util.tree_map(lambda a, b: BETAS[1] * a + (1 - BETAS[1]) * b * b, v, g)
+        c1, c2 = 1 - BETAS[0] ** t, 1 - BETAS[1] ** t
+        ps = jax.tree_util.tree_map(
+            lambda p, a, b: p - LR * (a / c1) / (jnp.sqrt(b / c2) + EPS), ps, m, v)
+        return ps, (m, v, t)
+
+    data = [(jnp.asarray(x), jnp.asarray(y)) for x, y in _data(layers, batch)]
+    box = {"p": params, "s": opt_state}
+
+    def run_step(i):
+        box["p"], box["s"] = step(box["p"], box["s"], *data[i])
+        jax.block_until_ready(box["p"])
+
+    return _loop(run_step, len(data))
+
+
+def make_sklearn(layers, batch, threads):
+    """scikit-learn's MLPClassifier, one partial_fit per batch."""
+    try:
+        import warnings
+
+        from sklearn.neural_network import MLPClassifier
+    except ImportError as exc:
+        raise Skip(f"scikit-learn not installed ({exc})") from None
+    import numpy as np
+
+    clf = MLPClassifier(hidden_layer_sizes=layers[1:-1], solver="adam", learning_rate_init=LR,
+                        batch_size=batch, alpha=0.0, random_state=0)
+    data = _data(layers, batch)
+    classes = np.arange(layers[-1])
+    warnings.filterwarnings("ignore")
+    return _loop(lambda i: clf.partial_fit(*data[i], classes=classes), len(data))
+
+
+MAKERS = {"fastnn": make_fastnn, "numpy": make_numpy, "torch_eager": make_torch_eager,
+          "torch_fused_adam": make_torch_fused_adam, "jax_jit": make_jax_jit,
+          "sklearn": make_sklearn}
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    """Environment that limits every library to `threads` threads (set before they load)."""
+    env = {var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                          "MKL_NUM_THREADS")}
+    env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=" + ("true" if threads > 1 else "false")
+    return env
+
+
+def _limit_threads(threads: int) -> None:
+    """Pin this process to `threads` CPUs (the environment was set by the parent)."""
+    if hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[:threads])
+
+
+def worker(net: str, batches: list[int], threads: int, names: list[str], reps: int,
+           target_s: float) -> dict:
+    """Measure every (contestant, batch) in this process; return seconds per step lists."""
+    _limit_threads(threads)
+    layers = NETS[net]
+    out: dict = {}
+    for batch in batches:
+        runs, skipped = {}, {}
+        for name in names:
+            try:
+                run = MAKERS[name](layers, batch, threads)
+                run(3)
+                t0 = time.perf_counter()
+                run(3)
+                per = (time.perf_counter() - t0) / 3
+                runs[name] = (run, max(2, int(target_s / max(per, 1e-7))))
+            except Skip as exc:
+                skipped[name] = str(exc)
+        times: dict[str, list[float]] = {n: [] for n in runs}
+        order = list(runs)
+        for r in range(reps):
+            rot = order[r % len(order):] + order[:r % len(order)] if order else []
+            for name in rot:
+                run, steps = runs[name]
+                time.sleep(0.05)  # let other libraries' spinning worker threads go idle
+                t0 = time.perf_counter()
+                run(steps)
+                times[name].append((time.perf_counter() - t0) / steps)
+        out[str(batch)] = {"seconds_per_step": times, "skipped": skipped}
+    return out
+
+
+def run(net: str = "mlp", batches: tuple[int, ...] = (16, 64, 256, 1024),
+        threads: tuple[int, ...] = (1, 2), names: tuple[str, ...] = ALL, reps: int = 7,
+        target_s: float = 0.25) -> dict:
+    """Run one worker subprocess per thread count; return all measurements."""
+    result = {"net": net, "layers": NETS[net], "flop_per_sample":
+              matmul_flop_per_sample(NETS[net]), "threads": {}}
+    env = dict(os.environ)
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # they slow a current OpenBLAS
+        env.pop(var, None)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "33554432")  # recycle peers' temporaries
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", "1073741824")
+    for t in threads:
+        args = json.dumps({"net": net, "batches": list(batches), "threads": t,
+                           "names": list(names), "reps": reps, "target_s": target_s})
+        proc = subprocess.run([sys.executable, "-m", "fastnn.bench", "--worker", args],
+                              capture_output=True, text=True, env={**env, **_thread_env(t)},
+                              check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark worker failed:\n{proc.stderr[-3000:]}")
+        result["threads"][str(t)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def table(result: dict) -> str:
+    """Markdown table: samples/s (median) per contestant, ratios of fastnn to each peer."""
+    lines = []
+    names = [n for n in ALL if any(n in b["seconds_per_step"] for t in result["threads"].values()
+                                   for b in t.values())]
+    head = "| batch | threads | " + " | ".join(names) + " | fastnn ÷ best peer | % of FMA cap |"
+    lines += [f"Network {'-'.join(map(str, result['layers']))}, Adam, float32; samples/s "
+              f"(median of interleaved reps); {result['flop_per_sample'] / 1e6:.2f} MFLOP of "
+              "matrix work per sample.", "", head,
+              "|" + "---|" * (len(names) + 4)]
+    peak = result.get("fma_peak_gflops")
+    for t, per_batch in result["threads"].items():
+        for b, m in per_batch.items():
+            sps = {n: int(b) / statistics.median(v) for n, v in m["seconds_per_step"].items()}
+            peers = [v for n, v in sps.items() if n != "fastnn"]
+            ratio = (f"{sps['fastnn'] / max(peers):.2f}x" if peers and "fastnn" in sps else "-")
+            cap = "-"
+            if peak and "fastnn" in sps:
+                cap = f"{100 * sps['fastnn'] * result['flop_per_sample'] / (peak[t] * 1e9):.0f}%"
+            cells = [f"{sps[n]:,.0f}" if n in sps else "skip" for n in names]
+            lines.append(f"| {b} | {t} | " + " | ".join(cells) + f" | {ratio} | {cap} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line (``python -m fastnn bench`` forwards here)."""
+    p = argparse.ArgumentParser(prog="python -m fastnn bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--net", choices=sorted(NETS), default="mlp")
+    p.add_argument("--batches", default="16,64,256,1024")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--contestants", default=",".join(ALL))
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--target-s", type=float, default=0.25)
+    p.add_argument("--fma-peak", default=None,
+                   help="GFLOP/s of the FMA peak per thread count, e.g. '1:92,2:180'")
+    p.add_argument("--json", default=None, help="also write the raw measurements here")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        w = json.loads(a.worker)
+        print(json.dumps(worker(w["net"], w["batches"], w["threads"], w["names"], w["reps"],
+                                w["target_s"])))
+        return 0
+    res = run(a.net, tuple(int(b) for b in a.batches.split(",")),
+              tuple(int(t) for t in a.threads.split(",")), tuple(a.contestants.split(",")),
+              a.reps, a.target_s)
+    if a.fma_peak:
+        res["fma_peak_gflops"] = {k: float(v) for k, v in
+                                  (kv.split(":") for kv in a.fma_peak.split(","))}
+    print(table(res))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
