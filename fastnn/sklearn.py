@@ -240,6 +240,13 @@ class _BaseMLP(BaseEstimator):
         if model is None:
             return False
         dense = self._dense_layers()
+        act = _HIDDEN_ACT[self.activation] or "identity"
+        drops = [x.p for x in model.layers if isinstance(x, Dropout)]
+        # hyper-parameters changed by set_params before a warm start / partial_fit
+        # (scikit-learn reads activation at every forward pass; so does this check)
+        if (model.dtype != self._dtype or any(x.activation != act for x in dense[:-1])
+                or drops != [self.dropout] * (len(dense) - 1 if self.dropout > 0 else 0)):
+            return False
         return (len(dense) == len(self.coefs_) == len(self.intercepts_)
                 and all(c is x.weight and b is x.bias
                         for c, b, x in zip(self.coefs_, self.intercepts_, dense)))

@@ -231,6 +231,14 @@ def test_warm_start_continues(digits):
         clf.fit(X, y)
     assert len(clf.loss_curve_) == 6 and clf.loss_curve_[:3] == first
     assert clf.t_ == 6 * len(X) and clf.n_iter_ == 3
+    # hyper-parameters changed between warm starts take effect, weights carry over
+    w = clf.coefs_[0].copy()
+    clf.set_params(dtype="float64", activation="tanh", max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    assert clf.coefs_[0].dtype == np.float64 and clf._model[0].activation == "tanh"
+    assert np.abs(clf.coefs_[0] - w).max() < 0.1
 
 
 def test_meta_estimators(digits):
