@@ -1,6 +1,6 @@
 """fastnn.sklearn vs scikit-learn: fit time and test accuracy at equal epochs.
 
-    PYTHONPATH=. python benchmarks/bench_sklearn.py [--quick] [--markdown]
+    PYTHONPATH=. python benchmarks/bench_sklearn.py [--quick] [--repeats N] [--threads N]
 
 Both estimators get the same parameters and run exactly ``max_iter`` epochs
 (``tol=0``, ``n_iter_no_change=max_iter``), at the machine's default threads
@@ -38,22 +38,31 @@ def datasets(quick: bool):
     yield f"make_classification ({n}x100, 10 classes)", X, y, (256, 128), 5 if quick else 20
 
 
-def run(est, Xtr, ytr, Xte, yte, repeats):
-    best = np.inf
+def run(ests, Xtr, ytr, Xte, yte, repeats):
+    """Best-of-``repeats`` fit time per estimator, runs interleaved (load drifts evenly)."""
+    best = {k: np.inf for k in ests}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        est.fit(Xtr, ytr)
-        best = min(best, time.perf_counter() - t0)
-    return best, est.score(Xte, yte), est.n_iter_
+        for k, est in ests.items():
+            t0 = time.perf_counter()
+            est.fit(Xtr, ytr)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return {k: (best[k], est.score(Xte, yte), est.n_iter_) for k, est in ests.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both (fastnn and the BLAS); default: the machine's")
     args = ap.parse_args()
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        fastnn.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
     warnings.simplefilter("ignore", ConvergenceWarning)
+    load0 = os.getloadavg()[0]
     rows = []
     for name, X, y, hidden, epochs in datasets(args.quick):
         Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
@@ -61,15 +70,19 @@ def main() -> None:
         Xtr, Xte = sc.transform(Xtr), sc.transform(Xte)
         params = dict(hidden_layer_sizes=hidden, max_iter=epochs, tol=0.0,
                       n_iter_no_change=epochs, random_state=0)
-        res = {}
-        for lib, cls in (("scikit-learn", SkMLP), ("fastnn", FnMLP)):
-            res[lib] = run(cls(**params), Xtr, ytr, Xte, yte, args.repeats)
+        res = run({"scikit-learn": SkMLP(**params), "fastnn": FnMLP(**params)},
+                  Xtr, ytr, Xte, yte, args.repeats)
         (ts, accs, its), (tf, accf, itf) = res["scikit-learn"], res["fastnn"]
         assert its == itf == epochs
         rows.append((name, hidden, epochs, ts, tf, ts / tf, accs, accf))
     cfg = fastnn.config()
+    from threadpoolctl import threadpool_info
+
+    blas = "; ".join(f"{i['internal_api']} {i['version']} threads={i['num_threads']}"
+                     for i in threadpool_info() if i["user_api"] == "blas")
     head = (f"machine: {platform.machine()} {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))}"
-            f" usable), fastnn {fastnn.__version__} isa={cfg['isa']} threads={cfg['threads']}, "
+            f" usable), load avg {load0:.1f} -> {os.getloadavg()[0]:.1f}; fastnn {fastnn.__version__} "
+            f"isa={cfg['isa']} threads={cfg['threads']}; scikit-learn BLAS: {blas}; "
             f"scikit-learn {sklearn.__version__}, numpy {np.__version__}, "
             f"python {platform.python_version()}")
     print(head)
