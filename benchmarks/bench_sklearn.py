@@ -81,7 +81,8 @@ def main() -> None:
     blas = "; ".join(f"{i['internal_api']} {i['version']} threads={i['num_threads']}"
                      for i in threadpool_info() if i["user_api"] == "blas")
     head = (f"machine: {platform.machine()} {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))}"
-            f" usable), load avg {load0:.1f} -> {os.getloadavg()[0]:.1f}; fastnn {fastnn.__version__} "
+            f" usable), load avg {load0:.1f} -> {os.getloadavg()[0]:.1f}; "
+            f"fastnn {fastnn.__version__} "
             f"isa={cfg['isa']} threads={cfg['threads']}; scikit-learn BLAS: {blas}; "
             f"scikit-learn {sklearn.__version__}, numpy {np.__version__}, "
             f"python {platform.python_version()}")
