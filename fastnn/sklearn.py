@@ -654,7 +654,7 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(
                 f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}):"
                 f"\n{res.message}\n\nIncrease the number of iterations to improve the "
-                "convergence (max_iter={self.max_iter}).\nYou might also want to scale the "
+                f"convergence (max_iter={self.max_iter}).\nYou might also want to scale the "
                 "data as shown in:\n    https://scikit-learn.org/stable/modules/"
                 "preprocessing.html", ConvergenceWarning, stacklevel=4)
         self.n_iter_ = min(int(res.nit), self.max_iter)
