@@ -181,7 +181,7 @@ def test_convergence_warning_and_tol_stop(digits):
     X, y = digits
     with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(3\\)"):
         MLPClassifier(hidden_layer_sizes=(10,), max_iter=3, random_state=0).fit(X, y)
-    with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge.*max_iter=4"):
+    with pytest.warns(ConvergenceWarning, match="(?s)lbfgs failed to converge.*max_iter=4"):
         MLPClassifier(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=4,
                       random_state=0).fit(X, y)
     with warnings.catch_warnings():
