@@ -3,11 +3,21 @@
 OpenMP is probed at build time (-fopenmp with GCC/Clang, /openmp with MSVC,
 Apple Clang with libomp); without it the kernels build and run single-threaded.
 No -march flags: the AVX2 micro-kernels carry target attributes and are chosen
-at run time (csrc/cpu.c), so one binary runs on every x86-64 CPU.
+at run time (csrc/cpu.c), so one binary runs on every x86-64 CPU
+(tools/check_isa.sh checks that with objdump).
+
+Environment:
+  FASTNN_NO_OPENMP=1       build without OpenMP.
+  FASTNN_REQUIRE_OPENMP=1  fail instead of falling back to a single-threaded
+                           build when no OpenMP flag works (release wheels).
+  FASTNN_DEBUG=1           keep debug information (default: -g0, small wheels).
+  CFLAGS / LDFLAGS         as usual; LDFLAGS also reaches the OpenMP probe, so
+                           e.g. -L$(brew --prefix libomp)/lib finds libomp.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -47,13 +57,21 @@ def openmp_flags(compiler) -> tuple[list[str], list[str]]:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write(OPENMP_PROBE)
+        # distutils links executables without $LDFLAGS (it adds them only to
+        # shared-object links), so pass them here or the probe misses -L paths.
+        env_ldflags = ([] if compiler.compiler_type == "msvc"
+                       else shlex.split(os.environ.get("LDFLAGS", "")))
         for cflags, lflags in candidates:
             try:
                 objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
-                compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=lflags)
+                compiler.link_executable(objs, "probe", output_dir=tmp,
+                                         extra_postargs=lflags + env_ldflags)
                 return cflags, lflags
             except Exception:  # noqa: BLE001 -- any failure means "no OpenMP this way"
                 continue
+        if os.environ.get("FASTNN_REQUIRE_OPENMP"):
+            raise RuntimeError("fastnn: FASTNN_REQUIRE_OPENMP is set but no OpenMP flag "
+                               f"works with this compiler (tried {candidates})")
         return [], []
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -70,6 +88,8 @@ class BuildExt(build_ext):
         else:
             base = ["-O3", "-fno-math-errno", "-fvisibility=hidden",
                     "-Wno-unused-function", "-Wno-unreachable-code"]
+            if not os.environ.get("FASTNN_DEBUG"):
+                base.append("-g0")  # Python's own CFLAGS often carry -g: 2 MB -> 0.4 MB
         omp_c, omp_l = openmp_flags(self.compiler)
         print(f"fastnn: OpenMP flags {omp_c or 'none (single-threaded build)'}")
         for ext in self.extensions:

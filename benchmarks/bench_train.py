@@ -15,7 +15,7 @@ import pytest
 from fastnn import bench, get_num_threads
 
 
-@pytest.mark.parametrize("net", ["mlp", "wide"])
+@pytest.mark.parametrize("net", ["mlp", "wide", "cnn"])
 @pytest.mark.parametrize("batch", [16, 64, 256, 1024])
 @pytest.mark.parametrize("name", [n for n in bench.ALL if n != "sklearn"])
 def test_train_step(benchmark, name, batch, net):

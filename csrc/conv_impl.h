@@ -1,22 +1,29 @@
-/* conv_impl.h -- 2-D convolution (im2col + GEMM) for one type (T, SFX, TM).
+/* conv_impl.h -- 2-D convolution on the GEMM micro-kernels, one type (T, SFX, TM).
  *
  * Shapes (NCHW, PyTorch's layout):
  *   x (n, c, h, w), w (oc, c, kh, kw), b (oc,), out/z (n, oc, oh, ow),
  *   oh = (h + 2 ph - kh) / sh + 1, ow = (w + 2 pw - kw) / sw + 1.
- * With K = c kh kw and P = oh ow, image i is one GEMM:
+ * With K = c kh kw and P = oh ow, image i is one GEMM
  *   out_i (oc, P) = W (oc, K) @ col_i (K, P),
  * col_i being the im2col of x_i (row r = (ci, ki, kj), column p = (y, x)).
- * The output channels are the GEMM's rows, so the output lands in NCHW
- * directly.  The bias is folded into the GEMM as one extra K row of ones in
- * col_i and a bias column appended to W (Wa (oc, K+1), built once per call),
- * so bias, activation and the z store all happen in the GEMM's pass while
- * each tile is in L1 (fnn_epilogue with act, z; no second sweep over out).
+ * The output channels are the GEMM's rows, so C tiles land in NCHW directly.
  *
- * Threads: with n >= n_threads, images are split statically across threads,
- * each with its own slice of the workspace and a single-threaded GEMM; with
- * fewer images than threads, images run one after another and the GEMM uses
- * the threads.  Either way an output element is the same K reduction in the
- * same order, so forward results do not depend on the thread count.
+ * Forward (implicit GEMM): W is packed once per call into micro-kernel
+ * panels; col_i is never materialized, each im2col row is dealt straight into
+ * the packed B panels; the micro-kernel runs on them and writes out_i; the
+ * activation and the z store run on each tile right after its last K block,
+ * while it is in L1 (fnn_epilogue_tile).  The bias is either in the conv
+ * micro-kernel's accumulators (float on AVX2, conv.c) or, with the GEMM
+ * engine's micro-kernel, one extra K row of ones against a bias column of W.
+ *
+ * Backward: per image, delta = act'-folded dout (db summed from it while
+ * hot), dW += delta @ col_i^T and dcol = W^T @ delta on fnn_gemm, then col2im.
+ *
+ * Threads: with several images, images are split statically across threads,
+ * each with its own slice of the workspace (a per-thread dW, summed in thread
+ * order afterwards); with one image, the forward splits its pixel panels and
+ * the backward's GEMMs use the threads.  A forward output element is the same
+ * K reduction in the same order on any thread count.
  */
 
 /* One im2col row: dst[0:P] = the input pixels (zero outside the image) that
@@ -31,6 +38,29 @@ static void SFX(im2col_row)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT plane,
     if (lo > g->ow) lo = g->ow;
     if (hi > g->ow) hi = g->ow;
     if (hi < lo) hi = lo;
+    if (g->sh == 1 && g->sw == 1 && g->ow == g->w && hi > lo) {
+        /* 'same'-style stride 1: input and output rows have one length, so the
+         * valid rows are one contiguous copy (from the first row's first valid
+         * column to the last row's last), then the columns that wrapped around
+         * from a neighbouring row are zeroed: one memcpy instead of one per row */
+        const int64_t oy0 = FNN_MAX(g->ph - ki, 0), oy1 = FNN_MIN(g->h + g->ph - ki, g->oh);
+        if (oy1 <= oy0) {
+            memset(dst, 0, (size_t)(g->oh * g->ow) * sizeof(T));
+            return;
+        }
+        memset(dst, 0, (size_t)(oy0 * g->ow + lo) * sizeof(T));
+        const T *src = plane + (oy0 - g->ph + ki) * g->w + off;
+        memcpy(dst + oy0 * g->ow + lo, src + lo,
+               (size_t)((oy1 - oy0 - 1) * g->ow + hi - lo) * sizeof(T));
+        for (int64_t oy = oy0; oy < oy1; oy++) {
+            T *d = dst + oy * g->ow;
+            for (int64_t ox = 0; ox < lo; ox++) d[ox] = 0;
+            for (int64_t ox = hi; ox < g->ow; ox++) d[ox] = 0;
+        }
+        memset(dst + (oy1 - 1) * g->ow + hi, 0,
+               (size_t)((g->oh - oy1 + 1) * g->ow - hi) * sizeof(T));
+        return;
+    }
     for (int64_t oy = 0; oy < g->oh; oy++, dst += g->ow) {
         const int64_t ih = oy * g->sh - g->ph + ki;
         if (ih < 0 || ih >= g->h) {
@@ -49,9 +79,10 @@ static void SFX(im2col_row)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT plane,
 }
 
 /* col (K, P) = im2col of one image xi (c, h, w); row r = (ci, ki, kj). */
-static void SFX(im2col)(T *FNN_RESTRICT col, const T *FNN_RESTRICT xi, const fnn_conv_geom *g)
+static void SFX(im2col)(T *FNN_RESTRICT col, const T *FNN_RESTRICT xi, const fnn_conv_geom *g,
+                        int64_t ld)
 {
-    const int64_t P = g->oh * g->ow;
+    const int64_t P = ld;
     for (int64_t ci = 0; ci < g->c; ci++)
         for (int64_t ki = 0; ki < g->kh; ki++)
             for (int64_t kj = 0; kj < g->kw; kj++)
@@ -67,6 +98,7 @@ FNN_INLINE void SFX(copy_nr)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int
     case 4: memcpy(dst, src, 4 * sizeof(T)); break;
     case 8: memcpy(dst, src, 8 * sizeof(T)); break;
     case 16: memcpy(dst, src, 16 * sizeof(T)); break;
+    case 24: memcpy(dst, src, 24 * sizeof(T)); break;
     case 32: memcpy(dst, src, 32 * sizeof(T)); break;
     default:
         for (int64_t j = 0; j < nr; j++) dst[j] = src[j];
@@ -118,9 +150,10 @@ static void SFX(pack_weights_a)(T *FNN_RESTRICT ap, const T *w, const T *b, int6
 
 /* dxi (c, h, w) = col2im(dcol (K, P)): every column entry added back to the
  * input pixel it was copied from (dxi overwritten). */
-static void SFX(col2im)(T *FNN_RESTRICT dxi, const T *FNN_RESTRICT dcol, const fnn_conv_geom *g)
+static void SFX(col2im)(T *FNN_RESTRICT dxi, const T *FNN_RESTRICT dcol, const fnn_conv_geom *g,
+                        int64_t ld)
 {
-    const int64_t P = g->oh * g->ow;
+    const int64_t P = ld;
     memset(dxi, 0, (size_t)(g->c * g->h * g->w) * sizeof(T));
     for (int64_t ci = 0; ci < g->c; ci++) {
         T *plane = dxi + ci * g->h * g->w;
@@ -178,76 +211,130 @@ static void SFX(softmax_channels_grad)(T *dz, const T *da, const T *a, int64_t o
         for (int64_t p = 0; p < P; p++) dz[o * P + p] = a[o * P + p] * (da[o * P + p] - tmp[p]);
 }
 
-/* Pixel panels [q0, q1) of one image for K block pc (see conv_fwd_image). */
-static void SFX(conv_fwd_panels)(T *outi, T *zi, const T *bp, const T *ap, int64_t q0, int64_t q1,
-                                 int64_t pc, int64_t kcur, int last, int64_t P, int64_t oc,
-                                 int act_ep, int need_ep)
+/* The forward's micro-kernel: the AVX2 conv kernel (float, bias in the
+ * accumulators) when CONV_FAST_UKR is defined for this type and the CPU path is
+ * AVX2, else the GEMM engine's micro-kernel with the bias as a ones row. */
+typedef struct {
+    int64_t mr, nr, kc;
+    int fast;
+} SFX(fnn_conv_kern);
+
+static SFX(fnn_conv_kern) SFX(conv_kern)(void)
 {
-    const int64_t MR = SFX(fnn_cfg).mr, NR = SFX(fnn_cfg).nr;
-    const SFX(fnn_ukr) ukr = SFX(fnn_cfg).ukr;
+    SFX(fnn_conv_kern) kk = {SFX(fnn_cfg).mr, SFX(fnn_cfg).nr, SFX(fnn_cfg).kc, 0};
+#ifdef CONV_FAST_UKR
+    if (fnn_isa() == FNN_ISA_AVX2) {
+        kk.mr = CONV_FAST_MR;
+        kk.nr = CONV_FAST_NR;
+        kk.fast = 1;
+    }
+#endif
+    return kk;
+}
+
+/* One MR x NR tile: C = [C +] Ap @ Bp [+ bias] (beta 0 or 1; bias only when
+ * beta == 0, NULL for none; the engine path has it folded into the K rows). */
+FNN_INLINE void SFX(conv_tile)(const SFX(fnn_conv_kern) *kk, int64_t k, const T *ap, const T *bp,
+                               T *c, int64_t ldc, const T *bias, T beta)
+{
+#ifdef CONV_FAST_UKR
+    if (kk->fast) {
+        CONV_FAST_UKR(k, ap, bp, c, ldc, bias, beta);
+        return;
+    }
+#endif
+    (void)bias;
+    SFX(fnn_cfg).ukr(k, ap, bp, kk->nr, c, ldc, (T)1, beta);
+}
+
+/* Pixel panels [q0, q1) of one image for K block pc (see conv_fwd_image). */
+static void SFX(conv_fwd_panels)(const SFX(fnn_conv_kern) *kk, T *outi, T *zi, const T *bp,
+                                 const T *ap, const T *bias, int64_t q0, int64_t q1, int64_t pc,
+                                 int64_t kcur, int last, int64_t P, int64_t oc, int act_ep,
+                                 int need_ep)
+{
+    const int64_t MR = kk->mr, NR = kk->nr;
     const int64_t Ppad = (P + NR - 1) / NR * NR, mpan = (oc + MR - 1) / MR, Mpad = mpan * MR;
     const T beta = pc == 0 ? (T)0 : (T)1;
-    T tile[FNN_MAX_TILE];
-    for (int64_t q = q0; q < q1; q++) {
-        const int64_t nb = FNN_MIN(NR, P - q * NR);
-        const T *bq = bp + pc * Ppad + q * kcur * NR;
+    T tile[FNN_MAX_TILE], bpad[FNN_MAX_TILE];
+    const int use_bias = kk->fast && bias != NULL && pc == 0;
+    /* Blocks of QB pixel panels, their B (up to 256 KiB) kept in L2; in a block,
+     * channel panel by channel panel, so the tiles walk along 4-6 output rows
+     * (pages) at a time.  Panel by panel over all channels instead touches every
+     * output row (with 32x32 images, rows 4 KiB apart: one L1 set, one page
+     * each) for each tile column, measured ~1.5x slower. */
+    const int64_t QB = FNN_MAX(4, (int64_t)(256 * 1024) / (kcur * NR * (int64_t)sizeof(T)));
+    for (int64_t qb = q0; qb < q1; qb += QB) {
+        const int64_t qe = FNN_MIN(qb + QB, q1);
         for (int64_t a = 0; a < mpan; a++) {
             const int64_t ib = FNN_MIN(MR, oc - a * MR);
             const T *aq = ap + pc * Mpad + a * kcur * MR;
-            T *ct = outi + a * MR * P + q * NR;
-            if (ib == MR && nb == NR) {
-                ukr(kcur, aq, bq, NR, ct, P, (T)1, beta);
-            } else {
-                ukr(kcur, aq, bq, NR, tile, NR, (T)1, (T)0);
-                for (int64_t i = 0; i < ib; i++)
-                    for (int64_t j = 0; j < nb; j++)
-                        ct[i * P + j] = beta == 0 ? tile[i * NR + j]
-                                                  : ct[i * P + j] + tile[i * NR + j];
+            const T *bt = use_bias ? bias + a * MR : NULL;
+            if (bt && ib < MR) { /* the bias of the rows that exist, zeros after */
+                for (int64_t i = 0; i < MR; i++) bpad[i] = i < ib ? bt[i] : (T)0;
+                bt = bpad;
             }
-            if (last && need_ep)
-                SFX(fnn_epilogue_tile)(ct, P, ib, nb, NULL, zi ? zi + a * MR * P + q * NR : NULL,
-                                       P, act_ep);
+            for (int64_t q = qb; q < qe; q++) {
+                const int64_t nb = FNN_MIN(NR, P - q * NR);
+                const T *bq = bp + pc * Ppad + q * kcur * NR;
+                T *ct = outi + a * MR * P + q * NR;
+                if (ib == MR && nb == NR) {
+                    SFX(conv_tile)(kk, kcur, aq, bq, ct, P, bt, beta);
+                } else {
+                    SFX(conv_tile)(kk, kcur, aq, bq, tile, NR, bt, (T)0);
+                    for (int64_t i = 0; i < ib; i++)
+                        for (int64_t j = 0; j < nb; j++)
+                            ct[i * P + j] = beta == 0 ? tile[i * NR + j]
+                                                      : ct[i * P + j] + tile[i * NR + j];
+                }
+                if (last && need_ep)
+                    SFX(fnn_epilogue_tile)(ct, P, ib, nb, NULL,
+                                           zi ? zi + a * MR * P + q * NR : NULL, P, act_ep);
+            }
         }
     }
 }
 
-/* One image's forward, implicit GEMM on the micro-kernel:
- *   out_i (oc, P) = act(Ap (oc, Ka) @ Bp (Ka, P)), z_i = the value before act.
+/* One image's forward, implicit GEMM on a micro-kernel:
+ *   out_i (oc, P) = act(Ap (oc, Ka) @ Bp (Ka, P) [+ b]), z_i = the value before act.
  * Ap was packed once per call; Bp is packed here from x_i.  The micro-kernel
  * writes C tiles straight into NCHW out_i (row stride P); after a tile's last
  * K block the epilogue (act, z store) runs while the tile is in L1.  K blocks
  * (pc) are the outer loop so a KC slice of Ap stays in cache across panels.
  * nt > 1 splits the pixel panels across threads (used when there are few images). */
-static void SFX(conv_fwd_image)(T *outi, T *zi, T *bp, T *rowbuf, T *tmp, const T *xi,
-                                const T *ap, const fnn_conv_geom *g, int64_t Ka, int act, int nt)
+static void SFX(conv_fwd_image)(const SFX(fnn_conv_kern) *kk, T *outi, T *zi, T *bp, T *rowbuf,
+                                T *tmp, const T *xi, const T *ap, const T *bias,
+                                const fnn_conv_geom *g, int64_t Ka, int act, int nt)
 {
     const int64_t P = g->oh * g->ow, oc = g->oc;
-    const int64_t NR = SFX(fnn_cfg).nr, KC = SFX(fnn_cfg).kc;
+    const int64_t NR = kk->nr, KC = kk->kc;
     const int64_t npan = (P + NR - 1) / NR;
     const int act_ep = act == FNN_ACT_SOFTMAX ? FNN_ACT_IDENTITY : act;
     const int need_ep = act_ep != FNN_ACT_IDENTITY || zi != NULL;
     SFX(pack_image_b)(bp, rowbuf, xi, g, Ka, NR, KC);
-    if (Ka == 0) { /* no input channels: out = act(0) */
-        for (int64_t o = 0; o < oc; o++) memset(outi + o * P, 0, (size_t)P * sizeof(T));
+    if (Ka == 0) { /* nothing to reduce: out = act(b or 0) */
+        for (int64_t o = 0; o < oc; o++)
+            for (int64_t p = 0; p < P; p++) outi[o * P + p] = bias ? bias[o] : (T)0;
         if (need_ep) SFX(fnn_epilogue_tile)(outi, P, oc, P, NULL, zi, P, act_ep);
     }
     for (int64_t pc = 0; pc < Ka; pc += KC) {
         const int64_t kcur = FNN_MIN(KC, Ka - pc);
         const int last = pc + kcur == Ka;
         if (nt <= 1 || npan < 2) {
-            SFX(conv_fwd_panels)(outi, zi, bp, ap, 0, npan, pc, kcur, last, P, oc, act_ep,
-                                 need_ep);
+            SFX(conv_fwd_panels)(kk, outi, zi, bp, ap, bias, 0, npan, pc, kcur, last, P, oc,
+                                 act_ep, need_ep);
             continue;
         }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            SFX(conv_fwd_panels)(outi, zi, bp, ap, npan * tid / nth, npan * (tid + 1) / nth, pc,
-                                 kcur, last, P, oc, act_ep, need_ep);
+            SFX(conv_fwd_panels)(kk, outi, zi, bp, ap, bias, npan * tid / nth,
+                                 npan * (tid + 1) / nth, pc, kcur, last, P, oc, act_ep, need_ep);
         }
 #else
-        SFX(conv_fwd_panels)(outi, zi, bp, ap, 0, npan, pc, kcur, last, P, oc, act_ep, need_ep);
+        SFX(conv_fwd_panels)(kk, outi, zi, bp, ap, bias, 0, npan, pc, kcur, last, P, oc, act_ep,
+                             need_ep);
 #endif
     }
     if (act == FNN_ACT_SOFTMAX) SFX(softmax_channels)(outi, oc, P, tmp);
@@ -263,7 +350,10 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
     if (st != FNN_OK) return st;
     if (act < 0 || act >= FNN_ACT_COUNT) return FNN_EINVAL;
     if (n == 0 || oc == 0 || g.oh == 0 || g.ow == 0) return FNN_OK;
-    const int64_t P = g.oh * g.ow, K = c * kh * kw, Ka = K + (b != NULL);
+    fnn_init();
+    const SFX(fnn_conv_kern) kk = SFX(conv_kern)();
+    /* the engine's kernel takes the bias as a ones row of K; the fast one in its accumulators */
+    const int64_t P = g.oh * g.ow, K = c * kh * kw, Ka = K + (b != NULL && !kk.fast);
     fnn_conv_ws ws;
     int nt = n_threads < 1 ? 1 : n_threads;
     st = fnn_conv_workspace_plan(&ws, &g, sizeof(T), nt, work_bytes);
@@ -271,14 +361,14 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
     if (work == NULL) return FNN_EINVAL;
     char *base = (char *)work;
     T *ap = (T *)(base + ws.wa_off);
-    SFX(pack_weights_a)(ap, w, b, oc, K, Ka, SFX(fnn_cfg).mr, SFX(fnn_cfg).kc);
+    SFX(pack_weights_a)(ap, w, b, oc, K, Ka, kk.mr, kk.kc);
     const int64_t img_in = c * h * wd, img_out = oc * P;
     if (ws.slots <= 1) { /* one image at a time, threads over its pixel panels */
         char *slot = base + ws.slot_off;
         for (int64_t i = 0; i < n; i++)
-            SFX(conv_fwd_image)(out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
+            SFX(conv_fwd_image)(&kk, out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
                                 (T *)(slot + ws.delta_off), (T *)(slot + ws.tmp_off),
-                                x + i * img_in, ap, &g, Ka, act, nt);
+                                x + i * img_in, ap, b, &g, Ka, act, nt);
         return FNN_OK;
     }
 #ifdef _OPENMP
@@ -293,9 +383,9 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
         char *slot = base + ws.slot_off + (size_t)tid * ws.slot_bytes;
         const int64_t i0 = n * tid / nth, i1 = n * (tid + 1) / nth;
         for (int64_t i = i0; i < i1; i++)
-            SFX(conv_fwd_image)(out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
+            SFX(conv_fwd_image)(&kk, out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
                                 (T *)(slot + ws.delta_off), (T *)(slot + ws.tmp_off),
-                                x + i * img_in, ap, &g, Ka, act, 1);
+                                x + i * img_in, ap, b, &g, Ka, act, 1);
     }
     return FNN_OK;
 }
@@ -334,14 +424,16 @@ static int SFX(conv_bwd_image)(T *dxi, T *dwt, T beta_w, T *dbp, T *col, T *dscr
     if (dbp)
         for (int64_t o = 0; o < oc; o++) dbp[o] = SFX(sum_row)(delta + o * P, P);
     if (K == 0) return FNN_OK;
-    SFX(im2col)(col, xi, g);
+    /* col rows ld apart, ld chosen so the rows do not all map to one L1 set */
+    const int64_t ld = fnn_conv_ldcol(P, sizeof(T));
+    SFX(im2col)(col, xi, g, ld);
     /* dW (oc, K) += delta (oc, P) @ col^T (P, K): col read transposed by the packing */
-    st = SFX(fnn_gemm)(dwt, delta, col, oc, K, P, P, P, K, 0, 1, (T)1, beta_w, NULL, nt);
+    st = SFX(fnn_gemm)(dwt, delta, col, oc, K, P, P, ld, K, 0, 1, (T)1, beta_w, NULL, nt);
     if (st != FNN_OK || dxi == NULL) return st;
     /* dcol (K, P) = W^T (K, oc) @ delta (oc, P), into col's buffer, then col2im */
-    st = SFX(fnn_gemm)(col, w, delta, K, P, oc, K, P, P, 1, 0, (T)1, (T)0, NULL, nt);
+    st = SFX(fnn_gemm)(col, w, delta, K, P, oc, K, P, ld, 1, 0, (T)1, (T)0, NULL, nt);
     if (st != FNN_OK) return st;
-    SFX(col2im)(dxi, col, g);
+    SFX(col2im)(dxi, col, g, ld);
     return FNN_OK;
 }
 

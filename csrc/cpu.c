@@ -20,9 +20,9 @@
 #endif
 
 fnn_gemm_cfg_f32 fnn_cfg_f32 = {FNN_GENERIC_MR_F32, FNN_GENERIC_NR_F32, 128, 256, 4096,
-                                fnn_ukr_generic_f32};
+                                fnn_ukr_generic_f32, NULL, NULL, NULL};
 fnn_gemm_cfg_f64 fnn_cfg_f64 = {FNN_GENERIC_MR_F64, FNN_GENERIC_NR_F64, 64, 256, 4096,
-                                fnn_ukr_generic_f64};
+                                fnn_ukr_generic_f64, NULL, NULL, NULL};
 static int fnn_isa_in_use = -1;
 
 int fnn_cpu_has_avx2(void)
@@ -55,8 +55,10 @@ int fnn_init(void)
 #ifdef FNN_HAVE_X86
     if (!force_generic && fnn_cpu_has_avx2()) {
         /* BLIS's zen3 starting points: sgemm 6x16, dgemm 6x8 (12 ymm accumulators). */
-        fnn_cfg_f32 = (fnn_gemm_cfg_f32){6, 16, 144, 256, 4080, fnn_ukr_avx2_f32};
-        fnn_cfg_f64 = (fnn_gemm_cfg_f64){6, 8, 72, 256, 4080, fnn_ukr_avx2_f64};
+        fnn_cfg_f32 = (fnn_gemm_cfg_f32){6, 16, 144, 256, 4080, fnn_ukr_avx2_f32,
+                                         fnn_pack_a6_avx2_f32, fnn_pack_bt16_avx2_f32,
+                                         fnn_ukr_edge_avx2_f32};
+        fnn_cfg_f64 = (fnn_gemm_cfg_f64){6, 8, 72, 256, 4080, fnn_ukr_avx2_f64, NULL, NULL, NULL};
         isa = FNN_ISA_AVX2;
     }
 #else

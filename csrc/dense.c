@@ -3,14 +3,5 @@
 
 #include "fnn_internal.h"
 
-#define T float
-#define SFX(f) f##_f32
-#include "dense_impl.h"
-#undef T
-#undef SFX
-
-#define T double
-#define SFX(f) f##_f64
-#include "dense_impl.h"
-#undef T
-#undef SFX
+#define FNN_TEMPLATE "dense_impl.h"
+#include "fnn_template.h"

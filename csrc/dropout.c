@@ -42,18 +42,5 @@ FNN_INLINE uint64_t fnn_dropout_bits(uint64_t seed, uint64_t k)
 /* ceil(p * 2^24) for p in [0, 1): keep iff bits >= it.  p * 2^24 is exact. */
 static uint64_t fnn_dropout_threshold(double p) { return (uint64_t)ceil(p * 16777216.0); }
 
-#define T float
-#define SFX(f) f##_f32
-#define TM(fn) fn##f
-#include "dropout_impl.h"
-#undef T
-#undef SFX
-#undef TM
-
-#define T double
-#define SFX(f) f##_f64
-#define TM(fn) fn
-#include "dropout_impl.h"
-#undef T
-#undef SFX
-#undef TM
+#define FNN_TEMPLATE "dropout_impl.h"
+#include "fnn_template.h"

@@ -152,6 +152,10 @@ int fnn_bce_logits_f64(double *loss, double *grad, const double *logits, const d
                        int64_t n);
 
 /* ---- optimizers (optim.c) ---------------------------------------------- */
+/* 1 if every element of x (n,) is finite, else 0 (one vectorized pass). */
+int fnn_all_finite_f32(const float *x, int64_t n);
+int fnn_all_finite_f64(const double *x, int64_t n);
+
 /* Plain delta-rule update, one pass: w (n,) -= lr * dw (n,). */
 int fnn_sgd_update_f32(float *w, const float *dw, int64_t n, float lr);
 int fnn_sgd_update_f64(double *w, const double *dw, int64_t n, double lr);
@@ -232,6 +236,35 @@ int fnn_dropout_backward_f32(float *dx, const float *dy, const uint8_t *mask, in
 int fnn_dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int64_t n,
                              double p, int n_threads);
 
+/* ---- whole training step of a Dense-only network (mlp.c) ---------------- */
+/* A stack of n_layers Dense layers, each a_l = act_l(h_{l-1} w_l + b_l) with
+ * h_{-1} = x; every pointer array has n_layers entries.  Buffers are sized for
+ * `batch` rows: a[l], z[l] (or NULL unless fnn_act_needs_z), dx[l] (batch, in[l])
+ * (dx[first_trainable] may be NULL), gout (batch, out[L-1]).  gw[l], gb[l] receive
+ * the gradients (NULL for a frozen layer / no bias); b[l] may be NULL. */
+typedef struct {
+    int64_t n_layers, first_trainable;
+    int64_t *in, *out;
+    int *act;
+    void **w, **b, **gw, **gb, **a, **z, **dx;
+    void *gout;
+} fnn_mlp;
+
+#define FNN_LOSS_CE_LABELS 0 /* cross-entropy, integer labels (batch,)          */
+#define FNN_LOSS_CE_ROWS 1   /* cross-entropy, probability rows (batch, classes) */
+#define FNN_LOSS_MSE 2
+#define FNN_LOSS_BCE 3
+
+/* Forward, loss (value in *loss) and backward of one batch in one call: x
+ * (batch, in[0]); labels (batch,) for FNN_LOSS_CE_LABELS, else target
+ * (batch, out[L-1]).  A non-finite loss skips the backward pass (gradients keep
+ * their old values); a label out of range returns FNN_ELABEL after the forward
+ * pass but before any gradient is written. */
+int fnn_mlp_step_f32(double *loss, const fnn_mlp *net, const float *x, const int64_t *labels,
+                     const float *target, int64_t batch, int loss_kind, int n_threads);
+int fnn_mlp_step_f64(double *loss, const fnn_mlp *net, const double *x, const int64_t *labels,
+                     const double *target, int64_t batch, int loss_kind, int n_threads);
+
 #ifdef __cplusplus
 }
 #endif
@@ -263,9 +296,10 @@ int fnn_conv2d_workspace_size(size_t *bytes, int64_t n, int64_t c, int64_t h, in
                               int64_t ph, int64_t pw, int elem_size, int n_threads);
 
 /* out = act(conv2d(x, w) + b); z = the pre-activation (or NULL).  Softmax is
- * taken over the channel axis (dim 1).  Per image one GEMM
- * out_i (oc, oh ow) = [W | b] (oc, K+1) @ [im2col(x_i); 1] (K+1, oh ow), K = c kh kw,
- * activation and z store in the GEMM epilogue while each tile is in L1. */
+ * taken over the channel axis (dim 1).  Per image one implicit GEMM
+ * out_i (oc, oh ow) = W (oc, K) @ im2col(x_i) (K, oh ow) (+ b), K = c kh kw, with
+ * im2col packed straight into micro-kernel panels, the bias in the accumulators
+ * (or as a ones row), activation and z store while each tile is in L1. */
 int fnn_conv2d_forward_f32(float *out, float *z, void *work, size_t work_bytes, const float *x,
                            const float *w, const float *b, int64_t n, int64_t c, int64_t h,
                            int64_t wd, int64_t oc, int64_t kh, int64_t kw, int64_t sh, int64_t sw,

@@ -28,6 +28,12 @@
 #define FNN_INLINE static inline __attribute__((always_inline))
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define FNN_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define FNN_PREFETCH(p) ((void)0)
+#endif
+
 #define FNN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FNN_MAX(a, b) ((a) > (b) ? (a) : (b))
 
@@ -63,13 +69,33 @@ typedef void (*fnn_ukr_f32)(int64_t k, const float *ap, const float *bp, int64_t
 typedef void (*fnn_ukr_f64)(int64_t k, const double *ap, const double *bp, int64_t ldbp,
                             double *c, int64_t ldc, double alpha, double beta);
 
+/* Optional ISA packing kernels for one full panel (NULL: the portable loops):
+ * pack_a: MR rows of non-transposed A -> dst[p*MR + i] = a[i*lda + p];
+ * pack_bt: NR rows of transposed B    -> dst[p*NR + j] = b[j*ldb + p]. */
+typedef void (*fnn_pack_f32)(float *dst, const float *src, int64_t ld, int64_t kc);
+typedef void (*fnn_pack_f64)(double *dst, const double *src, int64_t ld, int64_t kc);
+
+/* Optional edge micro-kernel: the rows x cols corner (rows <= MR, cols <= NR)
+ * of a tile, written straight to C with the same alpha/beta rule (NULL: the
+ * driver runs the full kernel into a temporary tile and copies the corner). */
+typedef void (*fnn_ukr_edge_f32)(int64_t k, int64_t rows, int64_t cols, const float *ap,
+                                 const float *bp, int64_t ldbp, float *c, int64_t ldc,
+                                 float alpha, float beta);
+typedef void (*fnn_ukr_edge_f64)(int64_t k, int64_t rows, int64_t cols, const double *ap,
+                                 const double *bp, int64_t ldbp, double *c, int64_t ldc,
+                                 double alpha, double beta);
+
 typedef struct {
     int64_t mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
+    fnn_pack_f32 pack_a, pack_bt;
+    fnn_ukr_edge_f32 ukr_edge;
 } fnn_gemm_cfg_f32;
 typedef struct {
     int64_t mr, nr, mc, kc, nc;
     fnn_ukr_f64 ukr;
+    fnn_pack_f64 pack_a, pack_bt;
+    fnn_ukr_edge_f64 ukr_edge;
 } fnn_gemm_cfg_f64;
 
 /* The dispatch table: filled once by fnn_init, read-only afterwards. */
@@ -93,6 +119,11 @@ void fnn_ukr_avx2_f32(int64_t k, const float *ap, const float *bp, int64_t ldbp,
                       int64_t ldc, float alpha, float beta);
 void fnn_ukr_avx2_f64(int64_t k, const double *ap, const double *bp, int64_t ldbp, double *c,
                       int64_t ldc, double alpha, double beta);
+void fnn_pack_a6_avx2_f32(float *dst, const float *a, int64_t lda, int64_t kc);
+void fnn_pack_bt16_avx2_f32(float *dst, const float *b, int64_t ldb, int64_t kc);
+void fnn_ukr_edge_avx2_f32(int64_t k, int64_t rows, int64_t cols, const float *ap,
+                           const float *bp, int64_t ldbp, float *c, int64_t ldc, float alpha,
+                           float beta);
 #endif
 
 /* ---- elementwise kernels compiled twice: baseline ISA and AVX2+FMA ---------- */
@@ -134,7 +165,7 @@ void fnn_ukr_avx2_f64(int64_t k, const double *ap, const double *bp, int64_t ldb
         if (hi_ > lo_) fn(a, lo_, hi_);                                                      \
     }
 #else
-#define FNN_MV_PARALLEL_RANGES(fn, a, n, nt) fn(a, 0, n)
+#define FNN_MV_PARALLEL_RANGES(fn, a, n, nt) fn(a, 0, n);
 #endif
 #define FNN_MULTIVERSION(BODY, GENERIC, AVX2, RUN, ARGS)                                     \
     static void GENERIC(const ARGS *a, int64_t lo, int64_t hi) { BODY(a, lo, hi); }          \

@@ -12,6 +12,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if !defined(_WIN32)
+#include <pthread.h>
+#define FNN_HAVE_PTHREAD_KEY 1
+#endif
 
 /* Below this many multiply-adds per thread a GEMM does not use another thread. */
 #define FNN_GEMM_MIN_WORK (1 << 18)
@@ -28,9 +32,30 @@ static void aligned_free(void *p)
 #endif
 }
 
+#ifdef FNN_HAVE_PTHREAD_KEY
+/* A key whose destructor frees the exiting thread's buffers: without it every
+ * short-lived thread (a thread-per-request server, a ThreadPoolExecutor) that ran
+ * a GEMM would leak its packing buffers.  Its value only marks "has buffers". */
+static pthread_key_t tls_key;
+static pthread_once_t tls_key_once = PTHREAD_ONCE_INIT;
+static int tls_key_ok;
+
+static void tls_key_destroy(void *unused)
+{
+    (void)unused;
+    fnn_thread_buffers_free();
+}
+
+static void tls_key_make(void) { tls_key_ok = pthread_key_create(&tls_key, tls_key_destroy) == 0; }
+#endif
+
 void *fnn_thread_buffer(int slot, size_t bytes)
 {
     if (bytes <= tls_cap[slot] && tls_buf[slot]) return tls_buf[slot];
+#ifdef FNN_HAVE_PTHREAD_KEY
+    pthread_once(&tls_key_once, tls_key_make);
+    if (tls_key_ok) pthread_setspecific(tls_key, (void *)1); /* run the destructor at exit */
+#endif
     aligned_free(tls_buf[slot]);
     tls_buf[slot] = NULL;
     tls_cap[slot] = 0;

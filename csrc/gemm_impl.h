@@ -11,23 +11,50 @@
  * activation, pre-activation store) runs on each tile after its last K block.
  */
 
+/* One full MR-tall panel of non-transposed A (rows a0.., row stride lda),
+ * MR a compile-time constant so the row pointers live in registers. */
+#define FNN_PACK_A_ROWS(MRC)                                                                       \
+    do {                                                                                           \
+        const T *rr[MRC];                                                                          \
+        for (int i = 0; i < (MRC); i++) rr[i] = a0 + i * lda;                                      \
+        for (int64_t p = 0; p < kc; p++)                                                           \
+            for (int i = 0; i < (MRC); i++) dst[p * (MRC) + i] = rr[i][p];                         \
+    } while (0)
+
 /* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-tall panels:
  * panel q holds rows i0+q*MR.., element (i, p) at q*MR*kc + p*MR + i.
  * Rows past mc are zero-filled. */
 static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t lda, int trans,
-                        int64_t i0, int64_t mc, int64_t p0, int64_t kc, int64_t mr)
+                        int64_t i0, int64_t mc, int64_t p0, int64_t kc, int64_t mr,
+                        SFX(fnn_pack) fast)
 {
     for (int64_t ip = 0; ip < mc; ip += mr) {
         int64_t ib = FNN_MIN(mr, mc - ip);
         if (!trans) {
-            for (int64_t i = 0; i < ib; i++) {
-                const T *src = a + (i0 + ip + i) * lda + p0;
-                for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = src[p];
+            const T *a0 = a + (i0 + ip) * lda + p0;
+            if (ib == mr && fast) {
+                fast(dst, a0, lda, kc);
+            } else if (ib == 6 && mr == 6) {
+                FNN_PACK_A_ROWS(6);
+            } else if (ib == 4 && mr == 4) {
+                FNN_PACK_A_ROWS(4);
+            } else {
+                for (int64_t i = 0; i < ib; i++) {
+                    const T *src = a0 + i * lda;
+                    for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = src[p];
+                }
             }
         } else {
-            for (int64_t p = 0; p < kc; p++) {
-                const T *src = a + (p0 + p) * lda + i0 + ip;
-                for (int64_t i = 0; i < ib; i++) dst[p * mr + i] = src[i];
+            const T *a0 = a + p0 * lda + i0 + ip;
+            if (ib == 6 && mr == 6) {
+                for (int64_t p = 0; p < kc; p++)
+                    for (int i = 0; i < 6; i++) dst[p * 6 + i] = a0[p * lda + i];
+            } else if (ib == 4 && mr == 4) {
+                for (int64_t p = 0; p < kc; p++)
+                    for (int i = 0; i < 4; i++) dst[p * 4 + i] = a0[p * lda + i];
+            } else {
+                for (int64_t p = 0; p < kc; p++)
+                    for (int64_t i = 0; i < ib; i++) dst[p * mr + i] = a0[p * lda + i];
             }
         }
         if (ib < mr)
@@ -37,26 +64,53 @@ static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t ld
     }
 }
 
-/* Pack rows [p0, p0+kc) x cols [j0, j0+nb) of op(B), nb <= NR, into one
- * NR-wide panel: element (p, j) at p*NR + j; columns past nb zero-filled. */
+/* Pack NR-wide panels [q0, q1) of op(B) rows [p0, p0+kc), cols [j0, j0+ncur):
+ * panel q (columns j0+q*NR..) at dst + (q-q0)*kc*NR, element (p, j) at p*NR + j;
+ * columns past ncur zero-filled.  Non-transposed B is read row by row (one
+ * contiguous stretch per row, so the hardware prefetcher streams it). */
 static void SFX(pack_b)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT b, int64_t ldb, int trans,
-                        int64_t p0, int64_t kc, int64_t j0, int64_t nb, int64_t nr)
+                        int64_t p0, int64_t kc, int64_t j0, int64_t ncur, int64_t q0, int64_t q1,
+                        int64_t nr, SFX(fnn_pack) fast)
 {
+    if (q0 >= q1) return;
+    const int64_t qfull = FNN_MIN(q1, ncur / nr); /* panels [q0, qfull) are full */
     if (!trans) {
         for (int64_t p = 0; p < kc; p++) {
             const T *src = b + (p0 + p) * ldb + j0;
             T *d = dst + p * nr;
-            for (int64_t j = 0; j < nb; j++) d[j] = src[j];
-            for (int64_t j = nb; j < nr; j++) d[j] = 0;
+            int64_t q = q0;
+            if (nr == 16) {
+                for (; q < qfull; q++)
+                    for (int j = 0; j < 16; j++) d[(q - q0) * kc * 16 + j] = src[q * 16 + j];
+            } else if (nr == 8) {
+                for (; q < qfull; q++)
+                    for (int j = 0; j < 8; j++) d[(q - q0) * kc * 8 + j] = src[q * 8 + j];
+            } else if (nr == 4) {
+                for (; q < qfull; q++)
+                    for (int j = 0; j < 4; j++) d[(q - q0) * kc * 4 + j] = src[q * 4 + j];
+            }
+            for (; q < q1; q++) {
+                const int64_t nb = FNN_MIN(nr, ncur - q * nr);
+                for (int64_t j = 0; j < nb; j++) d[(q - q0) * kc * nr + j] = src[q * nr + j];
+                for (int64_t j = nb; j < nr; j++) d[(q - q0) * kc * nr + j] = 0;
+            }
         }
     } else {
-        for (int64_t j = 0; j < nb; j++) {
-            const T *src = b + (j0 + j) * ldb + p0;
-            for (int64_t p = 0; p < kc; p++) dst[p * nr + j] = src[p];
+        for (int64_t q = q0; q < q1; q++) {
+            const int64_t nb = FNN_MIN(nr, ncur - q * nr);
+            T *d = dst + (q - q0) * kc * nr;
+            if (nb == nr && fast) {
+                fast(d, b + (j0 + q * nr) * ldb + p0, ldb, kc);
+                continue;
+            }
+            for (int64_t j = 0; j < nb; j++) {
+                const T *src = b + (j0 + q * nr + j) * ldb + p0;
+                for (int64_t p = 0; p < kc; p++) d[p * nr + j] = src[p];
+            }
+            if (nb < nr)
+                for (int64_t p = 0; p < kc; p++)
+                    for (int64_t j = nb; j < nr; j++) d[p * nr + j] = 0;
         }
-        if (nb < nr)
-            for (int64_t p = 0; p < kc; p++)
-                for (int64_t j = nb; j < nr; j++) dst[p * nr + j] = 0;
     }
 }
 
@@ -119,6 +173,7 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
     const int64_t MR = SFX(fnn_cfg).mr, NR = SFX(fnn_cfg).nr;
     const int64_t MC = SFX(fnn_cfg).mc, KC = SFX(fnn_cfg).kc, NC = SFX(fnn_cfg).nc;
     const SFX(fnn_ukr) ukr = SFX(fnn_cfg).ukr;
+    const SFX(fnn_ukr_edge) ukr_edge = SFX(fnn_cfg).ukr_edge;
 
     /* Threads: at least FNN_GEMM_MIN_WORK multiply-adds each. */
     int nt = n_threads < 1 ? 1 : n_threads;
@@ -128,13 +183,42 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
         if (cap < nt) nt = cap < 1 ? 1 : (int)cap;
     }
 
-    const int64_t kc_max = FNN_MIN(KC, k);
+    /* Balanced blocks: k split into ceil(k/KC) near-equal slices (784 -> 4 x 196,
+     * not 3 x 256 + 16), rounded up to a multiple of 8. */
+    const int64_t nkb = (k + KC - 1) / KC;
+    const int64_t kc_max = FNN_MIN(k, (((k + nkb - 1) / nkb) + 7) / 8 * 8);
     const int64_t nc_max = FNN_MIN(NC, ((n + NR - 1) / NR) * NR);
-    const size_t bpack_bytes = (size_t)kc_max * (size_t)nc_max * sizeof(T);
     const size_t apack_bytes =
         (size_t)kc_max * (size_t)(((FNN_MIN(MC, m) + MR - 1) / MR) * MR) * sizeof(T);
-    T *bpack = (T *)fnn_thread_buffer(FNN_BUF_PACK_B, bpack_bytes);
-    if (!bpack) return FNN_ENOMEM;
+    /* No shared packed data and no barriers: each thread packs the B panels of
+     * its own column range (the whole KC x ncur block when the threads split
+     * rows only), so a thread that the OS preempts never stalls the others, and
+     * every C tile is computed by the same sequence of micro-kernel calls
+     * whatever the thread count (results are bitwise identical across counts).
+     * The price is packing B once per thread row (tm times), which is small next
+     * to the (m / tm) * k * n multiply-adds each thread does with it.
+     * Panel-at-a-time mode: when a thread's rows fit in one MC block each B
+     * panel is used by one ic pass only, so it is packed right before use into
+     * an L1-sized buffer (or read in place, see direct_b). */
+    const int64_t pm = (m + MR - 1) / MR;
+    int one_ic;
+    {
+        int tm0, tn0;
+        SFX(thread_grid)(nt, pm, (nc_max + NR - 1) / NR, &tm0, &tn0);
+        one_ic = ((pm + tm0 - 1) / tm0) * MR <= MC;
+    }
+    /* With B not transposed and one ic pass, the micro-kernel can read full B
+     * panels in place (row stride ldb) instead of packing them: for small M the
+     * copy costs more than it saves.  Only when the kc rows of a panel do not
+     * collide in the cache sets: a row stride that is a multiple of a large power
+     * of two maps them to few sets (a 4 KiB stride to 1/64 of a 1024-set L2). */
+    int direct_b = 0;
+    if (one_ic && !trans_b) {
+        uint64_t stride = (uint64_t)ldb * sizeof(T), pow2 = 1;
+        while (pow2 < (1u << 20) && (stride & pow2) == 0) pow2 <<= 1;
+        const uint64_t lines_held = pow2 <= 64 ? 8192 : 8 * (65536 / pow2);
+        direct_b = lines_held >= 2 * (uint64_t)kc_max;
+    }
     int failed = 0;
 
 #ifdef _OPENMP
@@ -146,61 +230,69 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
 #else
         const int tid = 0, nth = 1;
 #endif
+        int tm, tn;
+        SFX(thread_grid)(nth, pm, (nc_max + NR - 1) / NR, &tm, &tn);
+        const int ti = tid / tn, tj = tid % tn;
+        /* this thread's rows, in whole MR panels, and its share of column panels */
+        const int64_t r0 = FNN_MIN(m, (pm * ti / tm) * MR);
+        const int64_t r1 = FNN_MIN(m, (pm * (ti + 1) / tm) * MR);
+        const int64_t pn_max = (nc_max + NR - 1) / NR;
+        const int64_t my_panels = one_ic ? 1 : (pn_max + tn - 1) / tn + 1;
         T *apack = (T *)fnn_thread_buffer(FNN_BUF_PACK_A, apack_bytes);
-        if (!apack) {
+        T *bpack = (T *)fnn_thread_buffer(
+            FNN_BUF_PACK_B, (size_t)kc_max * (size_t)(my_panels * NR) * sizeof(T));
+        if (!apack || !bpack) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
             failed = 1;
-        }
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-        int fail_seen;
-#ifdef _OPENMP
-#pragma omp atomic read
-#endif
-        fail_seen = failed;
-        if (!fail_seen) {
-            int tm, tn;
-            const int64_t pm = (m + MR - 1) / MR;
-            SFX(thread_grid)(nth, pm, (nc_max + NR - 1) / NR, &tm, &tn);
-            const int ti = tid / tn, tj = tid % tn;
-            /* this thread's rows, in whole MR panels */
-            const int64_t r0 = FNN_MIN(m, (pm * ti / tm) * MR);
-            const int64_t r1 = FNN_MIN(m, (pm * (ti + 1) / tm) * MR);
+        } else if (r0 < r1) {
             T tmp[FNN_MAX_TILE];
+            /* this thread's rows in near-equal blocks of at most MC, whole MR panels */
+            const int64_t nmb = (r1 - r0 + MC - 1) / MC;
+            const int64_t mc_bal =
+                nmb > 0 ? FNN_MIN(MC, ((r1 - r0 + nmb - 1) / nmb + MR - 1) / MR * MR) : MC;
 
             for (int64_t jc = 0; jc < n; jc += NC) {
                 const int64_t ncur = FNN_MIN(NC, n - jc);
                 const int64_t pn = (ncur + NR - 1) / NR;
                 const int64_t q0 = pn * tj / tn, q1 = pn * (tj + 1) / tn;
-                for (int64_t pc = 0; pc < k; pc += KC) {
-                    const int64_t kcur = FNN_MIN(KC, k - pc);
+                for (int64_t pc = 0; pc < k; pc += kc_max) {
+                    const int64_t kcur = FNN_MIN(kc_max, k - pc);
                     const T beff = pc == 0 ? beta : (T)1;
                     const int last = pc + kcur == k;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                    for (int64_t q = 0; q < pn; q++)
-                        SFX(pack_b)(bpack + q * kcur * NR, b, ldb, trans_b, pc, kcur,
-                                    jc + q * NR, FNN_MIN(NR, ncur - q * NR), NR);
-                    /* implicit barrier: B is packed */
-                    for (int64_t ic = r0; ic < r1; ic += MC) {
-                        const int64_t mcur = FNN_MIN(MC, r1 - ic);
-                        SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR);
+                    if (!one_ic && q0 < q1)
+                        SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, q0, q1, NR,
+                                    SFX(fnn_cfg).pack_bt);
+                    for (int64_t ic = r0; ic < r1; ic += mc_bal) {
+                        const int64_t mcur = FNN_MIN(mc_bal, r1 - ic);
+                        SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR,
+                                    SFX(fnn_cfg).pack_a);
                         for (int64_t q = q0; q < q1; q++) {
                             const int64_t j = jc + q * NR;
                             const int64_t nb = FNN_MIN(NR, ncur - q * NR);
-                            const T *bp = bpack + q * kcur * NR;
+                            const T *bp;
+                            int64_t ldbp = NR;
+                            if (!one_ic) {
+                                bp = bpack + (q - q0) * kcur * NR;
+                            } else if (direct_b && nb == NR) {
+                                bp = b + pc * ldb + j;
+                                ldbp = ldb;
+                            } else {
+                                SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, q, q + 1,
+                                            NR, SFX(fnn_cfg).pack_bt);
+                                bp = bpack;
+                            }
                             for (int64_t ip = 0; ip < mcur; ip += MR) {
                                 const int64_t ib = FNN_MIN(MR, mcur - ip);
                                 T *ct = c + (ic + ip) * ldc + j;
                                 const T *ap = apack + ip * kcur;
                                 if (ib == MR && nb == NR) {
-                                    ukr(kcur, ap, bp, NR, ct, ldc, alpha, beff);
+                                    ukr(kcur, ap, bp, ldbp, ct, ldc, alpha, beff);
+                                } else if (ukr_edge) {
+                                    ukr_edge(kcur, ib, nb, ap, bp, ldbp, ct, ldc, alpha, beff);
                                 } else {
-                                    ukr(kcur, ap, bp, NR, tmp, NR, alpha, 0);
+                                    ukr(kcur, ap, bp, ldbp, tmp, NR, alpha, 0);
                                     for (int64_t i = 0; i < ib; i++)
                                         for (int64_t jj = 0; jj < nb; jj++)
                                             ct[i * ldc + jj] =
@@ -214,9 +306,6 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                             }
                         }
                     }
-#ifdef _OPENMP
-#pragma omp barrier /* every thread is done with this B block */
-#endif
                 }
             }
         }

@@ -20,18 +20,5 @@ static int fnn_elemwise_threads(int64_t n, int n_threads)
     return (int)nt;
 }
 
-#define T float
-#define SFX(f) f##_f32
-#define TM(fn) fn##f
-#include "optim_impl.h"
-#undef T
-#undef SFX
-#undef TM
-
-#define T double
-#define SFX(f) f##_f64
-#define TM(fn) fn
-#include "optim_impl.h"
-#undef T
-#undef SFX
-#undef TM
+#define FNN_TEMPLATE "optim_impl.h"
+#include "fnn_template.h"

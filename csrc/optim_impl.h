@@ -24,7 +24,7 @@ typedef struct {
     int nesterov, first_step, use_wd, use_mom;
 } SFX(sgd_args);
 
-FNN_INLINE void SFX(sgd_body)(const SFX(sgd_args) *a, int64_t lo, int64_t hi)
+FNN_INLINE void SFX(fnn_sgd_body)(const SFX(sgd_args) *a, int64_t lo, int64_t hi)
 {
     T *FNN_RESTRICT w = a->w, *FNN_RESTRICT buf = a->buf;
     const T *FNN_RESTRICT g = a->g;
@@ -47,7 +47,7 @@ FNN_INLINE void SFX(sgd_body)(const SFX(sgd_args) *a, int64_t lo, int64_t hi)
         w[i] = wi - lr * d;
     }
 }
-FNN_MULTIVERSION(SFX(sgd_body), SFX(sgd_generic), SFX(sgd_avx2), SFX(sgd_run), SFX(sgd_args))
+FNN_MULTIVERSION(SFX(fnn_sgd_body), SFX(fnn_sgd_generic), SFX(fnn_sgd_avx2), SFX(fnn_sgd_run), SFX(sgd_args))
 
 /* w, g (n,); buf (n,) momentum buffer, or NULL when momentum == 0. */
 int SFX(fnn_sgd_step)(T *w, T *buf, const T *g, int64_t n, T lr, T momentum, T dampening,
@@ -59,7 +59,7 @@ int SFX(fnn_sgd_step)(T *w, T *buf, const T *g, int64_t n, T lr, T momentum, T d
     if (nesterov && (momentum <= 0 || dampening != 0)) return FNN_EINVAL;
     const SFX(sgd_args) a = {w, buf, g, lr, momentum, (T)1 - dampening, weight_decay,
                              nesterov, first_step, weight_decay != 0, momentum != 0};
-    SFX(sgd_run)(&a, n, fnn_elemwise_threads(n, n_threads));
+    SFX(fnn_sgd_run)(&a, n, fnn_elemwise_threads(n, n_threads));
     return FNN_OK;
 }
 
@@ -70,7 +70,7 @@ typedef struct {
     int couple_wd, use_shrink;
 } SFX(adam_args);
 
-FNN_INLINE void SFX(adam_body)(const SFX(adam_args) *a, int64_t lo, int64_t hi)
+FNN_INLINE void SFX(fnn_adam_body)(const SFX(adam_args) *a, int64_t lo, int64_t hi)
 {
     T *FNN_RESTRICT w = a->w, *FNN_RESTRICT m = a->m, *FNN_RESTRICT v = a->v;
     T *FNN_RESTRICT vmax = a->vmax;
@@ -107,7 +107,7 @@ FNN_INLINE void SFX(adam_body)(const SFX(adam_args) *a, int64_t lo, int64_t hi)
         w[i] = wi - step_size * mi / denom;
     }
 }
-FNN_MULTIVERSION(SFX(adam_body), SFX(adam_generic), SFX(adam_avx2), SFX(adam_run),
+FNN_MULTIVERSION(SFX(fnn_adam_body), SFX(fnn_adam_generic), SFX(fnn_adam_avx2), SFX(fnn_adam_run),
                  SFX(adam_args))
 
 /* w, m, v, g (n,); vmax (n,) for amsgrad, else NULL.  step >= 1 is the count of
@@ -126,7 +126,7 @@ int SFX(fnn_adam_step)(T *w, T *m, T *v, T *vmax, const T *g, int64_t n, T lr, T
         (T)((double)lr / bc1), (T)sqrt(bc2),
         (T)(1.0 - (double)lr * (double)weight_decay), /* AdamW: w *= 1 - lr wd */
         weight_decay != 0 && !decoupled, weight_decay != 0 && decoupled};
-    SFX(adam_run)(&a, n, fnn_elemwise_threads(n, n_threads));
+    SFX(fnn_adam_run)(&a, n, fnn_elemwise_threads(n, n_threads));
     return FNN_OK;
 }
 
@@ -137,7 +137,7 @@ typedef struct {
     int centered, use_wd, use_mom;
 } SFX(rmsprop_args);
 
-FNN_INLINE void SFX(rmsprop_body)(const SFX(rmsprop_args) *a, int64_t lo, int64_t hi)
+FNN_INLINE void SFX(fnn_rmsprop_body)(const SFX(rmsprop_args) *a, int64_t lo, int64_t hi)
 {
     T *FNN_RESTRICT w = a->w, *FNN_RESTRICT sq = a->sq, *FNN_RESTRICT buf = a->buf;
     T *FNN_RESTRICT gavg = a->gavg;
@@ -167,7 +167,7 @@ FNN_INLINE void SFX(rmsprop_body)(const SFX(rmsprop_args) *a, int64_t lo, int64_
         }
     }
 }
-FNN_MULTIVERSION(SFX(rmsprop_body), SFX(rmsprop_generic), SFX(rmsprop_avx2), SFX(rmsprop_run),
+FNN_MULTIVERSION(SFX(fnn_rmsprop_body), SFX(fnn_rmsprop_generic), SFX(fnn_rmsprop_avx2), SFX(fnn_rmsprop_run),
                  SFX(rmsprop_args))
 
 /* w, sq, g (n,); buf (n,) when momentum > 0, gavg (n,) when centered, else NULL.
@@ -181,7 +181,7 @@ int SFX(fnn_rmsprop_step)(T *w, T *sq, T *buf, T *gavg, const T *g, int64_t n, T
     const SFX(rmsprop_args) a = {w, sq, buf, gavg, g, lr, alpha, (T)1 - alpha, eps,
                                  weight_decay, momentum, centered, weight_decay != 0,
                                  momentum > 0};
-    SFX(rmsprop_run)(&a, n, fnn_elemwise_threads(n, n_threads));
+    SFX(fnn_rmsprop_run)(&a, n, fnn_elemwise_threads(n, n_threads));
     return FNN_OK;
 }
 
@@ -192,7 +192,7 @@ typedef struct {
     int use_wd;
 } SFX(adagrad_args);
 
-FNN_INLINE void SFX(adagrad_body)(const SFX(adagrad_args) *a, int64_t lo, int64_t hi)
+FNN_INLINE void SFX(fnn_adagrad_body)(const SFX(adagrad_args) *a, int64_t lo, int64_t hi)
 {
     T *FNN_RESTRICT w = a->w, *FNN_RESTRICT sum = a->sum;
     const T *FNN_RESTRICT g = a->g;
@@ -206,7 +206,7 @@ FNN_INLINE void SFX(adagrad_body)(const SFX(adagrad_args) *a, int64_t lo, int64_
         w[i] = wi - clr * gi / (TM(sqrt)(si) + eps);
     }
 }
-FNN_MULTIVERSION(SFX(adagrad_body), SFX(adagrad_generic), SFX(adagrad_avx2), SFX(adagrad_run),
+FNN_MULTIVERSION(SFX(fnn_adagrad_body), SFX(fnn_adagrad_generic), SFX(fnn_adagrad_avx2), SFX(fnn_adagrad_run),
                  SFX(adagrad_args))
 
 /* w, sum, g (n,); sum starts at initial_accumulator_value.  step >= 1 counts
@@ -220,6 +220,41 @@ int SFX(fnn_adagrad_step)(T *w, T *sum, const T *g, int64_t n, T lr, T lr_decay,
     const SFX(adagrad_args) a = {
         w, sum, g, (T)((double)lr / (1.0 + (double)(step - 1) * (double)lr_decay)),
         weight_decay, eps, weight_decay != 0};
-    SFX(adagrad_run)(&a, n, fnn_elemwise_threads(n, n_threads));
+    SFX(fnn_adagrad_run)(&a, n, fnn_elemwise_threads(n, n_threads));
     return FNN_OK;
+}
+
+/* 1 when every x[i] (n,) is finite.  Tests the exponent bits with integer
+ * operations (an OR-reduction the compiler vectorizes without reassociating
+ * floating-point sums); one pass, no early exit, so its time does not depend on
+ * the data.  Compiled for the baseline ISA and for AVX2 (8 or 4 lanes). */
+FNN_INLINE int SFX(fnn_all_finite_body)(const T *x, int64_t n)
+{
+    if (sizeof(T) == 4) {
+        const uint32_t *u = (const uint32_t *)(const void *)x;
+        uint32_t bad = 0;
+        for (int64_t i = 0; i < n; i++) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+        return !bad;
+    }
+    const uint64_t *u = (const uint64_t *)(const void *)x;
+    uint64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad |= (uint64_t)((u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+    return !bad;
+}
+
+#ifdef FNN_MULTIVERSIONED
+FNN_TARGET_AVX2_FN static int SFX(fnn_all_finite_avx2)(const T *x, int64_t n)
+{
+    return SFX(fnn_all_finite_body)(x, n);
+}
+#endif
+
+int SFX(fnn_all_finite)(const T *x, int64_t n)
+{
+    if (n <= 0) return 1;
+#ifdef FNN_MULTIVERSIONED
+    if (fnn_isa() == FNN_ISA_AVX2) return SFX(fnn_all_finite_avx2)(x, n);
+#endif
+    return SFX(fnn_all_finite_body)(x, n);
 }

@@ -20,12 +20,17 @@ static int fnn_pool_geometry(fnn_pool_geom *g, int64_t n, int64_t c, int64_t h, 
         pw < 0 || ph > kh / 2 || pw > kw / 2)
         return FNN_EINVAL;
     if (h + 2 * ph < kh || w + 2 * pw < kw) return FNN_EINVAL;
+    /* h + 2 ph below must not overflow: ph <= kh / 2, so bound kh and h */
+    if (kh > INT64_MAX / 4 || kw > INT64_MAX / 4 || h > INT64_MAX / 4 || w > INT64_MAX / 4)
+        return FNN_EOVERFLOW;
     int64_t t;
     g->oh = (h + 2 * ph - kh) / sh + 1;
     g->ow = (w + 2 * pw - kw) / sw + 1;
+    /* array sizes only: kh * kw (a window may be far larger than the input it covers)
+     * is never formed in integers */
     if (fnn_mul_overflows(n, c, &g->planes) || fnn_mul_overflows(h, w, &t) ||
         fnn_mul_overflows(g->planes, t, &t) || fnn_mul_overflows(g->oh, g->ow, &t) ||
-        fnn_mul_overflows(t, kh * kw, &t) || fnn_mul_overflows(g->planes, t, &t))
+        fnn_mul_overflows(g->planes, t, &t))
         return FNN_EOVERFLOW;
     return FNN_OK;
 }
@@ -37,14 +42,5 @@ static int fnn_pool_threads(const fnn_pool_geom *g, int n_threads)
     return work < FNN_POOL_MIN_WORK ? 1 : nt;
 }
 
-#define T float
-#define SFX(f) f##_f32
-#include "pool_impl.h"
-#undef T
-#undef SFX
-
-#define T double
-#define SFX(f) f##_f64
-#include "pool_impl.h"
-#undef T
-#undef SFX
+#define FNN_TEMPLATE "pool_impl.h"
+#include "fnn_template.h"

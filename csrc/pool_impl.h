@@ -91,7 +91,7 @@ int SFX(fnn_avgpool2d_forward)(T *out, const T *x, int64_t n, int64_t c, int64_t
     int st = fnn_pool_geometry(&g, n, c, h, w, kh, kw, sh, sw, ph, pw);
     if (st != FNN_OK || g.planes == 0 || g.oh == 0 || g.ow == 0) return st;
     const int nt = fnn_pool_threads(&g, n_threads);
-    const T inv = (T)1 / (T)(kh * kw);
+    const T inv = (T)1 / ((T)kh * (T)kw); /* in T: kh * kw may not fit in int64 */
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -122,7 +122,7 @@ int SFX(fnn_avgpool2d_backward)(T *dx, const T *dout, int64_t n, int64_t c, int6
     int st = fnn_pool_geometry(&g, n, c, h, w, kh, kw, sh, sw, ph, pw);
     if (st != FNN_OK || g.planes == 0 || h * w == 0) return st;
     const int nt = fnn_pool_threads(&g, n_threads);
-    const T inv = (T)1 / (T)(kh * kw);
+    const T inv = (T)1 / ((T)kh * (T)kw); /* in T: kh * kw may not fit in int64 */
     (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)

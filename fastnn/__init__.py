@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import callbacks, init, kernels, losses, optim, reference, schedules
 from ._config import get_num_threads, set_num_threads
 from ._names import ACTIVATIONS
+from ._validation import check_finite
 from ._version import __version__
 from .io import load_model as load
 from .layers import (
@@ -53,6 +54,7 @@ __all__ = [
     "set_num_threads",
     "show_config",
     "config",
+    "check_finite",
 ]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
 
@@ -77,12 +79,104 @@ def demo(seed: int = 0, epochs: int = 40) -> float:
     return acc
 
 
+#: File names of OpenMP runtimes: GNU (libgomp, also auditwheel's renamed
+#: libgomp-<hash>.so), LLVM (libomp, delocate's copy in .dylibs), Intel
+#: (libiomp5) and MSVC (vcomp140, delvewheel's renamed vcomp140-<hash>.dll).
+_OPENMP_LIB = re.compile(
+    r"(?:lib)?(gomp|omp|iomp5|vcomp\d*)(?:-[0-9a-f]+)?(?:\.\d+)*\.(?:so|dylib|dll)(?:\.\d+)*",
+    re.IGNORECASE)
+
+
+def _loaded_libraries() -> list[str]:
+    """Paths of the shared libraries mapped into this process (best effort, [] if unknown)."""
+    if sys.platform.startswith("linux"):
+        # /proc/self/maps: "address perms offset dev inode pathname"
+        try:
+            with open("/proc/self/maps") as f:
+                fields = [line.split(None, 5) for line in f]
+        except OSError:
+            return []
+        return list(dict.fromkeys(x[5].strip() for x in fields
+                                  if len(x) == 6 and x[5].startswith("/")))
+    import ctypes
+
+    try:
+        if sys.platform == "darwin":
+            libc = ctypes.CDLL(None)
+            libc._dyld_image_count.restype = ctypes.c_uint32
+            libc._dyld_get_image_name.restype = ctypes.c_char_p
+            libc._dyld_get_image_name.argtypes = [ctypes.c_uint32]
+            return [os.fsdecode(libc._dyld_get_image_name(i))
+                    for i in range(libc._dyld_image_count())]
+        if sys.platform == "win32":
+            from ctypes import wintypes
+
+            psapi, kernel32 = ctypes.WinDLL("Psapi.dll"), ctypes.WinDLL("kernel32")
+            kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+            proc = kernel32.GetCurrentProcess()
+            mods = (wintypes.HMODULE * 1024)()
+            needed = wintypes.DWORD()
+            if not psapi.EnumProcessModulesEx(proc, mods, ctypes.sizeof(mods),
+                                              ctypes.byref(needed), 3):
+                return []
+            buf = ctypes.create_unicode_buffer(32768)
+            out = []
+            for h in mods[:needed.value // ctypes.sizeof(wintypes.HMODULE)]:
+                if kernel32.GetModuleFileNameW(wintypes.HMODULE(h), buf, len(buf)):
+                    out.append(buf.value)
+            return out
+    except (OSError, AttributeError):
+        return []
+    return []
+
+
+def openmp_runtimes() -> list[tuple[str, str]]:
+    """The OpenMP runtimes loaded in this process after importing fastnn.
+
+    Returns
+    -------
+    list of (name, path)
+        ``name`` is ``"libgomp"`` (GNU), ``"libomp"`` (LLVM), ``"libiomp5"``
+        (Intel) or ``"vcomp"`` (MSVC); ``path`` is the file that was loaded,
+        e.g. the copy that ``auditwheel`` vendored in ``fastnn.libs/``.
+
+    """
+    from . import _kernels  # noqa: F401 -- loading it maps its OpenMP runtime
+
+    found = []
+    for path in _loaded_libraries():
+        m = _OPENMP_LIB.fullmatch(os.path.basename(path))
+        if m:
+            kind = m.group(1).lower()
+            name = "vcomp" if kind.startswith("vcomp") else "lib" + kind
+            found.append((name, path))
+    return found
+
+
+def info() -> None:
+    """Print the version, ISA, threads, OpenMP runtime and NumPy in use."""
+    from . import config, show_config
+
+    show_config()
+    cfg = config()
+    if not cfg["openmp"]:
+        print("  openmp lib : none (built without OpenMP: single-threaded)")
+    else:
+        libs = openmp_runtimes()
+        if not libs:
+            print("  openmp lib : linked, but not found among the loaded libraries")
+        for name, path in libs:
+            print(f"  openmp lib : {name} ({path})")
+    print(f"  python     : {sys.version.split()[0]} ({sys.executable})")
+    print(f"  fastnn at  : {os.path.dirname(os.path.abspath(__file__))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m fastnn``."""
     parser = argparse.ArgumentParser(prog="python -m fastnn", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("demo", help="train a small network and print its accuracy")
-    sub.add_parser("info", help="print the version, ISA, threads and NumPy in use")
+    sub.add_parser("info", help="print the version, ISA, threads, OpenMP runtime and NumPy")
     sub.add_parser("bench", help="training throughput against PyTorch, JAX, scikit-learn "
                                  "(python -m fastnn bench --help)", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
@@ -92,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
     if args.cmd == "info":
-        from . import show_config
-
-        show_config()
+        info()
     elif args.cmd == "demo":
         demo()
     return 0

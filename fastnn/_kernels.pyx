@@ -65,6 +65,8 @@ cdef extern from "fastnn.h" nogil:
                            int64_t n)
     int fnn_bce_logits_f64(double *loss, double *grad, const double *logits,
                            const double *target, int64_t n)
+    int fnn_all_finite_f32(const float *x, int64_t n)
+    int fnn_all_finite_f64(const double *x, int64_t n)
     int fnn_sgd_update_f32(float *w, const float *dw, int64_t n, float lr)
     int fnn_sgd_update_f64(double *w, const double *dw, int64_t n, double lr)
     int fnn_sgd_step_f32(float *w, float *buf, const float *g, int64_t n, float lr,
@@ -758,3 +760,139 @@ def global_avgpool_backward(floating[:, :, :, ::1] dx, const floating[:, ::1] do
             st = fnn_global_avgpool_backward_f64(_p4(dx), _c2(dout), dx.shape[0], dx.shape[1],
                                                  dx.shape[2], dx.shape[3], n_threads)
     _check(st, "global_avgpool_backward")
+
+
+# ---- a Dense-only network's training step in one call (csrc/mlp.c) ----------
+from libc.stdlib cimport calloc, free
+
+cdef extern from "fastnn.h" nogil:
+    ctypedef struct fnn_mlp:
+        int64_t n_layers, first_trainable
+        int64_t *in_ "in"
+        int64_t *out
+        int *act
+        void **w
+        void **b
+        void **gw
+        void **gb
+        void **a
+        void **z
+        void **dx
+        void *gout
+    int fnn_mlp_step_f32(double *loss, const fnn_mlp *net, const float *x, const int64_t *labels,
+                         const float *target, int64_t batch, int loss_kind, int n_threads)
+    int fnn_mlp_step_f64(double *loss, const fnn_mlp *net, const double *x,
+                         const int64_t *labels, const double *target, int64_t batch,
+                         int loss_kind, int n_threads)
+
+
+cdef void *_addr(object arr) except? NULL:
+    """Data pointer of a C-contiguous array (None -> NULL); read once, when a plan is built."""
+    if arr is None:
+        return NULL
+    if not arr.flags.c_contiguous:
+        raise ValueError("MLPPlan: every buffer must be C-contiguous")
+    return <void *><size_t>arr.__array_interface__["data"][0]
+
+
+cdef class MLPPlan:
+    """The raw pointers of a Dense-only network's parameters, gradients and work
+    buffers for one batch size, so that a training step (forward, loss, backward)
+    is one C call.  Holds references to every array it points into.
+
+    MLPPlan(is_f32, batch, first_trainable, in_sizes, out_sizes, acts, w, b, gw, gb,
+            a, z, dx, gout): lists with one entry per layer (None where a buffer is
+            absent); a[l], z[l] (batch, out), dx[l] (batch, in), gout (batch, out[-1]).
+    """
+    cdef fnn_mlp net
+    cdef void **ptrs
+    cdef object keep
+    cdef readonly bint is_f32
+    cdef readonly int64_t batch
+
+    def __cinit__(self, bint is_f32, int64_t batch, int64_t first_trainable, list in_sizes,
+                  list out_sizes, list acts, list w, list b, list gw, list gb, list a, list z,
+                  list dx, object gout):
+        cdef int64_t L = len(in_sizes), l, k
+        cdef list groups = [w, b, gw, gb, a, z, dx]
+        for grp in groups:
+            if len(grp) != L or len(out_sizes) != L or len(acts) != L:
+                raise ValueError("MLPPlan: every list needs one entry per layer")
+        self.ptrs = <void **>calloc(7 * L + 1, sizeof(void *))
+        self.net.in_ = <int64_t *>calloc(2 * L + 1, sizeof(int64_t))
+        self.net.act = <int *>calloc(L + 1, sizeof(int))
+        if self.ptrs == NULL or self.net.in_ == NULL or self.net.act == NULL:
+            raise MemoryError()
+        self.net.out = self.net.in_ + L
+        for l in range(L):
+            self.net.in_[l] = in_sizes[l]
+            self.net.out[l] = out_sizes[l]
+            self.net.act[l] = acts[l]
+            for k in range(7):
+                self.ptrs[k * L + l] = _addr(groups[k][l])
+        self.net.w, self.net.b = self.ptrs, self.ptrs + L
+        self.net.gw, self.net.gb = self.ptrs + 2 * L, self.ptrs + 3 * L
+        self.net.a, self.net.z, self.net.dx = self.ptrs + 4 * L, self.ptrs + 5 * L, self.ptrs + 6 * L
+        self.net.gout = _addr(gout)
+        self.net.n_layers = L
+        self.net.first_trainable = first_trainable
+        self.keep = (groups, gout)
+        self.is_f32 = is_f32
+        self.batch = batch
+
+    def __dealloc__(self):
+        free(self.ptrs)
+        free(self.net.in_)
+        free(self.net.act)
+
+    def run(self, x, labels, target, int loss_kind, int n_threads):
+        """Forward, loss and backward of batch x (batch, in[0]); returns the loss.
+
+        labels: int64 (batch,) for cross-entropy with labels, else None; target:
+        (batch, out[-1]) of the plan's dtype, else None.
+        """
+        cdef double loss = 0.0
+        cdef int st
+        cdef const int64_t[::1] lab
+        cdef const int64_t *labp = NULL
+        cdef const float[:, ::1] x32
+        cdef const double[:, ::1] x64
+        cdef const float[:, ::1] t32
+        cdef const double[:, ::1] t64
+        if x.shape[0] != self.batch or x.shape[1] != self.net.in_[0]:
+            raise ValueError(f"MLPPlan.run: x must have shape ({self.batch}, "
+                             f"{self.net.in_[0]}), got {x.shape}")
+        if labels is not None:
+            lab = labels
+            if lab.shape[0] != self.batch:
+                raise ValueError("MLPPlan.run: labels must have one entry per row")
+            labp = &lab[0]
+        if self.is_f32:
+            x32 = x
+            if target is not None:
+                t32 = target
+            with nogil:
+                st = fnn_mlp_step_f32(&loss, &self.net, &x32[0, 0], labp,
+                                      &t32[0, 0] if target is not None else NULL, self.batch,
+                                      loss_kind, n_threads)
+        else:
+            x64 = x
+            if target is not None:
+                t64 = target
+            with nogil:
+                st = fnn_mlp_step_f64(&loss, &self.net, &x64[0, 0], labp,
+                                      &t64[0, 0] if target is not None else NULL, self.batch,
+                                      loss_kind, n_threads)
+        _check(st, "train_step")
+        return loss
+
+
+def all_finite(const floating[::1] x):
+    """True when every element of the flat array x (n,) is finite (one C pass)."""
+    cdef int ok
+    with nogil:
+        if floating is float:
+            ok = fnn_all_finite_f32(_c1(x), x.shape[0])
+        else:
+            ok = fnn_all_finite_f64(_c1(x), x.shape[0])
+    return bool(ok)

@@ -38,3 +38,13 @@ def activation_name(activation: str | None, argname: str = "activation") -> str:
 def activation_code(activation: str | None, argname: str = "activation") -> int:
     """C enum code of an activation name (see :data:`ACTIVATIONS`)."""
     return ACTIVATIONS[activation_name(activation, argname)]
+
+
+#: Every kernel of :mod:`fastnn.kernels`; :mod:`fastnn.reference` has a twin of each.
+KERNELS: tuple[str, ...] = (
+    "gemm", "dense_forward", "dense_backward", "activation_forward", "activation_backward",
+    "cross_entropy", "mse", "binary_cross_entropy", "sgd_update", "sgd_step", "adam_step",
+    "rmsprop_step", "adagrad_step", "dropout_forward", "dropout_backward", "conv2d_forward",
+    "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
+    "avgpool2d_backward", "global_avgpool_forward", "global_avgpool_backward",
+)

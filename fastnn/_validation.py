@@ -51,12 +51,20 @@ def check_shape(arr: np.ndarray, name: str, expected: Sequence[int]) -> None:
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {arr.shape}")
 
 
+def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when ``a`` and ``b`` are exactly the same elements (same start, shape, strides)."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides)
+
+
 def output(out: Any, name: str, shape: Sequence[int], dtype: np.dtype,
-           inputs: Sequence[np.ndarray] = ()) -> np.ndarray:
+           inputs: Sequence[np.ndarray] = (), same_ok: Sequence[np.ndarray] = ()) -> np.ndarray:
     """A fresh array, or ``out`` checked as a writable C-contiguous result array.
 
     ``out`` must have exactly ``shape`` and ``dtype`` and must not overlap any of
     ``inputs`` (a kernel reading an input while writing the output would be wrong).
+    ``out`` may be exactly an array of ``same_ok`` (an elementwise kernel that reads
+    element i before writing element i works in place) but must not partly overlap one.
     """
     shape = tuple(int(s) for s in shape)
     if out is None:
@@ -74,6 +82,10 @@ def output(out: Any, name: str, shape: Sequence[int], dtype: np.dtype,
     for arr in inputs:
         if arr is not None and np.may_share_memory(out, arr):
             raise ValueError(f"{name} overlaps an input array; pass a separate buffer")
+    for arr in same_ok:
+        if arr is not None and np.may_share_memory(out, arr) and not same_memory(out, arr):
+            raise ValueError(f"{name} partly overlaps an input array; pass the input itself "
+                             "(in place) or a separate buffer")
     return out
 
 
@@ -106,3 +118,52 @@ def labels_array(y: Any, n_rows: int, n_classes: int, name: str = "labels") -> n
             f"{name} must lie in [0, {n_classes}), got values in [{lab.min()}, {lab.max()}]"
         )
     return lab
+
+
+def check_finite(*arrays: Any, names: str | Sequence[str] | None = None) -> None:
+    """Raise ValueError if any array holds a NaN or an infinity.
+
+    The error names the array and gives the index and value of its first
+    non-finite element (in C order).  Integer and boolean arrays are always
+    finite; ``None`` entries are skipped.
+
+    Parameters
+    ----------
+    *arrays : array_like
+    names : str or sequence of str, optional
+        One name per array (a single string for a single array); default
+        ``"array 0"``, ``"array 1"``...
+
+    Example: ``fastnn.check_finite(X, y, names=["X", "y"])`` raises
+    ``ValueError: y contains NaN at index (1,); value nan (1 non-finite of 5 elements)``.
+    """
+    if isinstance(names, str):
+        names = [names]
+    if names is not None and len(names) != len(arrays):
+        raise ValueError(f"check_finite: got {len(arrays)} arrays but {len(names)} names")
+    for i, a in enumerate(arrays):
+        if a is None:
+            continue
+        name = names[i] if names is not None else f"array {i}"
+        try:
+            arr = np.asarray(a)
+        except Exception as exc:  # noqa: BLE001
+            raise TypeError(f"{name} could not be converted to an array: {exc}") from None
+        if arr.dtype.kind not in "fc":
+            if arr.dtype.kind in "iub":
+                continue
+            raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+        # a sum is one cheap pass without a temporary; only a non-finite sum needs the search
+        with np.errstate(all="ignore"):
+            total = arr.sum(dtype=np.complex128 if arr.dtype.kind == "c" else np.float64)
+        if np.isfinite(total):
+            continue
+        bad = ~np.isfinite(arr)
+        if not bad.any():
+            continue  # finite values whose sum overflowed
+        flat = int(np.argmax(bad.reshape(-1)))
+        idx = tuple(int(j) for j in np.unravel_index(flat, arr.shape))
+        val = arr[idx].item()
+        what = "NaN" if np.isnan(val) else "an infinity"
+        raise ValueError(f"{name} contains {what} at index {idx}; value {val!r} "
+                         f"({int(bad.sum())} non-finite of {arr.size} elements)")

@@ -1,7 +1,8 @@
 """Training-throughput benchmark: fastnn against what a user would pick instead.
 
 ``python -m fastnn bench`` trains one Adam step at a time of an MLP (784-256-256-10,
-ReLU, softmax cross-entropy, float32, He-normal weights; or 784-800-10) with:
+ReLU, softmax cross-entropy, float32, He-normal weights; or 784-800-10; or a small
+CNN on 1x28x28 images, ``--net cnn``) with:
 
     fastnn            the public API (Sequential + optim.Adam + train_step)
     numpy             hand-written NumPy forward/backward/Adam (fastnn.reference math)
@@ -31,7 +32,11 @@ import sys
 import time
 from collections.abc import Callable
 
-NETS = {"mlp": (784, 256, 256, 10), "wide": (784, 800, 10)}
+NETS = {"mlp": (784, 256, 256, 10), "wide": (784, 800, 10),
+        # conv 1->16 3x3 pad 1 relu, maxpool 2, conv 16->32 3x3 pad 1 relu, maxpool 2,
+        # dense 32*7*7 -> 10, on 1x28x28 images
+        "cnn": ("cnn", 28, 16, 32, 10)}
+CNN = NETS["cnn"]
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
 ALL = ("fastnn", "numpy", "torch_eager", "torch_fused_adam", "jax_jit", "sklearn")
 
@@ -40,8 +45,14 @@ class Skip(Exception):
     """A contestant that cannot run here."""
 
 
-def matmul_flop_per_sample(layers: tuple[int, ...]) -> int:
+def matmul_flop_per_sample(layers: tuple) -> int:
     """Forward, weight gradients, and input gradients of every layer but the first."""
+    if layers == CNN:
+        _, s, c1, c2, k = layers
+        f1 = s * s * c1 * 9 * 2  # conv1 on s x s
+        f2 = (s // 2) ** 2 * c2 * c1 * 9 * 2  # conv2 on s/2 x s/2
+        f3 = c2 * (s // 4) ** 2 * k * 2  # dense
+        return 2 * (f1 + f2 + f3) + f2 + f3
     w = [i * o for i, o in zip(layers[:-1], layers[1:])]
     return 2 * sum(w) + 2 * sum(w) + 2 * sum(w[1:])
 
@@ -51,7 +62,8 @@ def _data(layers, batch):
 
     rng = np.random.default_rng(0)
     n_batches = max(4, math.ceil(4096 / batch))
-    x = rng.standard_normal((n_batches * batch, layers[0]), dtype=np.float32)
+    shape = (1, CNN[1], CNN[1]) if layers == CNN else (layers[0],)
+    x = rng.standard_normal((n_batches * batch, *shape), dtype=np.float32)
     y = rng.integers(0, layers[-1], n_batches * batch)
     return [(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
             for i in range(n_batches)]
@@ -61,6 +73,13 @@ def _he(layers):
     import numpy as np
 
     rng = np.random.default_rng(1)
+    if layers == CNN:
+        _, s, c1, c2, k = layers
+        shapes = [((c1, 1, 3, 3), 9), ((c2, c1, 3, 3), 9 * c1), ((c2 * (s // 4) ** 2, k),
+                                                                  c2 * (s // 4) ** 2)]
+        return [((rng.standard_normal(shp) * math.sqrt(2 / fan)).astype(np.float32),
+                 np.zeros(shp[0] if len(shp) == 4 else shp[1], np.float32))
+                for shp, fan in shapes]
     return [((rng.standard_normal((i, o)) * math.sqrt(2 / i)).astype(np.float32),
              np.zeros(o, np.float32)) for i, o in zip(layers[:-1], layers[1:])]
 
@@ -82,10 +101,16 @@ def make_fastnn(layers, batch, threads):
 
     fnn.set_num_threads(threads)
     mods = []
-    for k, (w, _) in enumerate(_he(layers)):
+    if layers == CNN:
+        _, sz, c1, c2, k = layers
+        mods = [fnn.Conv2D(1, c1, 3, padding=1, activation="relu"), fnn.MaxPool2D(2),
+                fnn.Conv2D(c1, c2, 3, padding=1, activation="relu"), fnn.MaxPool2D(2),
+                fnn.Flatten(), fnn.Dense(c2 * (sz // 4) ** 2, k)]
+    for k, (w, _) in enumerate([] if layers == CNN else _he(layers)):
         last = k == len(layers) - 2
         mods.append(fnn.Dense(w.shape[0], w.shape[1], activation=None if last else "relu"))
-    model = fnn.Sequential(mods, dtype="float32", seed=0)
+    model = fnn.Sequential(mods, dtype="float32", seed=0,
+                           input_shape=(1, CNN[1], CNN[1]) if layers == CNN else None)
     model.set_weights([a for wb in _he(layers) for a in wb])
     model.compile(optimizer=fnn.optim.Adam(lr=LR, betas=BETAS, eps=EPS), loss="cross_entropy")
     data = _data(layers, batch)
@@ -95,6 +120,9 @@ def make_fastnn(layers, batch, threads):
 def make_numpy(layers, batch, threads):
     """Hand-written NumPy: the reference math a user would write."""
     import numpy as np
+
+    if layers == CNN:
+        raise Skip("no hand-written NumPy CNN")
 
     params = [[w.copy(), b.copy()] for w, b in _he(layers)]
     state = [[np.zeros_like(p) for p in wb] + [np.zeros_like(p) for p in wb] for wb in params]
@@ -140,7 +168,17 @@ def _make_torch(layers, batch, threads, fused):
         raise Skip(f"torch not installed ({exc})") from None
     torch.set_num_threads(threads)
     mods = []
-    for k, (w, b) in enumerate(_he(layers)):
+    if layers == CNN:
+        (w1, b1), (w2, b2), (wd, bd) = _he(layers)
+        c1, c2 = nn.Conv2d(1, w1.shape[0], 3, padding=1), nn.Conv2d(w1.shape[0], w2.shape[0], 3,
+                                                                     padding=1)
+        lin = nn.Linear(wd.shape[0], wd.shape[1])
+        with torch.no_grad():
+            for mod, w, b in ((c1, w1, b1), (c2, w2, b2), (lin, wd.T.copy(), bd)):
+                mod.weight.copy_(torch.from_numpy(w))
+                mod.bias.copy_(torch.from_numpy(b))
+        mods = [c1, nn.ReLU(), nn.MaxPool2d(2), c2, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), lin]
+    for k, (w, b) in enumerate([] if layers == CNN else _he(layers)):
         lin = nn.Linear(w.shape[0], w.shape[1])
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(w.T.copy()))
@@ -186,6 +224,16 @@ def make_jax_jit(layers, batch, threads):
 
     def loss_fn(ps, x, y):
         h = x
+        if layers == CNN:
+            for w, b in ps[:2]:
+                h = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",
+                                                 dimension_numbers=("NCHW", "OIHW", "NCHW"))
+                h = jax.nn.relu(h + b[None, :, None, None])
+                h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2),
+                                          "VALID")
+            h = h.reshape(h.shape[0], -1) @ ps[2][0] + ps[2][1]
+            logp = jax.nn.log_softmax(h)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
         for k, (w, b) in enumerate(ps):
             h = h @ w + b
             if k < len(ps) - 1:
@@ -217,6 +265,8 @@ def make_jax_jit(layers, batch, threads):
 
 def make_sklearn(layers, batch, threads):
     """scikit-learn's MLPClassifier, one partial_fit per batch."""
+    if layers == CNN:
+        raise Skip("scikit-learn has no convolution")
     try:
         import warnings
 
@@ -308,13 +358,21 @@ def run(net: str = "mlp", batches: tuple[int, ...] = (16, 64, 256, 1024),
     return result
 
 
+def _net_name(layers) -> str:
+    if tuple(layers) == CNN:
+        _, s, c1, c2, k = CNN
+        return (f"CNN (1x{s}x{s}: conv3x3 {c1}, maxpool 2, conv3x3 {c2}, maxpool 2, "
+                f"dense {k})")
+    return "-".join(map(str, layers))
+
+
 def table(result: dict) -> str:
     """Markdown table: samples/s (median) per contestant, ratios of fastnn to each peer."""
     lines = []
     names = [n for n in ALL if any(n in b["seconds_per_step"] for t in result["threads"].values()
                                    for b in t.values())]
     head = "| batch | threads | " + " | ".join(names) + " | fastnn ÷ best peer | % of FMA cap |"
-    lines += [f"Network {'-'.join(map(str, result['layers']))}, Adam, float32; samples/s "
+    lines += [f"Network {_net_name(result['layers'])}, Adam, float32; samples/s "
               f"(median of interleaved reps); {result['flop_per_sample'] / 1e6:.2f} MFLOP of "
               "matrix work per sample.", "", head,
               "|" + "---|" * (len(names) + 4)]
@@ -345,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fma-peak", default=None,
                    help="GFLOP/s of the FMA peak per thread count, e.g. '1:92,2:180'")
     p.add_argument("--json", default=None, help="also write the raw measurements here")
+    p.add_argument("--plot", default=None, help="also draw samples/s against batch size "
+                                                "(a PNG; needs matplotlib)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -362,7 +422,42 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
+    if a.plot:
+        plot(res, a.plot)
     return 0
+
+
+def plot(result: dict, path: str) -> None:
+    """samples/s against batch size, one line per contestant, one panel per thread count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    threads = list(result["threads"])
+    fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)
+    for ax, t in zip(axes[0], threads):
+        per_batch = result["threads"][t]
+        batches = sorted(int(b) for b in per_batch)
+        for name in ALL:
+            pts = [(b, b / statistics.median(per_batch[str(b)]["seconds_per_step"][name]))
+                   for b in batches if name in per_batch[str(b)]["seconds_per_step"]]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=name,
+                        linewidth=2.5 if name == "fastnn" else 1.2)
+        peak = result.get("fma_peak_gflops", {}).get(t)
+        if peak:
+            ax.axhline(peak * 1e9 / result["flop_per_sample"], color="gray", linestyle="--",
+                       label="FMA peak cap")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("samples / s")
+        ax.set_title(f"{_net_name(result['layers'])}, Adam, float32, {t} thread(s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

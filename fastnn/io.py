@@ -30,6 +30,8 @@ import numpy as np
 FORMAT = "fastnn-model"
 VERSION = 1
 _MAX_JSON = 16 * 1024 * 1024
+_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -44,6 +46,12 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=d)
     try:
+        # mkstemp creates 0600: keep an existing file's mode, else what open() would give
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except OSError:
+            mode = 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -107,11 +115,18 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _read_npy(z: zipfile.ZipFile, name: str) -> np.ndarray:
+def _read_npy(z: zipfile.ZipFile, name: str, max_elements: int | None = None) -> np.ndarray:
+    """Entry ``name`` as an array; with ``max_elements``, an entry too large to hold at
+    most that many elements (of 8 bytes, plus a header) is refused before it is read.
+    """
     try:
-        data = z.read(name)
+        info = z.getinfo(name)
     except KeyError:
         raise ValueError(f"model file is missing {name}") from None
+    if max_elements is not None and info.file_size > 8 * max_elements + 65536:
+        raise ValueError(f"model file entry {name} is larger ({info.file_size} bytes) than "
+                         f"its architecture allows")
+    data = z.read(info)
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 -- any parse failure is a corrupt file
@@ -165,6 +180,8 @@ def _build(z: zipfile.ZipFile, meta: dict) -> Any:
     from .model import Sequential
 
     cfg = meta["model"]
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
+        raise ValueError("model file header has no layer list")
     layers = []
     for spec in cfg["layers"]:
         cls = layers_mod.LAYER_TYPES.get(spec["type"])
@@ -175,17 +192,27 @@ def _build(z: zipfile.ZipFile, meta: dict) -> Any:
         layer = cls(**kwargs)
         layer.trainable = bool(trainable)
         layers.append(layer)
+    # Parameters are drawn at construction: refuse an architecture the file cannot
+    # fill before allocating it (each element needs at least one stored byte).
+    shapes = [shp for layer in layers for shp in layer.param_shapes(None)]
+    needed = sum(int(np.prod(shp, dtype=object)) for shp in shapes)
+    stored = sum(i.file_size for i in z.infolist() if i.filename.startswith("params/"))
+    if needed > stored:
+        raise ValueError(f"model file's architecture has {needed} parameters but the file "
+                         f"stores only {stored} bytes of them")
     model = Sequential(layers, dtype=cfg["dtype"], seed=cfg["seed"],
                        input_shape=cfg["input_shape"], name=cfg["name"])
     params = [p for layer in model.layers for p in layer.params]
     if meta["n_params"] != len(params):
         raise ValueError("model file's parameter count does not match its architecture")
-    arrays = [_read_npy(z, f"params/{i:04d}.npy") for i in range(len(params))]
+    arrays = [_read_npy(z, f"params/{i:04d}.npy", p.size) for i, p in enumerate(params)]
     model.set_weights(arrays)
     for layer, st, tr in zip(model.layers, meta["layer_state"], meta["trainable"]):
         layer.set_state(st)
         layer.trainable = bool(tr)
     model.epoch, model.step = int(meta["epoch"]), int(meta["step"])
+    if model.epoch < 0 or model.step < 0:
+        raise ValueError("model file has negative epoch or step counters")
     model.rng.bit_generator.state = meta["rng"]
     opt_meta = meta.get("optimizer")
     if opt_meta is not None:
@@ -197,7 +224,8 @@ def _build(z: zipfile.ZipFile, meta: dict) -> Any:
             conf["betas"] = tuple(conf["betas"])
         model.compile(optimizer=cls(**conf), loss=meta["loss"] or "cross_entropy")
         model._ensure_optimizer()
-        state = {name: _read_npy(z, f"optim/{name}.npy") for name in opt_meta["state"]}
+        n_opt = model._flat_params.size
+        state = {name: _read_npy(z, f"optim/{name}.npy", n_opt) for name in opt_meta["state"]}
         model.optimizer.load_state_dict({"step_count": opt_meta["step_count"], "state": state})
     elif meta.get("loss"):
         from .losses import get_loss
@@ -259,14 +287,16 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
         if not isinstance(meta, dict) or meta.get("format") not in (WEIGHTS_FORMAT, FORMAT):
             raise ValueError("not a fastnn weights file (wrong format tag)")
         if meta["format"] == FORMAT:  # a whole-model file: map its params to layer names
-            names = [spec["config"]["name"] for spec in meta["model"]["layers"]]
-            return _load_from_model_file(model, z, meta, names, skip_mismatch)
+            entries = _model_file_entries(meta)
+        else:
+            entries = {name: [f"{name}/{pn}.npy" for pn in pnames]
+                       for name, pnames in meta["layers"].items()}
         plan = []
         for layer in model.layers:
-            pnames = meta["layers"].get(layer.name)
-            if not pnames or not layer.params:
+            names = entries.get(layer.name)
+            if not names or not layer.params:
                 continue
-            arrays = [_read_npy(z, f"{layer.name}/{pn}.npy") for pn in pnames]
+            arrays = [_read_npy(z, e) for e in names]
             if [a.shape for a in arrays] != [p.shape for p in layer.params]:
                 if skip_mismatch:
                     continue
@@ -274,43 +304,25 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
                     f"load_weights: layer {layer.name!r} has parameter shapes "
                     f"{[p.shape for p in layer.params]}, the file has {[a.shape for a in arrays]}")
             plan.append((layer, arrays))
-    for layer, arrays in plan:
+    for layer, arrays in plan:  # every array was read and checked: now assign
         for p, a in zip(layer.params, arrays):
             p[...] = a
     return [layer.name for layer, _ in plan]
 
 
-def _load_from_model_file(model: Any, z: zipfile.ZipFile, meta: dict, names: list[str],
-                          skip_mismatch: bool) -> list[str]:
-    # parameters are stored in model order; count each layer's from its config
+def _model_file_entries(meta: dict) -> dict[str, list[str]]:
+    """Layer name -> its parameters' entries in a whole-model file (stored in model order)."""
     from . import layers as layers_mod
 
     idx = 0
-    by_name: dict[str, list[str]] = {}
+    entries: dict[str, list[str]] = {}
     for spec in meta["model"]["layers"]:
         cls = layers_mod.LAYER_TYPES.get(spec["type"])
         if cls is None:
             raise ValueError(f"model file names an unknown layer type {spec['type']!r}")
         cfg = dict(spec["config"])
         cfg.pop("trainable", None)
-        probe = cls(**cfg)
-        n = len(probe.param_names) if probe.param_names else 0
-        by_name[cfg.get("name")] = [f"params/{i:04d}.npy" for i in range(idx, idx + n)]
+        n = len(cls(**cfg).param_names)
+        entries[cfg.get("name")] = [f"params/{i:04d}.npy" for i in range(idx, idx + n)]
         idx += n
-    plan = []
-    for layer in model.layers:
-        entries = by_name.get(layer.name)
-        if not entries or not layer.params:
-            continue
-        arrays = [_read_npy(z, e) for e in entries]
-        if [a.shape for a in arrays] != [p.shape for p in layer.params]:
-            if skip_mismatch:
-                continue
-            raise ValueError(
-                f"load_weights: layer {layer.name!r} has parameter shapes "
-                f"{[p.shape for p in layer.params]}, the file has {[a.shape for a in arrays]}")
-        plan.append((layer, arrays))
-    for layer, arrays in plan:
-        for p, a in zip(layer.params, arrays):
-            p[...] = a
-    return [layer.name for layer, _ in plan]
+    return entries

@@ -6,6 +6,31 @@ each kernel to its twin.  Conventions (NumPy's): inputs first, options next,
 preallocated outputs by keyword (``out=``...), outputs returned.  Inputs of
 another dtype or layout are converted once; outputs must already be right.
 Arrays are float32 when every floating input is float32, float64 otherwise.
+
+Inputs and outputs
+------------------
+* Inputs may have any layout: non-contiguous, Fortran-ordered, negatively
+  strided, read-only, or of another numeric dtype; they are copied to a
+  C-contiguous array of the working dtype when (and only when) needed.
+* An output (``out=``, ``grad_out=``, ``dx_out=``..., and the parameter and
+  state arrays an optimizer step updates in place) must already be a
+  C-contiguous, writable ``numpy.ndarray`` of exactly the right shape and dtype:
+  otherwise ``TypeError`` (wrong type or dtype) or ``ValueError`` (shape,
+  layout, read-only), raised before anything is written.
+
+Aliasing policy: an output must not share memory with any input or with
+another output (``ValueError``), with one exception -- the elementwise kernels
+whose C loops read element i before writing element i work in place, so there
+``out`` may be *exactly* that input (same memory, shape and strides):
+``activation_forward(x, out=x)``, ``activation_backward(g, a, out=g)``,
+``dropout_forward(x, out=x)``, ``dropout_backward(g, mask, out=g)`` and
+``sgd_update(w, w)``.  A partial overlap is still a ``ValueError``.  The
+optimizer steps reject a gradient ``g`` that overlaps ``w`` or a state array
+(their loops assume distinct arrays).
+
+NaN and Inf: kernels propagate them (a NaN input gives NaN outputs where the
+math says so; nothing is clamped or raised).  Checking is the caller's choice:
+see :func:`fastnn.check_finite` and ``Sequential.fit(check_finite=...)``.
 """
 
 from __future__ import annotations
@@ -17,7 +42,7 @@ import numpy as np
 
 from . import _kernels as _k
 from ._config import get_num_threads
-from ._names import NEEDS_Z, activation_code, activation_name
+from ._names import KERNELS, NEEDS_Z, activation_code, activation_name
 from ._validation import (
     as_float_array,
     check_shape,
@@ -26,36 +51,13 @@ from ._validation import (
     output,
     positive_int,
 )
+from ._validation import same_memory as _same_memory
 
 #: Cython specialization name of each dtype; ``_k.fn[_SPEC[dt]]`` picks the
 #: float or double version without runtime dispatch (None arguments included).
 _SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
-__all__ = [
-    "gemm",
-    "dense_forward",
-    "dense_backward",
-    "activation_forward",
-    "activation_backward",
-    "cross_entropy",
-    "mse",
-    "binary_cross_entropy",
-    "sgd_update",
-    "sgd_step",
-    "adam_step",
-    "rmsprop_step",
-    "adagrad_step",
-    "dropout_forward",
-    "dropout_backward",
-    "conv2d_forward",
-    "conv2d_backward",
-    "maxpool2d_forward",
-    "maxpool2d_backward",
-    "avgpool2d_forward",
-    "avgpool2d_backward",
-    "global_avgpool_forward",
-    "global_avgpool_backward",
-]
+__all__ = list(KERNELS)
 
 
 def gemm(a: Any, b: Any, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
@@ -226,7 +228,7 @@ def activation_forward(x: Any, activation: str | None, *,
     act = activation_code(activation)
     dt = common_float_dtype(x)
     x = as_float_array(x, "x", dt)
-    out = output(out, "out", x.shape, dt)
+    out = output(out, "out", x.shape, dt, same_ok=(x,))
     if x.size:
         _k.act_forward[_SPEC[dt]](_as_rows(out), _as_rows(x), act)
     return out
@@ -261,7 +263,7 @@ def activation_backward(grad_out: Any, out_act: Any, pre_act: Any = None,
         check_shape(pre_act, "pre_act", grad_out.shape)
     elif name in NEEDS_Z:
         raise ValueError(f"activation_backward: activation {name!r} needs pre_act")
-    out = output(out, "out", grad_out.shape, dt, (out_act, pre_act))
+    out = output(out, "out", grad_out.shape, dt, (out_act, pre_act), same_ok=(grad_out,))
     if grad_out.size:
         _k.act_backward[_SPEC[dt]](_as_rows(out), None, _as_rows(grad_out), _as_rows(out_act),
                         None if pre_act is None else _as_rows(pre_act), activation_code(name))
@@ -380,6 +382,8 @@ def sgd_update(w: np.ndarray, dw: Any, lr: float) -> np.ndarray:
     output(w, "w", w.shape, w.dtype)
     g = as_float_array(dw, "dw", w.dtype)
     check_shape(g, "dw", w.shape)
+    if np.may_share_memory(g, w) and not _same_memory(g, w):
+        raise ValueError("dw partly overlaps w; pass a separate array (or w itself)")
     _k.sgd_update[_SPEC[w.dtype]](w.reshape(-1), g.reshape(-1), float(lr))
     return w
 
@@ -423,12 +427,16 @@ def _param_grad(w: Any, g: Any) -> np.ndarray:
     output(w, "w", w.shape, w.dtype)
     g = as_float_array(g, "g", w.dtype)
     check_shape(g, "g", w.shape)
+    if np.may_share_memory(g, w):  # the C loops declare w and g restrict
+        raise ValueError("g overlaps w; pass the gradient in a separate array")
     return g
 
 
-def _states(w: np.ndarray, **arrays: np.ndarray | None) -> None:
-    """Each state array: w's shape and dtype, writable, C-contiguous, overlapping nothing."""
-    seen = [w]
+def _states(w: np.ndarray, g: np.ndarray | None = None, **arrays: np.ndarray | None) -> None:
+    """Each state array: w's shape and dtype, writable, C-contiguous, overlapping nothing
+    (neither w, the gradient g, nor another state array).
+    """
+    seen = [w, g]
     for name, arr in arrays.items():
         if arr is not None:
             output(arr, name, w.shape, w.dtype, seen)
@@ -446,7 +454,7 @@ def _check_sgd(w, g, buf, lr, momentum, dampening, nesterov, weight_decay) -> tu
                          f"momentum={momentum!r}, dampening={dampening!r}")
     if momentum != 0 and buf is None:
         raise ValueError(f"momentum={momentum!r} needs buf= (the momentum buffer, w's shape)")
-    _states(w, buf=buf if momentum != 0 else None)
+    _states(w, g, buf=buf if momentum != 0 else None)
     return g, lr, momentum, dampening, weight_decay
 
 
@@ -454,7 +462,7 @@ def _check_adam(w, g, m, v, vmax, step, lr, beta1, beta2, eps, weight_decay) -> 
     g = _param_grad(w, g)
     if m is None or v is None:
         raise ValueError("adam_step needs the moment arrays m and v (w's shape, zeros at start)")
-    _states(w, m=m, v=v, vmax=vmax)
+    _states(w, g, m=m, v=v, vmax=vmax)
     return (g, positive_int(step, "step"), _real(lr, "lr"),
             _real(beta1, "beta1", 0.0, 1.0, hi_open=True),
             _real(beta2, "beta2", 0.0, 1.0, hi_open=True), _real(eps, "eps"),
@@ -473,7 +481,7 @@ def _check_rmsprop(w, g, sq, buf, gavg, lr, alpha, eps, weight_decay, momentum,
         raise ValueError(f"momentum={momentum!r} needs buf= (the momentum buffer, w's shape)")
     if centered and gavg is None:
         raise ValueError("centered=True needs gavg= (the running mean of g, w's shape)")
-    _states(w, sq=sq, buf=buf if momentum > 0 else None, gavg=gavg if centered else None)
+    _states(w, g, sq=sq, buf=buf if momentum > 0 else None, gavg=gavg if centered else None)
     return g, lr, alpha, eps, weight_decay, momentum
 
 
@@ -481,7 +489,7 @@ def _check_adagrad(w, g, sum_sq, step, lr, lr_decay, weight_decay, eps) -> tuple
     g = _param_grad(w, g)
     if sum_sq is None:
         raise ValueError("adagrad_step needs sum_sq (the running sum of g**2, w's shape)")
-    _states(w, sum_sq=sum_sq)
+    _states(w, g, sum_sq=sum_sq)
     return (g, positive_int(step, "step"), _real(lr, "lr"), _real(lr_decay, "lr_decay"),
             _real(weight_decay, "weight_decay"), _real(eps, "eps"))
 
@@ -674,7 +682,7 @@ def _check_dropout_forward(x, p, seed, offset, out, mask_out) -> tuple:
     x = as_float_array(x, "x", common_float_dtype(x))
     p = _real(p, "p", 0.0, 1.0, hi_open=True)
     seed, offset = _uint64(seed, "seed"), _uint64(offset, "offset")
-    out = output(out, "out", x.shape, x.dtype)
+    out = output(out, "out", x.shape, x.dtype, same_ok=(x,))
     if mask_out is None:
         mask = np.empty(x.shape, dtype=np.uint8)
     else:
@@ -688,7 +696,7 @@ def _check_dropout_backward(grad_out, mask, p, out) -> tuple:
     dy = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out))
     mask = _mask_array(mask, "mask", dy.shape, writable=False)
     p = _real(p, "p", 0.0, 1.0, hi_open=True)
-    return dy, mask, p, output(out, "out", dy.shape, dy.dtype, (mask,))
+    return dy, mask, p, output(out, "out", dy.shape, dy.dtype, (mask,), same_ok=(dy,))
 
 
 def dropout_forward(x: Any, p: float, seed: int, *, offset: int = 0,
@@ -760,6 +768,8 @@ def dropout_backward(grad_out: Any, mask: np.ndarray, p: float, *,
 
 import threading as _threading  # noqa: E402 -- kept with the section that uses it
 
+_MAX_WINDOW = 2**40
+
 
 def _int2(value: Any, name: str, fn: str, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints as (a, b), each >= minimum; errors name the argument."""
@@ -772,6 +782,8 @@ def _int2(value: Any, name: str, fn: str, minimum: int) -> tuple[int, int]:
             raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
         if v < minimum:
             raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
+        if v > _MAX_WINDOW:  # keeps every size sum in the C code inside int64
+            raise ValueError(f"{fn}: {name} must be <= 2**40, got {value!r}")
         out.append(int(v))
     return out[0], out[1]
 

@@ -1,6 +1,11 @@
 """Layers: each owns its parameters (views into the model's flat buffers) and the
 work buffers of its forward/backward pass, sized once per batch shape and reused.
 
+Work buffers and what a forward keeps for its backward are per Python thread
+(``threading.local``): the kernels release the GIL, so two threads calling
+``predict`` on one model run in parallel, each in its own buffers, while a
+training thread keeps reusing its own.  Parameters are shared.
+
 A layer's forward calls one C kernel; its backward calls one more.  Layers are
 built by :class:`fastnn.Sequential`, which gives them the dtype and the model's
 random Generator; before that ``weight`` and ``bias`` are ``None``.
@@ -8,6 +13,7 @@ random Generator; before that ``weight`` and ``bias`` are ``None``.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -19,6 +25,29 @@ from ._validation import positive_int
 from .init import Initializer, check_initializer, draw
 
 SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+class _ThreadState(threading.local):
+    """A layer's per-thread state: work buffers by input shape (``cache``) and what the
+    last forward on this thread keeps for the backward (``x``, ``bufs``...).
+    """
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _per_thread(name: str, doc: str) -> property:
+    def get(self):
+        try:
+            return getattr(self._tls, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__}.{name}: no forward on this thread "
+                                 "yet") from None
+
+    def set_(self, value):
+        setattr(self._tls, name, value)
+
+    return property(get, set_, doc=doc)
 
 
 class Layer:
@@ -43,8 +72,28 @@ class Layer:
         self.dtype: np.dtype | None = None
         self.params: list[np.ndarray] = []
         self.grads: list[np.ndarray] = []
-        self._cache: dict[tuple, dict[str, np.ndarray]] = {}
+        self._tls = _ThreadState()
         self.input_shape: tuple[int | None, ...] | None = None
+
+    # ---- per-thread state ---------------------------------------------------
+    @property
+    def _cache(self) -> dict[tuple, dict[str, np.ndarray]]:
+        """Work buffers of the calling thread, by input shape."""
+        return self._tls.cache
+
+    _x = _per_thread("x", "The input of this thread's last forward.")
+    _bufs = _per_thread("bufs", "The buffers of this thread's last forward.")
+    _shape = _per_thread("shape", "The input shape of this thread's last forward.")
+    _training = _per_thread("training", "Whether this thread's last forward was training.")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_tls", None)  # thread-local buffers are neither copied nor pickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tls = _ThreadState()
 
     # ---- parameters -------------------------------------------------------
     def param_shapes(self, input_shape: tuple[int | None, ...]) -> list[tuple[int, ...]]:
@@ -74,7 +123,7 @@ class Layer:
         self.grads = [np.zeros_like(p) for p in self.params]
         self.dtype = dtype
         self.input_shape = None if input_shape is None else tuple(input_shape)
-        self._cache.clear()
+        self._tls = _ThreadState()  # drop every thread's buffers (dtype or shapes changed)
         return out_shape
 
     def bind(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
@@ -148,7 +197,79 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-class Dense(Layer):
+class _WeightLayer(Layer):
+    """Shared parts of Dense and Conv2D: a weight ("kernel") and optional bias, a fused
+    activation, an initializer and L1/L2 penalties on the weight.
+    """
+
+    param_names = ("weight", "bias")
+
+    def _setup(self, activation: str | None, init: str | Initializer, bias: bool, l1: float,
+               l2: float) -> None:
+        self.activation = activation_name(activation)
+        self._act = activation_code(self.activation)
+        self.init = check_initializer(init)
+        self.use_bias = bool(bias)
+        for nm, v in (("l1", l1), ("l2", l2)):
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{nm} must be a finite number >= 0, got {v}")
+        self.l1, self.l2 = float(l1), float(l2)
+        if not self.use_bias:
+            self.param_names = ("weight",)
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        """The weight (see the class's Notes for its shape), or None before the layer is built."""
+        return self.params[0] if self.params else None
+
+    @weight.setter
+    def weight(self, value: Any) -> None:
+        self._set_param(0, value)
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """The bias, or None (no bias, or not built)."""
+        return self.params[1] if self.use_bias and self.params else None
+
+    @bias.setter
+    def bias(self, value: Any) -> None:
+        if not self.use_bias:
+            raise AttributeError(f"this {type(self).__name__} layer was created with bias=False")
+        self._set_param(1, value)
+
+    @property
+    def grad_weight(self) -> np.ndarray | None:
+        """dL/dweight from the last backward pass."""
+        return self.grads[0] if self.grads else None
+
+    @property
+    def grad_bias(self) -> np.ndarray | None:
+        """dL/dbias from the last backward pass."""
+        return self.grads[1] if self.use_bias and self.grads else None
+
+    def _add_penalty_grads(self) -> None:
+        """grad_weight += d(l1 sum|W| + l2 sum W^2)/dW."""
+        if self.l1 or self.l2:
+            w, gw = self.params[0], self.grads[0]
+            if self.l2:
+                gw += (2 * self.l2) * w
+            if self.l1:
+                gw += self.l1 * np.sign(w)
+
+    def penalty(self):
+        """l1 * sum|W| + l2 * sum W^2."""
+        if not (self.l1 or self.l2) or not self.params:
+            return 0.0
+        w = self.params[0]
+        return float(self.l1 * np.abs(w).sum() + self.l2 * np.square(w).sum())
+
+    def _config(self) -> dict[str, Any]:
+        init = self.init if isinstance(self.init, str) else "glorot_uniform"
+        return {"activation": self.activation, "init": init, "bias": self.use_bias,
+                "l1": self.l1, "l2": self.l2, **Layer.get_config(self)}
+
+
+class Dense(_WeightLayer):
     """Fully connected layer ``y = act(x @ weight + bias)``, forward in one fused kernel.
 
     Parameters
@@ -171,54 +292,13 @@ class Dense(Layer):
     (in_features, out_features) (the transpose of ``torch.nn.Linear.weight``).
     """
 
-    param_names = ("weight", "bias")
-
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
                  init: str | Initializer = "glorot_uniform", bias: bool = True, l1: float = 0.0,
                  l2: float = 0.0, name: str | None = None, trainable: bool = True) -> None:
         super().__init__(name, trainable)
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
-        self.activation = activation_name(activation)
-        self._act = activation_code(self.activation)
-        self.init = check_initializer(init)
-        self.use_bias = bool(bias)
-        for nm, v in (("l1", l1), ("l2", l2)):
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"{nm} must be a finite number >= 0, got {v}")
-        self.l1, self.l2 = float(l1), float(l2)
-        if not self.use_bias:
-            self.param_names = ("weight",)
-
-    @property
-    def weight(self) -> np.ndarray | None:
-        """(in_features, out_features) weight, or None before the layer is built."""
-        return self.params[0] if self.params else None
-
-    @weight.setter
-    def weight(self, value: Any) -> None:
-        self._set_param(0, value)
-
-    @property
-    def bias(self) -> np.ndarray | None:
-        """(out_features,) bias, or None (no bias, or not built)."""
-        return self.params[1] if self.use_bias and self.params else None
-
-    @bias.setter
-    def bias(self, value: Any) -> None:
-        if not self.use_bias:
-            raise AttributeError("this Dense layer was created with bias=False")
-        self._set_param(1, value)
-
-    @property
-    def grad_weight(self) -> np.ndarray | None:
-        """dL/dweight from the last backward pass."""
-        return self.grads[0] if self.grads else None
-
-    @property
-    def grad_bias(self) -> np.ndarray | None:
-        """dL/dbias from the last backward pass."""
-        return self.grads[1] if self.use_bias and self.grads else None
+        self._setup(activation, init, bias, l1, l2)
 
     def param_shapes(self, input_shape):
         """Weight (in, out) and bias (out,)."""
@@ -267,27 +347,14 @@ class Dense(Layer):
             self.grads[1] if (train and self.use_bias) else None, grad_out, grad_out,
             bufs["a"], bufs.get("z"), self._x, self.params[0], self._act, 0.0,
             get_num_threads())
-        if train and (self.l1 or self.l2):
-            w, gw = self.params[0], self.grads[0]
-            if self.l2:
-                gw += (2 * self.l2) * w
-            if self.l1:
-                gw += self.l1 * np.sign(w)
+        if train:
+            self._add_penalty_grads()
         return dx
-
-    def penalty(self):
-        """l1 * sum|W| + l2 * sum W^2."""
-        if not (self.l1 or self.l2) or not self.params:
-            return 0.0
-        w = self.params[0]
-        return float(self.l1 * np.abs(w).sum() + self.l2 * np.square(w).sum())
 
     def get_config(self):
         """Constructor arguments."""
-        init = self.init if isinstance(self.init, str) else "glorot_uniform"
         return {"in_features": self.in_features, "out_features": self.out_features,
-                "activation": self.activation, "init": init, "bias": self.use_bias,
-                "l1": self.l1, "l2": self.l2, **super().get_config()}
+                **self._config()}
 
 
 class Activation(Layer):
@@ -384,9 +451,12 @@ class Dropout(Layer):
         return {"seed": int(self.seed), "counter": int(self.counter)}
 
     def set_state(self, state):
-        """Restore the RNG key and counter."""
-        self.seed = int(state["seed"])
-        self.counter = int(state["counter"])
+        """Restore the RNG key and counter (each in [0, 2**64))."""
+        seed, counter = int(state["seed"]), int(state["counter"])
+        if not (0 <= seed < 2**64 and 0 <= counter < 2**64):
+            raise ValueError(f"Dropout state must have seed and counter in [0, 2**64), got "
+                             f"{state!r}")
+        self.seed, self.counter = seed, counter
 
 
 class Flatten(Layer):
@@ -437,7 +507,7 @@ def _spatial_out(layer: str, input_shape, kernel, stride, padding, channels: int
     return (c, *dims)
 
 
-class Conv2D(Layer):
+class Conv2D(_WeightLayer):
     """2-D convolution on NCHW arrays (weight sharing), bias and activation fused.
 
     Parameters
@@ -462,8 +532,6 @@ class Conv2D(Layer):
     ``torch.nn.functional.conv2d``.
     """
 
-    param_names = ("weight", "bias")
-
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, activation: str | None = None,
                  init: str | Initializer = "glorot_uniform", bias: bool = True, l1: float = 0.0,
@@ -476,22 +544,7 @@ class Conv2D(Layer):
         self.kernel_size = _int2(kernel_size, "kernel_size", "Conv2D", 1)
         sh, sw, ph, pw = _conv_padding("Conv2D", self.kernel_size, stride, padding)
         self.stride, self.padding = (sh, sw), (ph, pw)
-        self.activation = activation_name(activation)
-        self._act = activation_code(self.activation)
-        self.init = check_initializer(init)
-        self.use_bias = bool(bias)
-        for nm, v in (("l1", l1), ("l2", l2)):
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"{nm} must be a finite number >= 0, got {v}")
-        self.l1, self.l2 = float(l1), float(l2)
-        if not self.use_bias:
-            self.param_names = ("weight",)
-
-    weight = Dense.weight
-    bias = Dense.bias
-    grad_weight = Dense.grad_weight
-    grad_bias = Dense.grad_bias
-    penalty = Dense.penalty
+        self._setup(activation, init, bias, l1, l2)
 
     def param_shapes(self, input_shape):
         """Weight (oc, ic, kh, kw) and bias (oc,)."""
@@ -558,21 +611,15 @@ class Conv2D(Layer):
             self.grads[1] if (train and self.use_bias) else None, self._work(self._x, nt),
             grad_out, bufs["a"], bufs.get("z"), self._x, self.params[0], *self.stride,
             *self.padding, self._act, 0.0, nt)
-        if train and (self.l1 or self.l2):
-            w, gw = self.params[0], self.grads[0]
-            if self.l2:
-                gw += (2 * self.l2) * w
-            if self.l1:
-                gw += self.l1 * np.sign(w)
+        if train:
+            self._add_penalty_grads()
         return bufs["dx"] if need_dx else None
 
     def get_config(self):
         """Constructor arguments."""
-        init = self.init if isinstance(self.init, str) else "glorot_uniform"
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "activation": self.activation, "init": init,
-                "bias": self.use_bias, "l1": self.l1, "l2": self.l2, **Layer.get_config(self)}
+                "padding": list(self.padding), **self._config()}
 
 
 class _Pool2D(Layer):

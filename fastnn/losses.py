@@ -35,6 +35,10 @@ class Loss:
         """Fraction of correct predictions, or None for a regression loss."""
         return None
 
+    def kind(self, y: np.ndarray) -> int:
+        """The C code of this loss for prepared targets y (FNN_LOSS_* in fastnn.h)."""
+        raise NotImplementedError
+
 
 def _float_targets(y: Any, n_rows: int, out_shape: tuple[int, ...], dtype: np.dtype,
                    argname: str) -> np.ndarray:
@@ -79,6 +83,10 @@ class CrossEntropy(Loss):
             return _k.cross_entropy[SPEC[out.dtype]](grad, out, y, None)
         return _k.cross_entropy[SPEC[out.dtype]](grad, out, None, y)
 
+    def kind(self, y):
+        """0: integer labels, 1: probability rows."""
+        return 0 if y.ndim == 1 else 1
+
     def accuracy(self, out, y):
         """Top-1 accuracy."""
         labels = y if y.ndim == 1 else y.argmax(axis=1)
@@ -93,6 +101,10 @@ class MSE(Loss):
     def prepare(self, y, n_rows, out_shape, dtype, argname="y"):
         """Float targets of the output's shape ((n,) accepted for one output)."""
         return _float_targets(y, n_rows, out_shape, dtype, argname)
+
+    def kind(self, y):
+        """FNN_LOSS_MSE."""
+        return 2
 
     def __call__(self, out, y, grad):
         """Mean of (out - y)^2; grad = 2 (out - y) / out.size."""
@@ -113,6 +125,10 @@ class BinaryCrossEntropy(Loss):
             raise ValueError(f"{argname} must lie in [0, 1] for binary_cross_entropy, got "
                              f"values in [{arr.min()}, {arr.max()}]")
         return arr
+
+    def kind(self, y):
+        """FNN_LOSS_BCE."""
+        return 3
 
     def __call__(self, out, y, grad):
         """Mean BCE; grad = (sigmoid(out) - y) / out.size."""

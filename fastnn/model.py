@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from . import _kernels as _k
+from ._config import get_num_threads
+from ._names import NEEDS_Z
 from .callbacks import Callback, History, ProgressBar
-from .layers import Layer
+from .layers import SPEC, Dense, Layer
 from .losses import Loss, get_loss
 from .optim import Optimizer, get_optimizer
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) for the duration of the block, then deliver it.
+
+    Used around the optimizer update and the step counters so that an interrupt
+    never leaves the weights half-updated: a KeyboardInterrupt raised by a signal
+    lands before or after the whole update.  Only the main thread receives
+    signals; elsewhere, or when SIGINT is not Python's default handler, the
+    block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        old = signal.getsignal(signal.SIGINT)
+    except (ValueError, OSError):  # pragma: no cover -- no signal support
+        old = None
+    if old is not signal.default_int_handler:
+        yield
+        return
+    pending: list[tuple] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pending.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if pending:
+            old(*pending[0])
 
 
 class Sequential:
@@ -63,6 +99,7 @@ class Sequential:
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimizer steps
         self._grad_cache: dict[tuple, np.ndarray] = {}
+        self._bad_grads = False
         self._opt_key: tuple | None = None
         self._flat_params = np.empty(0, dt)
         self._flat_grads = np.empty(0, dt)
@@ -165,6 +202,9 @@ class Sequential:
             layer.bind(pv, gv)
             ranges.append((start, off))
         self._flat_params, self._flat_grads, self._ranges = flat_p, flat_g, ranges
+        self._plans = {}
+        self._plan_eligible = bool(self._layers) and all(
+            isinstance(la, Dense) and not (la.l1 or la.l2) for la in self._layers)
         self._opt_key = None
         self._grad_cache.clear()
 
@@ -275,7 +315,8 @@ class Sequential:
         if arr.shape[0] == 0:
             raise ValueError(f"{argname} is an empty batch (shape {arr.shape})")
         self._check_input_shape(arr.shape[1:], argname)
-        return np.ascontiguousarray(arr, dtype=self.dtype)
+        with np.errstate(over="ignore"):  # too large for float32 -> inf (fit's check names it)
+            return np.ascontiguousarray(arr, dtype=self.dtype)
 
     def _prep_y(self, y: Any, n: int, argname: str = "y") -> np.ndarray:
         assert self.loss is not None
@@ -307,13 +348,78 @@ class Sequential:
             buf = self._grad_cache[shape] = np.empty(shape, self.dtype)
         return buf
 
+    def _mlp_plan(self, n: int) -> Any:
+        """The one-call training step of a Dense-only model for batch size n, or None.
+
+        Eligible: every layer a Dense without L1/L2.  The plan points at the flat
+        parameter and gradient buffers and at buffers of its own; it is rebuilt when
+        the batch size, the layers' gradient arrays or the trainable flags change.
+        """
+        if not self._plan_eligible:
+            return None
+        key = (n, tuple(layer.trainable for layer in self._layers),
+               tuple(id(g) for layer in self._layers for g in layer.grads))
+        plan = self._plans.get(key)
+        if plan is None:
+            from ._kernels import MLPPlan
+
+            layers = self._layers
+            first = next((i for i, la in enumerate(layers) if la.trainable), len(layers))
+            dt = self.dtype
+
+            def buf(shape):
+                return np.empty(shape, dt)
+
+            acts = [buf((n, la.out_features)) for la in layers]
+            plan = MLPPlan(
+                dt == np.float32, n, first, [la.in_features for la in layers],
+                [la.out_features for la in layers], [la._act for la in layers],
+                [la.params[0] for la in layers], [la.bias for la in layers],
+                [la.grads[0] if la.trainable else None for la in layers],
+                [la.grad_bias if la.trainable else None for la in layers], acts,
+                [buf((n, la.out_features)) if la.activation in NEEDS_Z else None
+                 for la in layers],
+                [buf((n, la.in_features)) if i > first else None
+                 for i, la in enumerate(layers)],
+                buf((n, layers[-1].out_features)))
+            if len(self._plans) >= 4:
+                self._plans.pop(next(iter(self._plans)))
+            plan = self._plans[key] = (plan, acts[-1])
+        return plan
+
     def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        out = self._forward(x, True)
-        g = self._grad_buffer(out.shape)
-        loss = self.loss(out, y, g) + self._penalty()
-        if math.isfinite(loss):
-            self._backward(g)
+        """Forward, loss and backward.  The loss is returned as NaN when it or any gradient
+        is not finite (so that no update is applied from it).
+        """
+        planned = self._mlp_plan(x.shape[0])
+        if planned is not None:  # a Dense-only model: forward, loss, backward in one C call
+            plan, out = planned
+            kind = self.loss.kind(y)
+            try:
+                loss = plan.run(x, y if kind == 0 else None, None if kind == 0 else y, kind,
+                                get_num_threads())
+            except ValueError:
+                self._prep_y(y, x.shape[0])  # unchecked labels: raise the detailed error
+                raise
+        else:
+            out = self._forward(x, True)
+            g = self._grad_buffer(out.shape)
+            loss = self.loss(out, y, g) + self._penalty()
+            if math.isfinite(loss):
+                self._backward(g)
+        self._bad_grads = False
+        # a finite loss can still give an inf/NaN gradient (overflow in a backward),
+        # which would poison the weights: one vectorized C pass over the gradients
+        if math.isfinite(loss) and not _k.all_finite[SPEC[self.dtype]](self._flat_grads):
+            self._bad_grads = True
+            return math.nan, out
         return loss, out
+
+    def _apply_step(self, opt: Optimizer) -> None:
+        """The optimizer update and the step counter, as one unit w.r.t. Ctrl-C."""
+        with _sigint_deferred():
+            opt.step()
+            self.step += 1
 
     def forward(self, X: Any, training: bool = False) -> np.ndarray:
         """Model output for a batch (a new array).  ``training=True`` applies dropout.
@@ -364,15 +470,21 @@ class Sequential:
     def train_step(self, X: Any, y: Any) -> float:
         """One optimizer step on one batch; returns the loss before the step.
 
-        A non-finite loss skips the update (the weights stay as they were).
+        A non-finite loss (or gradient) skips the update (the weights stay as they
+        were) and is returned as is (NaN for a non-finite gradient).
         """
         opt = self._ensure_optimizer()
         x = self._prep_x(X)
-        yy = self._prep_y(y, x.shape[0])
+        n = x.shape[0]
+        if (self._plan_eligible and type(y) is np.ndarray and y.dtype == np.int64
+                and y.ndim == 1 and y.shape[0] == n and y.flags.c_contiguous
+                and self.loss.name == "cross_entropy"):
+            yy = y  # the one-call step checks the label range before writing anything
+        else:
+            yy = self._prep_y(y, n)
         loss, _ = self._loss_and_grads(x, yy)
         if math.isfinite(loss):
-            opt.step()
-            self.step += 1
+            self._apply_step(opt)
         return float(loss)
 
     def predict(self, X: Any, batch_size: int | None = None) -> np.ndarray:
@@ -430,7 +542,8 @@ class Sequential:
     def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, callbacks: Sequence[Callback] | None = None,
-            verbose: int = 1, initial_epoch: int = 0) -> History:
+            verbose: int = 1, initial_epoch: int = 0, check_finite: bool = True,
+            distributed: bool = False) -> History:
         """Train for ``epochs`` passes over (X, y).
 
         Parameters
@@ -452,6 +565,15 @@ class Sequential:
             Epoch to start from, as Keras: epochs ``initial_epoch .. epochs-1`` run.
             To resume a loaded checkpoint exactly, pass ``initial_epoch=model.epoch``
             (the number of epochs it had completed).
+        check_finite : bool
+            Check X, y and the validation data for NaN and infinity once, before
+            training (ValueError naming the array and the first bad index), as
+            scikit-learn does.  One pass over the data; pass False to skip it.
+        distributed : bool
+            Data-parallel training over MPI (``mpiexec -n 4 python train.py``): the
+            same as ``fastnn.distributed.DataParallel(model).fit(...)`` on
+            ``MPI.COMM_WORLD``; ``batch_size`` is then the global batch.  Needs the
+            ``mpi`` extra.
 
         Returns
         -------
@@ -460,11 +582,20 @@ class Sequential:
 
         Notes
         -----
-        A NaN or infinite loss stops training with a warning, leaving the weights of
-        the last finite step.  Ctrl-C stops after the current step, closes the
-        progress bar and re-raises KeyboardInterrupt; the model keeps the weights
-        of the last completed step.
+        A NaN or infinite loss (or gradient) stops training with a RuntimeWarning,
+        leaving the weights of the last finite step (like Keras' TerminateOnNaN).
+        Ctrl-C (KeyboardInterrupt) never lands inside a weight update: the model
+        keeps the weights of the last completed step, the progress bar is closed
+        and the KeyboardInterrupt is re-raised; a later ``fit`` continues from there.
         """
+        if distributed:
+            from .distributed import DataParallel
+
+            with DataParallel(self) as dp:
+                return dp.fit(X, y, epochs=epochs, batch_size=batch_size,
+                              validation_data=validation_data,
+                              validation_split=validation_split, shuffle=shuffle,
+                              callbacks=callbacks, verbose=verbose, initial_epoch=initial_epoch)
         from ._validation import positive_int
 
         epochs = positive_int(epochs, "epochs")
@@ -488,6 +619,12 @@ class Sequential:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
             xv = self._prep_x(validation_data[0], "validation_data[0]")
             val = (xv, self._prep_y(validation_data[1], xv.shape[0], "validation_data[1]"))
+        if check_finite:
+            from ._validation import check_finite as _check_finite
+
+            _check_finite(x, yy, names=["X", "y"])
+            if val is not None:
+                _check_finite(*val, names=["validation X", "validation y"])
         n = x.shape[0]
         bs = min(batch_size, n)
         xb = np.empty((bs, *x.shape[1:]), self.dtype)
@@ -523,13 +660,13 @@ class Sequential:
                     if not math.isfinite(loss):
                         import warnings
 
-                        warnings.warn(f"fit: loss became {loss} at epoch {epoch + 1}, batch "
+                        why = " (a gradient is not finite)" if self._bad_grads else ""
+                        warnings.warn(f"fit: loss became {loss}{why} at epoch {epoch + 1}, batch "
                                       f"{bi + 1}; stopping with the weights of the last finite "
                                       "step", RuntimeWarning, stacklevel=2)
                         self.stop_training = True
                         break
-                    opt.step()
-                    self.step += 1
+                    self._apply_step(opt)
                     tot_loss += loss * m
                     acc = self.loss.accuracy(out, ys)
                     if acc is not None:
@@ -554,6 +691,7 @@ class Sequential:
                 if self.stop_training:
                     break
         finally:
+            bar.close()  # first: even if another callback's on_train_end raises
             for cb in cbs:
                 cb.on_train_end(logs)
         return history

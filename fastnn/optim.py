@@ -95,7 +95,10 @@ class Optimizer:
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (after :meth:`setup`)."""
-        self.step_count = int(sd["step_count"])
+        step_count = int(sd["step_count"])
+        if not 0 <= step_count < 2**62:
+            raise ValueError(f"optimizer step_count must be in [0, 2**62), got {step_count}")
+        self.step_count = step_count
         for k, v in sd["state"].items():
             if k in self.state:
                 if self.state[k].shape != np.shape(v):

@@ -13,34 +13,10 @@ from typing import Any
 import numpy as np
 
 from . import kernels as _k
-from ._names import NEEDS_Z, activation_name
+from ._names import KERNELS, NEEDS_Z, activation_name
 from ._validation import as_float_array, common_float_dtype, labels_array
 
-__all__ = [
-    "gemm",
-    "dense_forward",
-    "dense_backward",
-    "activation_forward",
-    "activation_backward",
-    "cross_entropy",
-    "mse",
-    "binary_cross_entropy",
-    "sgd_update",
-    "sgd_step",
-    "adam_step",
-    "rmsprop_step",
-    "adagrad_step",
-    "dropout_forward",
-    "dropout_backward",
-    "conv2d_forward",
-    "conv2d_backward",
-    "maxpool2d_forward",
-    "maxpool2d_backward",
-    "avgpool2d_forward",
-    "avgpool2d_backward",
-    "global_avgpool_forward",
-    "global_avgpool_backward",
-]
+__all__ = list(KERNELS)
 
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
@@ -198,9 +174,10 @@ def cross_entropy(logits: Any, labels: Any, *,
         t[np.arange(n), labels_array(lab, n, c)] = 1
     x64 = x.astype(np.float64)
     mx = x64.max(axis=1, keepdims=True)
-    lse = mx + np.log(np.exp(x64 - mx).sum(axis=1, keepdims=True))
+    e = np.exp(x64 - mx)
+    lse = mx + np.log(e.sum(axis=1, keepdims=True))
     loss = float((t * (lse - x64)).sum() / n) if n else 0.0
-    p = np.exp(x64 - lse)
+    p = e / e.sum(axis=1, keepdims=True)  # not exp(x - lse): lse rounds at large logits
     grad = ((p * t.sum(axis=1, keepdims=True) - t) / max(n, 1)).astype(dt)
     return loss, _fill(grad_out, grad)
 

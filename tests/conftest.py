@@ -45,6 +45,20 @@ def seeded_rng(*key) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
+def numeric_grad(model, x, y, arr, h: float = 1e-6) -> np.ndarray:
+    """Central differences of ``model.compute_gradients(x, y)`` w.r.t. ``arr`` (in place)."""
+    num = np.zeros_like(arr)
+    for idx in np.ndindex(arr.shape):
+        old = arr[idx]
+        arr[idx] = old + h
+        lp = model.compute_gradients(x, y)
+        arr[idx] = old - h
+        lm = model.compute_gradients(x, y)
+        arr[idx] = old
+        num[idx] = (lp - lm) / (2 * h)
+    return num
+
+
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def threads(request):
     """Run a test at 1 and at 2 threads, restoring the previous setting."""

@@ -423,3 +423,28 @@ def test_pooling_bad_inputs_raise_naming_the_argument():
         K.global_avgpool_backward(np.zeros((3, 2)), x.shape)
     with pytest.raises(ValueError, match=r"grad_out must have shape \(2, 3, 2, 2\)"):
         K.avgpool2d_backward(np.zeros((2, 3, 3, 3)), x.shape, 2)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1, 1), (3, 3, 13, 8, 7, 3), (2, 300, 4, 5, 17, 1),
+                                   (5, 2, 9, 9, 33, 5)])
+def test_raw_conv_stays_inside_its_workspace(shape, dtype, threads):
+    """The kernels write nothing past conv2d_workspace_size bytes (a canary after it)."""
+    batch, c, h, w, oc, k = shape
+    rng = rng_for("canary", shape)
+    x, wt, b = conv_data(rng, dtype, batch, c, h, w, oc, k)
+    p = k // 2
+    nbytes = _k.conv2d_workspace_size(batch, c, h, w, oc, k, k, 1, 1, p, p, dtype.itemsize,
+                                      threads)
+    buf = np.full(nbytes + 256, 0xAB, np.uint8)
+    spec = "float" if dtype == np.float32 else "double"
+    out = np.empty((batch, oc, h, w), dtype)
+    _k.conv2d_forward[spec](out, None, buf[:nbytes], x, wt, b, 1, 1, p, p, 3, threads)
+    assert_close(out, R.conv2d_forward(x, wt, b, 1, p, "relu"), dtype, c * k * k, "fwd",
+                 scale=64)
+    g = rng.standard_normal(out.shape).astype(dtype)
+    dx, dw, db = np.empty_like(x), np.empty_like(wt), np.empty_like(b)
+    _k.conv2d_backward[spec](dx, dw, db, buf[:nbytes], g, out, None, x, wt, 1, 1, p, p, 3, 0.0,
+                             threads)
+    assert np.all(buf[nbytes:] == 0xAB)
+    for u, v in zip((dx, dw, db), R.conv2d_backward(g, x, wt, out, None, 1, p, "relu")):
+        assert_close(u, v, dtype, batch * h * w * oc, "bwd", scale=64)

@@ -23,5 +23,5 @@ def test_demo_reaches_97_percent(capsys):
     pytest.importorskip("sklearn")
     from fastnn.__main__ import demo
 
-    assert demo(epochs=40) >= 0.97
+    assert demo(epochs=15) >= 0.97  # the README runs 40 epochs (99.2%)
     assert "test accuracy" in capsys.readouterr().out

@@ -223,3 +223,16 @@ def test_transfer_learning_freeze_replace_head_finetune():
     assert np.array_equal(new[0].weight, body[0])
     base.unfreeze()
     assert all(layer.trainable for layer in base.layers)
+
+
+def test_saved_file_gets_ordinary_permissions(tmp_path):
+    import stat
+
+    path = tmp_path / "m.fnn"
+    make().save(path)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as open() would, not 0600
+    os.chmod(path, 0o640)
+    make().save(path)  # overwriting keeps the existing file's mode
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640

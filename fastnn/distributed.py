@@ -1,0 +1,655 @@
+"""Data-parallel training over MPI: ``pip install "fastnn[mpi]"``, ``mpiexec -n 4 python train.py``.
+
+Every rank holds the whole dataset and the same model.  :class:`DataParallel`
+
+* broadcasts rank 0's weights (the model's whole flat parameter buffer), optimizer
+  state, step/epoch counters, shuffling RNG and dropout counters at the start of
+  every ``fit``, after checking that every rank built the same model, optimizer,
+  loss and data (a mismatch is an error on every rank);
+* draws the same global batch order on every rank from the shared seed and gives
+  rank ``r`` the contiguous slice ``[lo_r, hi_r)`` of each global batch of ``m``
+  rows (sizes differ by at most one; a rank may get none when ``m < N``);
+* weights each rank's gradient by ``m_r / m`` so that the sum is exactly the
+  single-process mean over the global batch -- this holds for all three losses,
+  because ``cross_entropy`` averages over rows and ``mse`` / ``binary_cross_entropy``
+  over ``rows x outputs`` and the outputs per row are the same on every rank -- and
+  sums the weighted gradients with **one in-place ``Allreduce`` per step** on the
+  flat gradient buffer.  The L1/L2 penalty gradient each rank adds is weighted
+  by ``m_r / m`` too, so it is counted once;
+* runs the optimizer step identically on every rank (the same summed gradient
+  on every rank, so the weights stay bitwise equal; this is checked every epoch);
+* offsets every ``Dropout`` layer's counter as if the rank had processed the rows
+  before its shard (``counter + lo_r * elements_per_row``) and then advances it on
+  every rank by the global batch's element count, so the masks are exactly those
+  of the single-process run;
+* reduces the loss and the metrics for reporting; only rank 0 prints progress and
+  runs :class:`~fastnn.callbacks.ModelCheckpoint` (the atomic model format) and
+  callbacks with ``rank_zero_only = True``; every other callback runs on every
+  rank with the same, reduced logs.
+
+The per-step ``Allreduce`` also carries four control numbers appended to the
+gradient buffer (weighted loss, correct predictions, an error flag and a stop
+flag), so a step is one message.  A rank whose step or callback raises sets the
+error flag; at the next agreement point every rank stops: the failing rank
+re-raises its own exception and every other rank raises :class:`DistributedError`
+naming the failed rank and its error.  Nothing hangs and no rank writes after the
+failure, so the last checkpoint on disk is the last complete one.  An exception
+that escapes this protocol (e.g. inside MPI itself) calls ``comm.Abort(1)``.
+
+``import fastnn`` never imports mpi4py; this module imports it only when a
+:class:`DataParallel` is created without a communicator.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import traceback
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .callbacks import Callback, History, ModelCheckpoint, ProgressBar
+
+__all__ = ["DataParallel", "DistributedError", "shard_bounds"]
+
+# control slots appended to the gradient buffer: all summed by the step's Allreduce
+_LOSS, _CORRECT, _ERROR, _STOP = 0, 1, 2, 3
+_NCTRL = 4
+
+
+class DistributedError(RuntimeError):
+    """Raised on every rank that did not fail itself when another rank failed.
+
+    Attributes
+    ----------
+    failures : dict[int, str]
+        ``{rank: "ExceptionType: message"}`` for every rank that failed.
+    """
+
+    def __init__(self, message: str, failures: dict[int, str] | None = None) -> None:
+        super().__init__(message)
+        self.failures = dict(failures or {})
+
+
+class _Agreed(Exception):
+    """Internal: every rank agreed to stop and raises ``exc`` (never escapes ``fit``)."""
+
+    def __init__(self, exc: BaseException, cause: BaseException | None) -> None:
+        super().__init__(str(exc))
+        self.exc, self.cause = exc, cause
+
+
+def shard_bounds(m: int, rank: int, size: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of a global batch of ``m`` rows that ``rank`` of ``size`` takes.
+
+    Contiguous, in rank order, sizes ``m // size`` or ``m // size + 1`` (the first
+    ``m % size`` ranks get one more); a rank gets no rows when ``rank >= m``.
+    """
+    base, extra = divmod(int(m), int(size))
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def _import_mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError("fastnn.distributed needs mpi4py and an MPI library: "
+                          "pip install \"fastnn[mpi]\" (or mpi4py against your cluster's "
+                          f"MPI) ({exc})") from exc
+    return MPI
+
+
+def _describe(exc: BaseException) -> str:
+    msg = str(exc)
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    where = getattr(exc, "_fastnn_where", None)
+    return f"{text} [{where}]" if where else text
+
+
+def _mark(exc: BaseException, where: str) -> BaseException:
+    """Remember where (in fit's loop) an exception was caught, for the other ranks' message."""
+    try:
+        if getattr(exc, "_fastnn_where", None) is None:
+            exc._fastnn_where = where
+    except Exception:  # noqa: BLE001,S110 -- an exception type without attributes
+        pass
+    return exc
+
+
+def _fingerprint(a: np.ndarray) -> int:
+    """CRC-32 of up to 64 evenly spaced rows and the shape (cheap; catches different data)."""
+    step = max(1, a.shape[0] // 64)
+    return zlib.crc32(np.ascontiguousarray(a[::step]).tobytes(), zlib.crc32(repr(a.shape).encode()))
+
+
+class DataParallel:
+    """Data-parallel training of a :class:`fastnn.Sequential` over an MPI communicator.
+
+    Parameters
+    ----------
+    model : Sequential
+        Compiled (``model.compile(...)``) identically on every rank.
+    comm : mpi4py communicator, optional
+        Default ``MPI.COMM_WORLD``.  It is duplicated, so fastnn's messages never
+        mix with the caller's; :meth:`close` (or ``with``) frees the duplicate.
+    num_threads : int, optional
+        Kernel threads per rank.  By default, when neither ``OMP_NUM_THREADS`` nor
+        :func:`fastnn.set_num_threads` chose a count, the CPUs of a machine are
+        divided among the ranks running on it (2 ranks on 8 cores: 4 threads each).
+
+    Examples
+    --------
+    >>> dp = DataParallel(model)                       # doctest: +SKIP
+    >>> hist = dp.fit(X, y, epochs=5, batch_size=256)  # global batch: 256 rows per step
+
+    Notes
+    -----
+    ``batch_size`` is the *global* batch: with N ranks each step processes
+    ``batch_size`` rows in total (about ``batch_size / N`` per rank), and the weights
+    after every step equal a single-process ``model.fit(..., batch_size=batch_size)``
+    up to the order of floating-point summation.  Every rank must pass the same
+    full ``X`` and ``y`` (a memory-mapped ``np.load(..., mmap_mode="r")`` array works:
+    a rank reads only the rows of its shards).
+    """
+
+    def __init__(self, model: Any, comm: Any = None, num_threads: int | None = None) -> None:
+        from .model import Sequential
+
+        if not isinstance(model, Sequential):
+            raise TypeError(f"DataParallel wraps a fastnn.Sequential, got {type(model).__name__}")
+        MPI = _import_mpi()
+        self._MPI = MPI
+        self.model = model
+        base = MPI.COMM_WORLD if comm is None else comm
+        self.comm = base.Dup()
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self._ext: np.ndarray | None = None
+        #: cumulative seconds and counts of the last :meth:`fit` (see the benchmark)
+        self.timings: dict[str, float] = {}
+        self._set_threads(num_threads)
+
+    # ---- housekeeping --------------------------------------------------------
+    @property
+    def is_root(self) -> bool:
+        """True on rank 0 (the rank that prints and writes checkpoints)."""
+        return self.rank == 0
+
+    def close(self) -> None:
+        """Free the duplicated communicator (the wrapper is unusable afterwards)."""
+        if self.comm is not None and self.comm != self._MPI.COMM_NULL:
+            self.comm.Free()
+        self.comm = None
+
+    def __enter__(self) -> DataParallel:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DataParallel(rank={self.rank}, size={self.size}, model={self.model.name!r})"
+
+    def _set_threads(self, num_threads: int | None) -> None:
+        from . import _config
+
+        if num_threads is not None:
+            _config.set_num_threads(num_threads)
+            return
+        if _config._num_threads is not None or os.environ.get("OMP_NUM_THREADS"):
+            return
+        local = self.comm.Split_type(self._MPI.COMM_TYPE_SHARED)
+        try:
+            n_local = local.Get_size()
+        finally:
+            local.Free()
+        if n_local > 1:
+            _config.set_num_threads(max(1, _config.default_num_threads() // n_local))
+
+    # ---- agreement -------------------------------------------------------------
+    def _abort(self, exc: BaseException) -> None:
+        """Last resort for an exception outside the protocol: print it and abort every rank."""
+        if self.comm is None or self.size == 1:
+            return
+        sys.stderr.write(f"fastnn.distributed: rank {self.rank} of {self.size} failed outside "
+                         "the error protocol; aborting every rank:\n")
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+        self.comm.Abort(1)
+
+    def _fail(self, failures: dict[int, str], local: BaseException | None, where: str) -> _Agreed:
+        """The exception every rank raises once all ranks know that ``failures`` happened."""
+        ranks = ", ".join(str(r) for r in sorted(failures))
+        detail = "; ".join(f"rank {r}: {m}" for r, m in sorted(failures.items()))
+        msg = (f"fastnn.distributed: rank{'s' if len(failures) > 1 else ''} {ranks} of "
+               f"{self.size} failed ({detail}); every rank stopped {where}")
+        if local is not None:
+            if hasattr(local, "add_note"):
+                local.add_note(msg)
+            return _Agreed(local, None)
+        return _Agreed(DistributedError(msg, failures), None)
+
+    def _agree(self, local: BaseException | None, where: str, payload: Any = None) -> list[Any]:
+        """Collective: raise on every rank if any rank failed, else return every payload."""
+        got = self.comm.allgather((None if local is None else _describe(local), payload))
+        failures = {r: e for r, (e, _) in enumerate(got) if e is not None}
+        if failures:
+            raise self._fail(failures, local, where)
+        return [p for _, p in got]
+
+    def _collect_failures(self, local: BaseException | None, where: str) -> _Agreed:
+        """After a step's Allreduce raised the error flag: gather the messages, then fail."""
+        got = self.comm.allgather(None if local is None else _describe(local))
+        failures = {r: e for r, e in enumerate(got) if e is not None}
+        return self._fail(failures or {-1: "unknown error"}, local, where)
+
+    # ---- state -------------------------------------------------------------------
+    def _signature(self, x: np.ndarray, y: np.ndarray, extra: dict[str, Any]) -> dict[str, Any]:
+        m, opt = self.model, self.model.optimizer
+        config = m.get_config()
+        config.pop("seed", None)  # rank 0's initial state and RNG are broadcast anyway
+        return {"model": config, "trainable": [ly.trainable for ly in m.layers],
+                "n_params": m.count_params(), "optimizer": (type(opt).__name__, opt.get_config()),
+                "loss": m.loss.name, "X": (x.shape, _fingerprint(x)),
+                "y": (y.shape, str(y.dtype), _fingerprint(y)), **extra}
+
+    def broadcast_state(self) -> None:
+        """Collective: copy rank 0's weights, optimizer state, counters, RNG and dropout
+        state to every rank (called by :meth:`fit`; call it yourself after loading a
+        checkpoint on rank 0 only).
+        """
+        m = self.model
+        opt = m._ensure_optimizer()
+        meta = None
+        if self.is_root:
+            meta = {"rng": m.rng.bit_generator.state, "layers": [ly.state() if hasattr(
+                        ly, "state") else None for ly in m.layers],
+                    "step": m.step, "epoch": m.epoch, "step_count": opt.step_count,
+                    "lr": opt.lr, "opt_state": sorted(opt.state)}
+        meta = self.comm.bcast(meta, root=0)
+        if not self.is_root:
+            m.rng.bit_generator.state = meta["rng"]
+            for ly, st in zip(m.layers, meta["layers"]):
+                if st is not None and hasattr(ly, "set_state"):
+                    ly.set_state(st)
+            m.step, m.epoch = meta["step"], meta["epoch"]
+            opt.step_count, opt.lr = meta["step_count"], meta["lr"]
+        self.comm.Bcast(m._flat_params, root=0)
+        for name in meta["opt_state"]:
+            self.comm.Bcast(opt.state[name], root=0)
+
+    def _attach(self) -> np.ndarray:
+        """Rebind the model's gradients to ``ext[:P]`` of one buffer with the control slots
+        after them, so the step's single Allreduce carries both.
+        """
+        m = self.model
+        g = m._flat_grads
+        if self._ext is not None and g.base is self._ext and g.size + _NCTRL == self._ext.size:
+            return self._ext
+        p_total = g.size
+        ext = np.zeros(p_total + _NCTRL, m.dtype)
+        ext[:p_total] = g
+        off = 0
+        for layer in m.layers:
+            views = []
+            for p in layer.params:
+                views.append(ext[off:off + p.size].reshape(p.shape))
+                off += p.size
+            layer.grads = views
+        m._flat_grads = ext[:p_total]
+        m._opt_key = None  # re-attach the optimizer to the new gradient buffer (state kept)
+        m._ensure_optimizer()
+        self._ext = ext
+        return ext
+
+    def _dropouts(self) -> list[tuple[Any, int]]:
+        """(layer, input elements per row) for every Dropout layer that draws masks."""
+        from .layers import Dropout
+
+        out = []
+        shape: tuple | None = self.model.input_shape
+        for layer in self.model.layers:
+            if isinstance(layer, Dropout) and layer.p > 0:
+                out.append((layer, int(np.prod(shape))))
+            shape = layer.output_shape(shape)
+        return out
+
+    # ---- training ------------------------------------------------------------------
+    def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32,
+            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+            shuffle: bool = True, callbacks: Sequence[Callback] | None = None,
+            verbose: int = 1, initial_epoch: int = 0) -> History:
+        """Train on every rank; arguments as :meth:`fastnn.Sequential.fit`.
+
+        ``batch_size`` is the global batch (all ranks together).  Every rank must
+        call this with the same arguments and the same full data.  Returns the
+        same History on every rank (losses and metrics reduced over all ranks).
+        """
+        try:
+            return self._fit(X, y, epochs, batch_size, validation_data, validation_split,
+                             shuffle, callbacks, verbose, initial_epoch)
+        except _Agreed as agreed:
+            raise agreed.exc from agreed.cause
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+
+    def _prepare(self, X, y, epochs, batch_size, validation_data, validation_split,
+                 initial_epoch):
+        from ._validation import positive_int
+
+        m = self.model
+        epochs = positive_int(epochs, "epochs")
+        batch_size = positive_int(batch_size, "batch_size")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must lie in [0, 1), got {validation_split}")
+        if validation_data is not None and validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        start = int(initial_epoch)
+        if not 0 <= start < epochs:
+            raise ValueError(f"initial_epoch must lie in [0, epochs={epochs}), got {start}")
+        m._ensure_optimizer()
+        x = m._prep_x(X)
+        yy = m._prep_y(y, x.shape[0])
+        val = None
+        if validation_split:
+            n_val = int(math.ceil(x.shape[0] * validation_split))
+            if n_val >= x.shape[0]:
+                raise ValueError("validation_split leaves no training samples")
+            val = (x[-n_val:], yy[-n_val:])
+            x, yy = x[:-n_val], yy[:-n_val]
+        elif validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            xv = m._prep_x(validation_data[0], "validation_data[0]")
+            val = (xv, m._prep_y(validation_data[1], xv.shape[0], "validation_data[1]"))
+        return epochs, batch_size, start, x, yy, val
+
+    def _fit(self, X, y, epochs, batch_size, validation_data, validation_split, shuffle,
+             callbacks, verbose, initial_epoch) -> History:
+        m = self.model
+        # 1. every rank validates its arguments; all agree (a bad rank fails every rank)
+        sig = err = None
+        try:
+            epochs, batch_size, start, x, yy, val = self._prepare(
+                X, y, epochs, batch_size, validation_data, validation_split, initial_epoch)
+            sig = self._signature(x, yy, {
+                "epochs": epochs, "batch_size": batch_size, "initial_epoch": start,
+                "shuffle": bool(shuffle),
+                "val": None if val is None else (val[0].shape, val[1].shape)})
+        except Exception as exc:  # noqa: BLE001 -- reported to every rank
+            err = exc
+        sigs = self._agree(err, "while checking fit's arguments", sig)
+        for r, s in enumerate(sigs):
+            diff = sorted(k for k in s if s[k] != sigs[0].get(k))
+            if diff:
+                what = {"X": "X (every rank must pass the same full data)",
+                        "y": "y (every rank must pass the same full data)"}
+                names = ", ".join(what.get(k, k) for k in diff)
+                raise _Agreed(DistributedError(
+                    f"fastnn.distributed: rank {r} differs from rank 0 in {names}; every rank "
+                    "must build the same model, compile it the same way and call fit with the "
+                    "same arguments and data"), None)
+        # 2. rank 0's state everywhere; gradients bound to the Allreduce buffer
+        self.broadcast_state()
+        ext = self._attach()
+        opt = m.optimizer
+        n = x.shape[0]
+        bs = min(batch_size, n)
+        rank, size = self.rank, self.size
+        cap = -(-bs // size)
+        xb = np.empty((cap, *x.shape[1:]), m.dtype)
+        yb = np.empty((cap, *yy.shape[1:]), yy.dtype)
+        grads = ext[:-_NCTRL]
+        ctrl = ext[-_NCTRL:]
+        drops = self._dropouts()
+        penalized = any(getattr(ly, "l1", 0) or getattr(ly, "l2", 0) for ly in m.layers)
+        history = History()
+        cbs: list[Callback] = [history]
+        for cb in callbacks or []:
+            if self.is_root or not (isinstance(cb, ModelCheckpoint)
+                                    or getattr(cb, "rank_zero_only", False)):
+                cbs.append(cb)
+        if self.is_root:
+            cbs.append(ProgressBar(epochs, n, verbose))
+        for cb in cbs:
+            cb.model = m
+        m.stop_training = False
+        tm = self.timings = {"steps": 0, "allreduce_s": 0.0, "compute_s": 0.0,
+                             "optimizer_s": 0.0, "fit_s": 0.0}
+        allreduce, IN_PLACE, SUM = self.comm.Allreduce, self._MPI.IN_PLACE, self._MPI.SUM
+        pending: BaseException | None = None
+        logs: dict[str, float] = {}
+        t_fit = time.perf_counter()
+        try:
+            try:
+                for cb in cbs:
+                    cb.on_train_begin()
+            except BaseException as exc:  # noqa: BLE001
+                pending = _mark(exc, "in on_train_begin")
+            for epoch in range(start, epochs):
+                try:
+                    if pending is None:
+                        for cb in cbs:
+                            cb.on_epoch_begin(epoch)
+                except BaseException as exc:  # noqa: BLE001
+                    pending = _mark(exc, f"in on_epoch_begin, epoch {epoch + 1}")
+                order = m.rng.permutation(n) if shuffle else None
+                tot_loss, tot_correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()
+                for bi, s in enumerate(range(0, n, bs)):
+                    gm = min(bs, n - s)
+                    lo, hi = shard_bounds(gm, rank, size)
+                    k = hi - lo
+                    w = k / gm
+                    base = [layer.counter for layer, _ in drops]
+                    tc = time.perf_counter()
+                    ctrl[:] = 0
+                    if pending is None:
+                        try:
+                            for (layer, per_row), b in zip(drops, base):
+                                layer.counter = b + lo * per_row
+                            if k:
+                                if order is not None:
+                                    idx = order[s + lo:s + hi]
+                                    xs = np.take(x, idx, axis=0, out=xb[:k])
+                                    ys = np.take(yy, idx, axis=0, out=yb[:k])
+                                else:
+                                    xs, ys = x[s + lo:s + hi], yy[s + lo:s + hi]
+                                loss, out = self._shard_grads(xs, ys, w, grads, penalized)
+                                ctrl[_LOSS] = loss * w
+                                acc = m.loss.accuracy(out, ys)
+                                ctrl[_CORRECT] = 0.0 if acc is None else acc * k
+                            else:
+                                grads.fill(0)
+                        except BaseException as exc:  # noqa: BLE001
+                            pending = _mark(exc, f"in the training step, epoch {epoch + 1}, "
+                                                 f"batch {bi + 1}")
+                    if pending is not None:
+                        ctrl[_ERROR] = 1
+                    ctrl[_STOP] = 1 if m.stop_training else 0
+                    ta = time.perf_counter()
+                    allreduce(IN_PLACE, ext, op=SUM)
+                    tb = time.perf_counter()
+                    tm["compute_s"] += ta - tc
+                    tm["allreduce_s"] += tb - ta
+                    if ctrl[_ERROR] > 0:
+                        raise self._collect_failures(
+                            pending, f"at epoch {epoch + 1}, batch {bi + 1}")
+                    if ctrl[_STOP] > 0:  # a callback asked to stop after the previous step
+                        for (layer, _), b in zip(drops, base):
+                            layer.counter = b
+                        m.stop_training = True
+                        break
+                    loss = float(ctrl[_LOSS])
+                    if not math.isfinite(loss):
+                        for (layer, _), b in zip(drops, base):
+                            layer.counter = b
+                        if self.is_root:
+                            import warnings
+
+                            warnings.warn(f"fit: loss became {loss} at epoch {epoch + 1}, batch "
+                                          f"{bi + 1}; stopping with the weights of the last "
+                                          "finite step", RuntimeWarning, stacklevel=3)
+                        m.stop_training = True
+                        break
+                    opt.step()
+                    m.step += 1
+                    for (layer, per_row), b in zip(drops, base):
+                        layer.counter = b + gm * per_row
+                    tm["optimizer_s"] += time.perf_counter() - tb
+                    tm["steps"] += 1
+                    tot_loss += loss * gm
+                    tot_correct += float(ctrl[_CORRECT])
+                    seen += gm
+                    try:
+                        for cb in cbs:
+                            cb.on_batch_end(bi, {"loss": loss, "size": gm})
+                    except BaseException as exc:  # noqa: BLE001
+                        pending = _mark(exc, f"in on_batch_end, epoch {epoch + 1}, "
+                                             f"batch {bi + 1}")
+                # epoch end: validation on shards, then agree (errors, stop, metrics)
+                part = None
+                if pending is None and val is not None:
+                    try:
+                        part = self._eval_part(val[0], val[1], max(bs, 256))
+                    except BaseException as exc:  # noqa: BLE001
+                        pending = _mark(exc, f"in validation, epoch {epoch + 1}")
+                got = self._agree(pending, f"at the end of epoch {epoch + 1}",
+                                  (bool(m.stop_training), part))
+                if any(st for st, _ in got):
+                    m.stop_training = True
+                logs = {"loss": tot_loss / max(seen, 1)}
+                if m.loss.is_classification:
+                    logs["accuracy"] = tot_correct / max(seen, 1)
+                if val is not None:
+                    for key, v in self._combine([p for _, p in got]).items():
+                        logs["val_" + key] = v
+                logs["lr"] = opt.lr
+                logs["samples_per_second"] = seen / max(time.perf_counter() - t0, 1e-9)
+                if seen:
+                    m.epoch = epoch + 1
+                try:
+                    for cb in cbs:
+                        cb.on_epoch_end(epoch, logs)
+                except BaseException as exc:  # noqa: BLE001
+                    pending = _mark(exc, f"in on_epoch_end, epoch {epoch + 1}")
+                # callbacks may stop training (EarlyStopping) or fail (a checkpoint on
+                # rank 0): agree before the next epoch; also check the weights agree
+                got = self._agree(pending, f"at the end of epoch {epoch + 1}",
+                                  (bool(m.stop_training), self._crc()))
+                self._check_consistent([c for _, c in got])
+                if any(st for st, _ in got):
+                    m.stop_training = True
+                if m.stop_training:
+                    break
+        except _Agreed:
+            for cb in cbs:
+                try:
+                    cb.on_train_end(logs)
+                except Exception:  # noqa: BLE001,S110 -- already failing; keep the first error
+                    pass
+            raise
+        tm["fit_s"] = time.perf_counter() - t_fit
+        try:
+            for cb in cbs:
+                cb.on_train_end(logs)
+        except BaseException as exc:  # noqa: BLE001
+            pending = _mark(exc, "in on_train_end")
+        self._agree(pending, "at the end of training")
+        return history
+
+    def _shard_grads(self, xs: np.ndarray, ys: np.ndarray, w: float, grads: np.ndarray,
+                     penalized: bool) -> tuple[float, np.ndarray]:
+        """Forward, loss and backward on this rank's shard with the gradient weighted by
+        ``w = m_r / m``: without L1/L2 penalties by scaling dL/d(output) before the
+        backward pass (m_r x outputs numbers), else the whole gradient afterwards (the
+        penalty's gradient must be weighted too, so that the sum counts it once).
+        """
+        m = self.model
+        out = m._forward(xs, True)
+        g = m._grad_buffer(out.shape)
+        loss = m.loss(out, ys, g) + m._penalty()
+        if math.isfinite(loss):
+            scale = w != 1.0
+            if scale and not penalized:
+                np.multiply(g, g.dtype.type(w), out=g)
+            m._backward(g)
+            if scale and penalized:
+                np.multiply(grads, grads.dtype.type(w), out=grads)
+        return loss, out
+
+    def _crc(self) -> int:
+        return zlib.crc32(self.model._flat_params.view(np.uint8))
+
+    def _check_consistent(self, crcs: list[int]) -> None:
+        """Weights should be bitwise equal on all ranks; if the MPI library's reduction is
+        not, resynchronize from rank 0 (and say so once).
+        """
+        if len(set(crcs)) > 1:
+            if self.is_root and not getattr(self, "_warned_drift", False):
+                import warnings
+
+                warnings.warn("fastnn.distributed: weights differ between ranks (the MPI "
+                              "library's Allreduce is not bitwise identical on every rank); "
+                              "re-broadcasting rank 0's state every epoch", RuntimeWarning,
+                              stacklevel=4)
+            self._warned_drift = True
+            self.broadcast_state()
+
+    # ---- evaluation ------------------------------------------------------------------
+    def _eval_part(self, x: np.ndarray, y: np.ndarray, bs: int) -> tuple[float, float, int]:
+        """Evaluate this rank's share of the rows: (loss * rows, correct, rows)."""
+        lo, hi = shard_bounds(x.shape[0], self.rank, self.size)
+        if hi == lo:
+            return (0.0, 0.0, 0)
+        res = self.model._evaluate(x[lo:hi], y[lo:hi], bs)
+        k = hi - lo
+        return (res["loss"] * k, res.get("accuracy", 0.0) * k, k)
+
+    def _combine(self, parts: list[tuple[float, float, int]]) -> dict[str, float]:
+        n = sum(p[2] for p in parts)
+        res = {"loss": sum(p[0] for p in parts) / n}
+        if self.model.loss.is_classification:
+            res["accuracy"] = sum(p[1] for p in parts) / n
+        return res
+
+    def evaluate(self, X: Any, y: Any, batch_size: int | None = None) -> dict[str, float]:
+        """Collective :meth:`fastnn.Sequential.evaluate`: each rank evaluates a contiguous
+        share of the rows; every rank returns the combined result.
+        """
+        from .model import _batch_size
+
+        part = err = None
+        try:
+            if self.model.loss is None:
+                raise RuntimeError("call model.compile(...) before evaluate")
+            x = self.model._prep_x(X)
+            yy = self.model._prep_y(y, x.shape[0])
+            part = self._eval_part(x, yy, _batch_size(batch_size, 1024))
+        except Exception as exc:  # noqa: BLE001
+            err = exc
+        try:
+            return self._combine(self._agree(err, "in evaluate", part))
+        except _Agreed as agreed:
+            raise agreed.exc from agreed.cause
+
+    def save(self, path: str) -> None:
+        """Collective: rank 0 saves the model (atomically); every rank returns after it has
+        (an error on rank 0 is raised on every rank).
+        """
+        err = None
+        if self.is_root:
+            try:
+                self.model.save(path)
+            except Exception as exc:  # noqa: BLE001
+                err = exc
+        try:
+            self._agree(err, "while saving")
+        except _Agreed as agreed:
+            raise agreed.exc from agreed.cause
