@@ -83,11 +83,11 @@ static void SFX(act_grad_row)(T *dz, const T *da, const T *a, const T *z, int64_
     case FNN_ACT_TANH:
         for (int64_t j = 0; j < n; j++) dz[j] = da[j] * ((T)1 - a[j] * a[j]);
         break;
-    case FNN_ACT_RELU: /* a > 0 exactly when z > 0 */
-        for (int64_t j = 0; j < n; j++) dz[j] = a[j] > 0 ? da[j] : (T)0;
+    case FNN_ACT_RELU: /* a > 0 exactly when z > 0; a mask, not a branch (vectorizes) */
+        for (int64_t j = 0; j < n; j++) dz[j] = da[j] * (T)(a[j] > 0);
         break;
     case FNN_ACT_LEAKY_RELU:
-        for (int64_t j = 0; j < n; j++) dz[j] = a[j] > 0 ? da[j] : (T)0.01 * da[j];
+        for (int64_t j = 0; j < n; j++) dz[j] = da[j] * (a[j] > 0 ? (T)1 : (T)0.01);
         break;
     case FNN_ACT_ELU: /* for z <= 0, d/dz expm1(z) = a + 1 */
         for (int64_t j = 0; j < n; j++) dz[j] = a[j] > 0 ? da[j] : da[j] * (a[j] + (T)1);
