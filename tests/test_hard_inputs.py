@@ -614,6 +614,8 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="Linux only")
+@pytest.mark.skipif("libasan" in __import__("os").environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer quarantines freed memory, so RSS says nothing")
 def test_gemm_thread_buffers_are_freed_when_threads_exit():
     """A thread-per-request server must not grow without bound (the per-thread packing
     buffers are freed by a pthread key destructor when a thread exits)."""
