@@ -327,7 +327,7 @@ def worker(net: str, batches: list[int], threads: int, names: list[str], reps: i
             rot = order[r % len(order):] + order[:r % len(order)] if order else []
             for name in rot:
                 run, steps = runs[name]
-                time.sleep(0.15)  # let other libraries' spinning worker threads go idle (OpenBLAS ~0.1 s)
+                time.sleep(0.15)  # let other libraries' spinning workers idle (OpenBLAS: ~0.1 s)
                 t0 = time.perf_counter()
                 run(steps)
                 times[name].append((time.perf_counter() - t0) / steps)

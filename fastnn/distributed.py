@@ -347,28 +347,10 @@ class DataParallel:
         m = self.model
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"validation_split must lie in [0, 1), got {validation_split}")
-        if validation_data is not None and validation_split:
-            raise ValueError("give validation_data or validation_split, not both")
         start = int(initial_epoch)
         if not 0 <= start < epochs:
             raise ValueError(f"initial_epoch must lie in [0, epochs={epochs}), got {start}")
-        m._ensure_optimizer()
-        x = m._prep_x(X)
-        yy = m._prep_y(y, x.shape[0])
-        val = None
-        if validation_split:
-            n_val = int(math.ceil(x.shape[0] * validation_split))
-            if n_val >= x.shape[0]:
-                raise ValueError("validation_split leaves no training samples")
-            val = (x[-n_val:], yy[-n_val:])
-            x, yy = x[:-n_val], yy[:-n_val]
-        elif validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
-            xv = m._prep_x(validation_data[0], "validation_data[0]")
-            val = (xv, m._prep_y(validation_data[1], xv.shape[0], "validation_data[1]"))
+        x, yy, val = m._fit_data(X, y, validation_data, validation_split)
         return epochs, batch_size, start, x, yy, val
 
     def _fit(self, X, y, epochs, batch_size, validation_data, validation_split, shuffle,

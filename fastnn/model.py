@@ -538,6 +538,33 @@ class Sequential:
             res["accuracy"] = correct / n
         return res
 
+    def _fit_data(self, X: Any, y: Any, validation_data: tuple[Any, Any] | None,
+                  validation_split: float
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """X, y and the validation pair of a fit, checked and converted once (also used by
+        :class:`fastnn.distributed.DataParallel`); the validation split takes the last rows.
+        """
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must lie in [0, 1), got {validation_split}")
+        if validation_data is not None and validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        self._ensure_optimizer()
+        x = self._prep_x(X)
+        yy = self._prep_y(y, x.shape[0])
+        val = None
+        if validation_split:
+            n_val = int(math.ceil(x.shape[0] * validation_split))
+            if n_val >= x.shape[0]:
+                raise ValueError("validation_split leaves no training samples")
+            val = (x[-n_val:], yy[-n_val:])
+            x, yy = x[:-n_val], yy[:-n_val]
+        elif validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            xv = self._prep_x(validation_data[0], "validation_data[0]")
+            val = (xv, self._prep_y(validation_data[1], xv.shape[0], "validation_data[1]"))
+        return x, yy, val
+
     # ---- fit -----------------------------------------------------------------
     def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
@@ -600,25 +627,7 @@ class Sequential:
 
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"validation_split must lie in [0, 1), got {validation_split}")
-        if validation_data is not None and validation_split:
-            raise ValueError("give validation_data or validation_split, not both")
-        self._ensure_optimizer()
-        x = self._prep_x(X)
-        yy = self._prep_y(y, x.shape[0])
-        val = None
-        if validation_split:
-            n_val = int(math.ceil(x.shape[0] * validation_split))
-            if n_val >= x.shape[0]:
-                raise ValueError("validation_split leaves no training samples")
-            val = (x[-n_val:], yy[-n_val:])
-            x, yy = x[:-n_val], yy[:-n_val]
-        elif validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
-            xv = self._prep_x(validation_data[0], "validation_data[0]")
-            val = (xv, self._prep_y(validation_data[1], xv.shape[0], "validation_data[1]"))
+        x, yy, val = self._fit_data(X, y, validation_data, validation_split)
         if check_finite:
             from ._validation import check_finite as _check_finite
 
