@@ -103,7 +103,7 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastnn._kernels",
-        sources=["fastnn/_kernels.pyx", *C_SOURCES],
+        sources=["src/fastnn/_kernels.pyx", *C_SOURCES],
         include_dirs=["csrc"],
         depends=[str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.h")],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

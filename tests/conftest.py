@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +39,18 @@ def assert_close(actual, expected, dtype, k: int = 1, what: str = "", scale: flo
             f"expected {expected[idx]!r}, rel {err[idx] / (abs(expected[idx]) + 1e-30):.3e}, "
             f"tol {tol:.2e}); first bad index {first}"
         )
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python that must import the same fastnn as this run.
+
+    PYTHONPATH starts with the directory that holds the imported package (site-packages
+    for an install, ``src/`` for an in-place build), whatever the working directory.
+    """
+    home = str(Path(fastnn.__file__).resolve().parent.parent)
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH")]))
+    return env
 
 
 def seeded_rng(*key) -> np.random.Generator:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import child_env
 
 import fastnn as fnn
 
@@ -50,11 +51,7 @@ def _mpiexec() -> str:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    # make the worker import the same fastnn as this test run
-    root = str(Path(fnn.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return child_env(OMP_NUM_THREADS="1")  # the worker imports the same fastnn as this run
 
 
 def run_ranks(mode: str, out: Path, n: int = 2) -> subprocess.CompletedProcess:

@@ -5,20 +5,16 @@ repeatability per thread count, and both ISA paths (the other one in a subproces
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, child_env
 
 import fastnn
 from fastnn import kernels as K
 from fastnn import reference as R
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def blocking(dtype):
@@ -133,7 +129,7 @@ def test_views_with_leading_dimension(dtype):
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2"])
-def test_other_isa_in_subprocess(isa):
+def test_other_isa_in_subprocess(isa, tmp_path):
     """Run a few engine shapes with the ISA forced at import."""
     code = (
         "import numpy as np, fastnn; from fastnn import kernels as K\n"
@@ -153,8 +149,9 @@ def test_other_isa_in_subprocess(isa):
         "          assert np.max(np.abs(got-want)/(np.abs(want)+1)) < tol, (dt,m,k,n,ta,tb,t)\n"
         "print('ok')\n"
     )
-    env = dict(os.environ, FASTNN_ISA=isa, PYTHONPATH=str(ROOT))
+    env = child_env(FASTNN_ISA=isa)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       cwd=tmp_path,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split()

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import child_env
 
 sklearn = pytest.importorskip("sklearn")
 
@@ -60,9 +61,7 @@ def test_sklearn_estimator_checks(estimator, check):
                 "from sklearn.utils.estimator_checks import check_array_api_input\n"
                 "check_array_api_input(type(est).__name__, est, array_namespace='numpy',"
                 " expect_only_array_outputs=False)\n")
-        env = dict(os.environ, SCIPY_ARRAY_API="1")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        env = child_env(SCIPY_ARRAY_API="1")
         res = subprocess.run([sys.executable, "-c", code, pickle.dumps(estimator).hex()],
                              env=env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-3000:]
@@ -323,8 +322,6 @@ def test_extras_dropout_threads_and_errors(digits):
             MLPClassifier(**bad).fit(X, y)
 
 
-def test_import_fastnn_does_not_import_sklearn():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
+def test_import_fastnn_does_not_import_sklearn(tmp_path):
     code = "import fastnn, sys; assert 'sklearn' not in sys.modules, 'sklearn imported'"
-    env = dict(os.environ, PYTHONPATH=root)
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    subprocess.run([sys.executable, "-c", code], check=True, env=child_env(), cwd=tmp_path)

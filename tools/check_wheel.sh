@@ -64,15 +64,15 @@ step "sdist contents: $(basename "$sdist")"
 tar tzf "$sdist" | sed 's,^[^/]*/,,' | grep -v '/$' | grep -v '^$' | sort > "$work/sdist.txt"
 echo "$(wc -l < "$work/sdist.txt") files: $(cut -d/ -f1 "$work/sdist.txt" | sort | uniq -c |
     awk '{printf "%s%s %s", sep, $1, $2; sep=", "}')"
-for f in README.md LICENSE PKG-INFO pyproject.toml setup.py MANIFEST.in fastnn/_kernels.pyx \
-         fastnn/_version.py csrc/fastnn.h csrc/gemm.c csrc/gemm_kernel_avx2.c tests/conftest.py; do
+for f in README.md LICENSE PKG-INFO pyproject.toml setup.py MANIFEST.in src/fastnn/_kernels.pyx \
+         src/fastnn/_version.py csrc/fastnn.h csrc/gemm.c csrc/gemm_kernel_avx2.c tests/conftest.py; do
     grep -qx "$f" "$work/sdist.txt" || fail "sdist lacks $f"
 done
 for f in csrc/*.c csrc/*.h tests/*.py; do
     (cd "$root" && [ -e "$f" ]) || continue
     grep -qx "$f" "$work/sdist.txt" || fail "sdist lacks $f (is it in MANIFEST.in?)"
 done
-if grep -E '(^fastnn/_kernels\.c$|\.so$|\.pyd$|\.o$)' "$work/sdist.txt"; then
+if grep -E '(^src/fastnn/_kernels\.c$|\.so$|\.pyd$|\.o$)' "$work/sdist.txt"; then
     fail "sdist carries build products"
 fi
 tar xzf "$sdist" -O "$(basename "$sdist" .tar.gz)/PKG-INFO" |

@@ -27,8 +27,8 @@ if [ ! -e "$asan_rt" ]; then
 fi
 
 echo "== memcheck: building with -fsanitize=address,undefined in $work"
-cp -r setup.py pyproject.toml README.md csrc fastnn "$work/"
-rm -f "$work"/fastnn/*.so "$work"/fastnn/_kernels.c
+cp -r setup.py pyproject.toml README.md csrc src "$work/"
+rm -f "$work"/src/fastnn/*.so "$work"/src/fastnn/_kernels.c
 # The flags ride on CC so that they reach every compile and link, including
 # setup.py's OpenMP probe (a probe built without them would fail to link and
 # silently give a single-threaded build, leaving the OpenMP paths unchecked).
@@ -40,7 +40,7 @@ grep "fastnn: OpenMP flags" "$work/build.log"
 if [ -z "${FASTNN_NO_OPENMP:-}" ] && grep -q "OpenMP flags none" "$work/build.log"; then
     echo "memcheck: OpenMP was not detected in the sanitizer build" >&2; exit 1
 fi
-ldd "$work"/fastnn/_kernels*.so | grep -q libasan \
+ldd "$work"/src/fastnn/_kernels*.so | grep -q libasan \
     || { echo "memcheck: the extension is not linked against libasan" >&2; exit 1; }
 
 cp -r tests "$work/tests"
@@ -54,7 +54,7 @@ log="$work/sanitizer"
 echo "== memcheck: pytest $*"
 status=0
 (cd "$work" && \
-    LD_PRELOAD="$asan_rt" PYTHONMALLOC=malloc PYTHONPATH="$work" \
+    LD_PRELOAD="$asan_rt" PYTHONMALLOC=malloc PYTHONPATH="$work/src" \
     ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:log_path=$log:allocator_may_return_null=1" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$log" \
     python -m pytest -q -p no:cacheprovider -x "$@") || status=$?

@@ -10,7 +10,17 @@ See ``python -m fastnn info`` for the ISA and threads in use.
 
 from __future__ import annotations
 
-from . import callbacks, init, kernels, losses, optim, reference, schedules
+# first: when the compiled module is missing, name the cause (not a circular import)
+from . import (
+    _buildcheck,  # noqa: F401, I001
+    callbacks,
+    init,
+    kernels,
+    losses,
+    optim,
+    reference,
+    schedules,
+)
 from ._config import get_num_threads, set_num_threads
 from ._names import ACTIVATIONS
 from ._validation import check_finite
