@@ -147,6 +147,63 @@ cdef inline const floating *_c1(const floating[::1] v) noexcept nogil:
     return &v[0]
 
 
+# ---- shape checks: this module is memory-safe on its own ----------------------------
+# Every wrapper checks each array it reads or writes against the sizes the C call will
+# use before that call, so a private call with wrong shapes raises instead of writing
+# out of bounds.  A few integer compares: no Python objects on the success path.
+
+cdef int _bad2(str kernel, str name, int64_t r, int64_t c, Py_ssize_t gr, Py_ssize_t gc,
+               bint missing) except -1:
+    if missing:
+        raise ValueError(f"{kernel}: {name} is required, of shape ({r}, {c})")
+    raise ValueError(f"{kernel}: {name} must have shape ({r}, {c}), got ({gr}, {gc})")
+
+
+cdef int _bad1(str kernel, str name, int64_t n, Py_ssize_t g, bint missing) except -1:
+    if missing:
+        raise ValueError(f"{kernel}: {name} is required, of shape ({n},)")
+    raise ValueError(f"{kernel}: {name} must have shape ({n},), got ({g},)")
+
+
+cdef inline int _w2(floating[:, ::1] v, int64_t r, int64_t c, bint optional, str kernel,
+                    str name) except -1:
+    """ValueError unless the writable 2-D view v is (r, c) (or None when optional)."""
+    if v is None:
+        return 0 if optional else _bad2(kernel, name, r, c, 0, 0, True)
+    if v.shape[0] != r or v.shape[1] != c:
+        _bad2(kernel, name, r, c, v.shape[0], v.shape[1], False)
+    return 0
+
+
+cdef inline int _r2(const floating[:, ::1] v, int64_t r, int64_t c, bint optional, str kernel,
+                    str name) except -1:
+    """ValueError unless the read-only 2-D view v is (r, c) (or None when optional)."""
+    if v is None:
+        return 0 if optional else _bad2(kernel, name, r, c, 0, 0, True)
+    if v.shape[0] != r or v.shape[1] != c:
+        _bad2(kernel, name, r, c, v.shape[0], v.shape[1], False)
+    return 0
+
+
+cdef inline int _w1(floating[::1] v, int64_t n, bint optional, str kernel, str name) except -1:
+    """ValueError unless the writable 1-D view v has n elements (or is None when optional)."""
+    if v is None:
+        return 0 if optional else _bad1(kernel, name, n, 0, True)
+    if v.shape[0] != n:
+        _bad1(kernel, name, n, v.shape[0], False)
+    return 0
+
+
+cdef inline int _r1(const floating[::1] v, int64_t n, bint optional, str kernel,
+                    str name) except -1:
+    """ValueError unless the read-only 1-D view v has n elements (or is None when optional)."""
+    if v is None:
+        return 0 if optional else _bad1(kernel, name, n, 0, True)
+    if v.shape[0] != n:
+        _bad1(kernel, name, n, v.shape[0], False)
+    return 0
+
+
 def config():
     """The engine's configuration: ISA, OpenMP, GEMM block sizes per dtype."""
     cdef int64_t mr, nr, mc, kc, nc
@@ -166,10 +223,20 @@ def act_needs_z(int act):
 def gemm(floating[:, ::1] c, const floating[:, ::1] a, const floating[:, ::1] b, bint trans_a,
          bint trans_b, double alpha, double beta, int n_threads):
     """c (m, n) = alpha op(a) op(b) + beta c; a is (m, k) or (k, m) if trans_a, b likewise."""
+    if c is None or a is None or b is None:
+        raise ValueError("gemm: c, a and b are required")
     cdef int64_t m = c.shape[0], n = c.shape[1]
     cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
     cdef int64_t lda = a.shape[1], ldb = b.shape[1]
     cdef int st
+    if trans_a:
+        _r2(a, k, m, False, "gemm", "a (transposed)")
+    else:
+        _r2(a, m, k, False, "gemm", "a")
+    if trans_b:
+        _r2(b, n, k, False, "gemm", "b (transposed)")
+    else:
+        _r2(b, k, n, False, "gemm", "b")
     if m == 0 or n == 0:
         return
     if lda == 0:
@@ -189,8 +256,14 @@ def gemm(floating[:, ::1] c, const floating[:, ::1] a, const floating[:, ::1] b,
 def dense_forward(floating[:, ::1] a, floating[:, ::1] z, const floating[:, ::1] x,
                   const floating[:, ::1] w, const floating[::1] b, int act, int n_threads):
     """a (batch, out) = act(x (batch, in) @ w (in, out) + b (out,)); z (or None) = pre-activation."""
+    if x is None or w is None:
+        raise ValueError("dense_forward: x and w are required")
     cdef int64_t batch = x.shape[0], inp = x.shape[1], out = w.shape[1]
     cdef int st
+    _r2(w, inp, out, False, "dense_forward", "w")
+    _r1(b, out, True, "dense_forward", "b")
+    _w2(a, batch, out, False, "dense_forward", "out")
+    _w2(z, batch, out, True, "dense_forward", "z")
     with nogil:
         if floating is float:
             st = fnn_dense_forward_f32(_p2(a), _p2(z), _c2(x), _c2(w), _c1(b), batch, inp, out,
@@ -206,8 +279,18 @@ def dense_backward(floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db,
                    const floating[:, ::1] z, const floating[:, ::1] x, const floating[:, ::1] w,
                    int act, double beta_w, int n_threads):
     """delta = da * act'(z); dw = x^T delta + beta_w dw; db = sum(delta); dx = delta w^T."""
+    if x is None or w is None:
+        raise ValueError("dense_backward: x and w are required")
     cdef int64_t batch = x.shape[0], inp = x.shape[1], out = w.shape[1]
     cdef int st
+    _r2(w, inp, out, False, "dense_backward", "w")
+    _r2(da, batch, out, False, "dense_backward", "grad_out")
+    _r2(a, batch, out, True, "dense_backward", "out_act")
+    _r2(z, batch, out, True, "dense_backward", "pre_act")
+    _w2(delta, batch, out, True, "dense_backward", "delta")
+    _w2(dx, batch, inp, True, "dense_backward", "dx")
+    _w2(dw, inp, out, True, "dense_backward", "dw")
+    _w1(db, out, True, "dense_backward", "db")
     with nogil:
         if floating is float:
             st = fnn_dense_backward_f32(_p2(dx), _p2(dw), _p1(db), _p2(delta), _c2(da), _c2(a),
@@ -223,6 +306,9 @@ def dense_backward(floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db,
 def act_forward(floating[:, ::1] out, const floating[:, ::1] x, int act):
     """out (rows, cols) = act(x); softmax over each row."""
     cdef int st
+    if x is None:
+        raise ValueError("activation_forward: x is required")
+    _w2(out, x.shape[0], x.shape[1], False, "activation_forward", "out")
     with nogil:
         if floating is float:
             st = fnn_act_forward_f32(_p2(out), _c2(x), x.shape[0], x.shape[1], act)
@@ -235,6 +321,13 @@ def act_backward(floating[:, ::1] dz, floating[::1] dbias, const floating[:, ::1
                  const floating[:, ::1] a, const floating[:, ::1] z, int act):
     """dz (rows, cols) = da * act'(z) from a = act(z); dbias (cols,) or None = column sums."""
     cdef int st
+    if da is None:
+        raise ValueError("activation_backward: grad_out is required")
+    cdef int64_t rows = da.shape[0], cols = da.shape[1]
+    _w2(dz, rows, cols, False, "activation_backward", "out")
+    _w1(dbias, cols, True, "activation_backward", "dbias")
+    _r2(a, rows, cols, True, "activation_backward", "out_act")
+    _r2(z, rows, cols, True, "activation_backward", "pre_act")
     with nogil:
         if floating is float:
             st = fnn_act_backward_f32(_p2(dz), _p1(dbias), _c2(da), _c2(a), _c2(z), da.shape[0],
@@ -256,6 +349,15 @@ def cross_entropy(floating[:, ::1] grad, const floating[:, ::1] logits,
         lab = &labels[0]
     if labels is not None and target is not None:
         raise ValueError("cross_entropy: give labels or target, not both")
+    if logits is None:
+        raise ValueError("cross_entropy: logits are required")
+    if labels is None and target is None:
+        raise ValueError("cross_entropy: labels or target is required")
+    if labels is not None and labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"cross_entropy: labels must have shape ({logits.shape[0]},), got "
+                         f"({labels.shape[0]},)")
+    _r2(target, logits.shape[0], logits.shape[1], True, "cross_entropy", "target")
+    _w2(grad, logits.shape[0], logits.shape[1], True, "cross_entropy", "grad_out")
     with nogil:
         if floating is float:
             st = fnn_cross_entropy_f32(&loss, _p2(grad), _c2(logits), lab, _c2(target),
@@ -271,6 +373,10 @@ def mse(floating[::1] grad, const floating[::1] pred, const floating[::1] target
     """Mean squared error of flat pred (n,) against target (n,); fills grad, returns loss."""
     cdef double loss = 0.0
     cdef int st
+    if pred is None:
+        raise ValueError("mse: pred is required")
+    _r1(target, pred.shape[0], False, "mse", "target")
+    _w1(grad, pred.shape[0], True, "mse", "grad_out")
     with nogil:
         if floating is float:
             st = fnn_mse_f32(&loss, _p1(grad), _c1(pred), _c1(target), pred.shape[0])
@@ -284,6 +390,10 @@ def bce_logits(floating[::1] grad, const floating[::1] logits, const floating[::
     """Mean binary cross-entropy from flat logits (n,); fills grad, returns loss."""
     cdef double loss = 0.0
     cdef int st
+    if logits is None:
+        raise ValueError("binary_cross_entropy: logits is required")
+    _r1(target, logits.shape[0], False, "binary_cross_entropy", "target")
+    _w1(grad, logits.shape[0], True, "binary_cross_entropy", "grad_out")
     with nogil:
         if floating is float:
             st = fnn_bce_logits_f32(&loss, _p1(grad), _c1(logits), _c1(target), logits.shape[0])
@@ -296,6 +406,9 @@ def bce_logits(floating[::1] grad, const floating[::1] logits, const floating[::
 def sgd_update(floating[::1] w, const floating[::1] dw, double lr):
     """w (n,) -= lr * dw (n,), in place."""
     cdef int st
+    if w is None:
+        raise ValueError("sgd_update: w is required")
+    _r1(dw, w.shape[0], False, "sgd_update", "dw")
     with nogil:
         if floating is float:
             st = fnn_sgd_update_f32(_p1(w), _c1(dw), w.shape[0], <float>lr)
@@ -616,6 +729,8 @@ def conv2d_backward(floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floati
     _same4(a, n, oc, oh, ow, "a")
     _same4(z, n, oc, oh, ow, "z")
     _same4(dx, n, c, h, wd, "dx")
+    if dw is None:
+        raise ValueError(f"conv2d_backward: dw is required, of shape {(oc, c, kh, kw)}")
     _same4(dw, oc, c, kh, kw, "dw")
     if db is not None and db.shape[0] != oc:
         raise ValueError(f"conv2d_backward: db must have shape ({oc},), got ({db.shape[0]},)")
@@ -786,12 +901,18 @@ cdef extern from "fastnn.h" nogil:
                          int loss_kind, int n_threads)
 
 
-cdef void *_addr(object arr) except? NULL:
-    """Data pointer of a C-contiguous array (None -> NULL); read once, when a plan is built."""
+cdef void *_addr(object arr, int64_t size, int itemsize, bint optional, str what) except? NULL:
+    """Data pointer of a C-contiguous, writable-or-not array of `size` elements of
+    `itemsize` bytes (None -> NULL when optional); read once, when a plan is built."""
     if arr is None:
-        return NULL
+        if optional:
+            return NULL
+        raise ValueError(f"MLPPlan: {what} is required")
     if not arr.flags.c_contiguous:
-        raise ValueError("MLPPlan: every buffer must be C-contiguous")
+        raise ValueError(f"MLPPlan: {what} must be C-contiguous")
+    if arr.size != size or arr.itemsize != itemsize or arr.dtype.kind != "f":
+        raise ValueError(f"MLPPlan: {what} must hold {size} floats of {itemsize} bytes, got "
+                         f"{arr.size} of dtype {arr.dtype}")
     return <void *><size_t>arr.__array_interface__["data"][0]
 
 
@@ -824,16 +945,27 @@ cdef class MLPPlan:
         if self.ptrs == NULL or self.net.in_ == NULL or self.net.act == NULL:
             raise MemoryError()
         self.net.out = self.net.in_ + L
+        cdef int isz = 4 if is_f32 else 8
+        cdef int64_t ni, no
+        cdef tuple names = ("w", "b", "gw", "gb", "a", "z", "dx")
+        if L < 1 or batch < 1 or not 0 <= first_trainable <= L:
+            raise ValueError("MLPPlan: needs a layer, a batch >= 1 and 0 <= first_trainable <= L")
         for l in range(L):
-            self.net.in_[l] = in_sizes[l]
-            self.net.out[l] = out_sizes[l]
+            ni, no = in_sizes[l], out_sizes[l]
+            if ni < 1 or no < 1 or (l > 0 and ni != out_sizes[l - 1]):
+                raise ValueError(f"MLPPlan: layer {l} sizes ({ni}, {no}) do not chain")
+            self.net.in_[l] = ni
+            self.net.out[l] = no
             self.net.act[l] = acts[l]
+            # sizes of w, b, gw, gb, a, z, dx; b, gw/gb (frozen), z and dx may be absent
+            sizes = (ni * no, no, ni * no, no, batch * no, batch * no, batch * ni)
             for k in range(7):
-                self.ptrs[k * L + l] = _addr(groups[k][l])
+                self.ptrs[k * L + l] = _addr(groups[k][l], sizes[k], isz, k not in (0, 4),
+                                             f"{names[k]}[{l}]")
+        self.net.gout = _addr(gout, batch * out_sizes[L - 1], isz, False, "gout")
         self.net.w, self.net.b = self.ptrs, self.ptrs + L
         self.net.gw, self.net.gb = self.ptrs + 2 * L, self.ptrs + 3 * L
         self.net.a, self.net.z, self.net.dx = self.ptrs + 4 * L, self.ptrs + 5 * L, self.ptrs + 6 * L
-        self.net.gout = _addr(gout)
         self.net.n_layers = L
         self.net.first_trainable = first_trainable
         self.keep = (groups, gout)
@@ -867,6 +999,12 @@ cdef class MLPPlan:
             if lab.shape[0] != self.batch:
                 raise ValueError("MLPPlan.run: labels must have one entry per row")
             labp = &lab[0]
+        elif target is None:
+            raise ValueError("MLPPlan.run: labels or target is required")
+        if target is not None and tuple(target.shape) != (self.batch,
+                                                          self.net.out[self.net.n_layers - 1]):
+            raise ValueError(f"MLPPlan.run: target must have shape ({self.batch}, "
+                             f"{self.net.out[self.net.n_layers - 1]}), got {target.shape}")
         if self.is_f32:
             x32 = x
             if target is not None:
