@@ -21,7 +21,7 @@ from . import (
     reference,
     schedules,
 )
-from ._config import get_num_threads, set_num_threads
+from ._config import get_num_threads, set_num_threads, threads
 from ._names import ACTIVATIONS
 from ._validation import check_finite
 from ._version import __version__
@@ -62,6 +62,7 @@ __all__ = [
     "load",
     "get_num_threads",
     "set_num_threads",
+    "threads",
     "show_config",
     "config",
     "check_finite",

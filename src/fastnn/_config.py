@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+import threading
+from collections.abc import Iterator
 
 _num_threads: int | None = None
 _default_threads: int | None = None
+
+
+class _PerThread(threading.local):
+    """A thread's own thread count, set by :func:`threads` (None: the process setting)."""
+
+    n: int | None = None
+
+
+_local = _PerThread()
 
 
 def _cgroup_cpu_limit() -> int | None:
@@ -57,11 +69,50 @@ def set_num_threads(n: int) -> None:
 
     """
     global _num_threads
+    _num_threads = _thread_count(n, "set_num_threads")
+
+
+def _thread_count(n: int, fn: str) -> int:
+    """``n`` as a thread count, or a TypeError / ValueError naming ``fn``."""
     if isinstance(n, bool) or not isinstance(n, int | __import__("numpy").integer):
-        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+        raise TypeError(f"{fn}: n must be an int, got {type(n).__name__}")
     if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _num_threads = int(n)
+        raise ValueError(f"{fn}: n must be >= 1, got {n}")
+    return int(n)
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[int]:
+    """Use ``n`` threads for the kernels this Python thread calls inside the block.
+
+    The setting belongs to the calling thread alone (as threadpoolctl's limits do for
+    a block), so two threads may train with different counts at once; other threads
+    and the process-wide :func:`set_num_threads` are untouched.  Blocks nest.
+
+    Parameters
+    ----------
+    n : int
+        A positive thread count.
+
+    Yields
+    ------
+    int
+        ``n``.
+
+    Examples
+    --------
+    >>> import fastnn
+    >>> with fastnn.threads(1):
+    ...     fastnn.get_num_threads()
+    1
+    """
+    n = _thread_count(n, "threads")
+    old = _local.n
+    _local.n = n
+    try:
+        yield n
+    finally:
+        _local.n = old
 
 
 def get_num_threads() -> int:
@@ -71,6 +122,9 @@ def get_num_threads() -> int:
     quota) and cached: this is called before every kernel.
     """
     global _default_threads
+    n = _local.n
+    if n is not None:
+        return n
     if _num_threads is not None:
         return _num_threads
     if _default_threads is None:
