@@ -15,23 +15,31 @@ import fastnn
 EPS = {np.dtype(np.float32): 1.2e-7, np.dtype(np.float64): 2.3e-16}
 
 
-def assert_close(actual, expected, dtype, k: int = 1, what: str = "", scale: float = 16.0):
-    """Assert |actual - expected| <= tol * (|expected| + 1) elementwise.
+def assert_close(actual, expected, dtype, k: int = 1, what: str = "", scale: float = 16.0,
+                 floor: float = 1.0):
+    """Assert |actual - expected| <= tol * (|expected| + floor * rms(expected)) elementwise.
 
-    tol = scale * eps(dtype) * sqrt(k): a reduction of length k accumulates
-    rounding error growing like sqrt(k).  On failure, report the worst absolute
-    and relative difference and the first bad index.
+    A relative test at every magnitude: tol = scale * eps(dtype) * sqrt(k), since a
+    reduction of length k accumulates rounding error growing like sqrt(k).  Elements
+    that cancel to near zero are held to ``floor`` times the array's typical magnitude
+    (their rounding error is that of the terms, whose size the root mean square of the
+    array measures, not that of the result); an all-zero
+    expected array must be matched exactly.  On failure, report the worst absolute and
+    relative difference and the first bad index.
     """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     tol = scale * EPS[np.dtype(dtype)] * math.sqrt(max(k, 1))
-    # the scale of the values: elements near zero are compared to the array's magnitude
-    mag = np.abs(expected) + np.max(np.abs(expected), initial=0.0) * 1e-3 + 1e-30
-    err = np.abs(actual - expected)
-    bad = ~(err <= tol * (mag + 1.0))
+    finite = np.isfinite(expected)
+    rms = float(np.sqrt(np.mean(np.square(expected[finite])))) if finite.any() else 0.0
+    mag = np.abs(expected) + floor * rms
+    with np.errstate(invalid="ignore"):  # inf - inf: judged by `same` below
+        err = np.abs(actual - expected)
+    same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+    bad = ~(same | (err <= tol * mag))
     if bad.any():
-        idx = np.unravel_index(np.argmax(np.where(bad, err / (mag + 1.0), -1)), err.shape)
+        idx = np.unravel_index(np.argmax(np.where(bad, err / (mag + 1e-300), -1)), err.shape)
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {bad.size} elements differ; worst abs diff "

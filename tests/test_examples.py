@@ -14,9 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_transfer_example_runs(capsys):
     pytest.importorskip("sklearn")
     res = runpy.run_path(str(ROOT / "examples" / "transfer_digits.py"))["main"]()
+    # the figures the README prints (0.993, 0.823, 0.912, 0.962), within a few test images
+    # (260 of them) for rounding that differs between ISAs and thread counts
     assert res["pretrain_0_4"] > 0.97
-    assert 0.5 < res["transfer_frozen_body"] <= 1.0
-    assert res["scratch_same_10pct"] > 0.8
+    assert abs(res["transfer_frozen_body"] - 0.823) <= 0.04
+    assert abs(res["transfer_then_finetune_all"] - 0.912) <= 0.04
+    assert abs(res["scratch_same_10pct"] - 0.962) <= 0.04
+    # the README's point: on this data the frozen body transfers worse than scratch
+    assert res["transfer_frozen_body"] < res["scratch_same_10pct"]
 
 
 def test_demo_reaches_97_percent(capsys):

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import assert_close, child_env
+from conftest import assert_close, child_env, seeded_rng
 
 import fastnn
 from fastnn import kernels as K
@@ -23,7 +23,7 @@ def blocking(dtype):
 
 
 def rng_for(*key):
-    return np.random.default_rng(abs(hash(key)) % (2**32))
+    return seeded_rng(*key)  # not hash(): salted per process, so the data changed every run
 
 
 def engine_shapes(dtype):

@@ -355,9 +355,12 @@ def test_nan_loss_stops_fit_and_keeps_last_good_weights():
         model.fit(x, target, epochs=50, batch_size=16, verbose=0)
     assert model.stop_training
     last_good = model.get_weights()
-    # the non-finite step was not applied: evaluating gives the loss that stopped training
+    # the non-finite step was not applied: the weights kept are finite, and a fresh model
+    # given them predicts exactly what the stopped one does
+    assert all(np.isfinite(w).all() for w in last_good)
     model2 = make_mlp(0)
     model2.set_weights(last_good)
+    np.testing.assert_array_equal(model2.predict(x), model.predict(x))
     assert model.step < 50 * 4
 
 
@@ -396,11 +399,14 @@ def test_schedules_set_learning_rates():
 def test_reduce_lr_on_plateau():
     x, y = blobs(7, 64)
     model = make_mlp(0)
-    model.compile(fnn.optim.SGD(lr=0.0), "cross_entropy")  # loss cannot improve
+    model.compile(fnn.optim.SGD(lr=0.1), "cross_entropy")
+    model.freeze()  # the loss cannot improve, so the rate halves every `patience` epochs
     cb = fnn.schedules.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=2)
-    model.optimizer.lr = 0.0
-    hist = model.fit(x, y, epochs=6, batch_size=64, verbose=0, callbacks=[cb])
-    assert len(hist.history["lr"]) == 6
+    hist = model.fit(x, y, epochs=7, batch_size=64, verbose=0, callbacks=[cb])
+    assert len(set(hist.history["loss"])) == 1
+    # as Keras: epoch 1 sets the best, epochs 2-3 do not improve -> halved after epoch 3
+    np.testing.assert_allclose(hist.history["lr"], [0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    assert model.optimizer.lr == pytest.approx(0.0125)
 
 
 def test_model_checkpoint_and_load_round_trip(tmp_path):
