@@ -38,7 +38,11 @@ int SFX(fnn_dense_backward)(T *dx, T *dw, T *db, T *delta, const T *da, const T 
         return FNN_EOVERFLOW;
     int st = SFX(fnn_act_backward)(delta, db, da, a, z, batch, out, act);
     if (st != FNN_OK) return st;
-    if (in == 0 || out == 0) return FNN_OK;
+    if (out == 0) { /* no outputs: dx = delta w^T is a sum of nothing, zero (dw, db empty) */
+        if (dx && batch > 0 && in > 0) memset(dx, 0, (size_t)(batch * in) * sizeof(T));
+        return FNN_OK;
+    }
+    if (in == 0) return FNN_OK;
     if (dw) { /* NULL for a frozen layer */
         st = SFX(fnn_gemm)(dw, x, delta, in, out, batch, FNN_MAX(in, 1), FNN_MAX(out, 1), out, 1,
                            0, (T)1, beta_w, NULL, n_threads);

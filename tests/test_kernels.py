@@ -216,3 +216,19 @@ def test_kernels_and_reference_have_same_signatures():
 
     for name in K.__all__:
         assert inspect.signature(getattr(K, name)) == inspect.signature(getattr(R, name)), name
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_dense_backward_with_zero_outputs_gives_zero_dx(dt):
+    """No output features: dx is a sum of nothing (the twin's zeros), not whatever the
+    output buffer held."""
+    x = np.ones((5, 3), dt)
+    w = np.ones((3, 0), dt)
+    g = np.ones((5, 0), dt)
+    a = np.ones((5, 0), dt)
+    dx_out = np.full((5, 3), 7.0, dt)
+    dx, dw, db = K.dense_backward(g, x, w, a, dx_out=dx_out)
+    rx, rw, rb = R.dense_backward(g, x, w, a)
+    np.testing.assert_array_equal(dx, np.zeros((5, 3), dt))
+    np.testing.assert_array_equal(dx, rx)
+    assert dw.shape == rw.shape == (3, 0) and db.shape == rb.shape == (0,)
