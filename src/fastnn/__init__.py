@@ -25,7 +25,7 @@ from ._config import get_num_threads, set_num_threads
 from ._names import ACTIVATIONS
 from ._validation import check_finite
 from ._version import __version__
-from .io import load_model as load
+from .model import load
 from .layers import (
     Activation,
     AvgPool2D,

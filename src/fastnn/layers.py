@@ -92,6 +92,9 @@ class Layer:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "activation" in state:  # pickled before the activation became a property
+            state = dict(state)
+            state["_activation"] = state.pop("activation")
         self.__dict__.update(state)
         self._tls = _ThreadState()
 
@@ -133,7 +136,12 @@ class Layer:
         self.params = params
         self.grads = grads
 
-    def _set_param(self, i: int, value: Any) -> None:
+    def set_param(self, i: int, value: Any) -> None:
+        """Assign parameter ``i`` (``param_names[i]``) in place, shape-checked.
+
+        The parameter stays a view of the model's flat buffer, so an optimizer
+        attached to the model sees the new values.
+        """
         if not self.params:
             raise RuntimeError(f"{self.name or type(self).__name__} is not built yet")
         arr = np.asarray(value)
@@ -197,7 +205,32 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-class _WeightLayer(Layer):
+class _ActivationMixin:
+    """One fact for a layer's activation: the name (``activation``) and the C code the
+    kernels take (``activation_code``) are set together, and setting it drops the
+    per-thread work buffers (gelu/silu keep a pre-activation buffer the others lack),
+    so ``layer.activation = "gelu"`` changes predictions, training and what is saved.
+    """
+
+    @property
+    def activation(self) -> str:
+        """Canonical activation name (see :data:`fastnn.ACTIVATIONS`); assignable."""
+        return self._activation
+
+    @activation.setter
+    def activation(self, value: str | None) -> None:
+        name = activation_name(value)
+        self._activation = name
+        self._act = activation_code(name)
+        self._tls = _ThreadState()
+
+    @property
+    def activation_code(self) -> int:
+        """The activation's C enum code (``fnn_act`` in ``csrc/fastnn.h``)."""
+        return self._act
+
+
+class _WeightLayer(_ActivationMixin, Layer):
     """Shared parts of Dense and Conv2D: a weight ("kernel") and optional bias, a fused
     activation, an initializer and L1/L2 penalties on the weight.
     """
@@ -206,8 +239,7 @@ class _WeightLayer(Layer):
 
     def _setup(self, activation: str | None, init: str | Initializer, bias: bool, l1: float,
                l2: float) -> None:
-        self.activation = activation_name(activation)
-        self._act = activation_code(self.activation)
+        self.activation = activation
         self.init = check_initializer(init)
         self.use_bias = bool(bias)
         for nm, v in (("l1", l1), ("l2", l2)):
@@ -224,7 +256,7 @@ class _WeightLayer(Layer):
 
     @weight.setter
     def weight(self, value: Any) -> None:
-        self._set_param(0, value)
+        self.set_param(0, value)
 
     @property
     def bias(self) -> np.ndarray | None:
@@ -235,7 +267,7 @@ class _WeightLayer(Layer):
     def bias(self, value: Any) -> None:
         if not self.use_bias:
             raise AttributeError(f"this {type(self).__name__} layer was created with bias=False")
-        self._set_param(1, value)
+        self.set_param(1, value)
 
     @property
     def grad_weight(self) -> np.ndarray | None:
@@ -357,7 +389,7 @@ class Dense(_WeightLayer):
                 **self._config()}
 
 
-class Activation(Layer):
+class Activation(_ActivationMixin, Layer):
     """A standalone activation layer, ``y = act(x)`` (softmax over the last axis).
 
     Parameters
@@ -368,8 +400,7 @@ class Activation(Layer):
 
     def __init__(self, activation: str, name: str | None = None) -> None:
         super().__init__(name, True)
-        self.activation = activation_name(activation)
-        self._act = activation_code(self.activation)
+        self.activation = activation
 
     def forward(self, x, training):
         """act(x) into a reused buffer; keeps x only when the derivative needs it."""

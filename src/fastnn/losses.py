@@ -21,6 +21,8 @@ class Loss:
 
     name = ""
     is_classification = False
+    #: True when the one-call MLP step (``MLPPlan``) computes this loss in C (``kind``)
+    fusable = False
 
     def prepare(self, y: Any, n_rows: int, out_shape: tuple[int, ...], dtype: np.dtype,
                 argname: str = "y") -> np.ndarray:
@@ -64,6 +66,7 @@ class CrossEntropy(Loss):
     Targets: integer class labels (batch,), or one-hot / probability rows (batch, classes).
     """
 
+    fusable = True
     name = "cross_entropy"
     is_classification = True
 
@@ -96,6 +99,7 @@ class CrossEntropy(Loss):
 class MSE(Loss):
     """Mean squared error over all elements (``torch.nn.MSELoss``)."""
 
+    fusable = True
     name = "mse"
 
     def prepare(self, y, n_rows, out_shape, dtype, argname="y"):
@@ -115,6 +119,7 @@ class MSE(Loss):
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy from logits (``torch.nn.BCEWithLogitsLoss``), mean over elements."""
 
+    fusable = True
     name = "binary_cross_entropy"
     is_classification = True
 
