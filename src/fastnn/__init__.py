@@ -25,7 +25,6 @@ from ._config import get_num_threads, set_num_threads
 from ._names import ACTIVATIONS
 from ._validation import check_finite
 from ._version import __version__
-from .model import load
 from .layers import (
     Activation,
     AvgPool2D,
@@ -37,7 +36,7 @@ from .layers import (
     Layer,
     MaxPool2D,
 )
-from .model import Sequential
+from .model import Sequential, load
 
 __all__ = [
     "__version__",

@@ -400,8 +400,9 @@ class Sequential:
         trainer.attach()
         x = self.check_input(X)
         n = x.shape[0]
-        if (trainer.uses_fused_step() and type(y) is np.ndarray and y.dtype == np.int64 and y.ndim == 1 and y.shape[0] == n
-                and y.flags.c_contiguous and self.loss.name == "cross_entropy"):
+        if (trainer.uses_fused_step() and type(y) is np.ndarray and y.dtype == np.int64
+                and y.ndim == 1 and y.shape[0] == n and y.flags.c_contiguous
+                and self.loss.name == "cross_entropy"):
             yy = y  # the one-call step checks the label range before writing anything
             try:
                 return trainer.train_step(x, yy)

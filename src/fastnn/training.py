@@ -445,7 +445,8 @@ class Trainer:
         try:
             self.call_callbacks(cbs, "on_train_begin")
             for epoch in range(int(initial_epoch), int(epochs)):
-                logs = self._run_epoch(source, epoch, cbs, validation, validation_batch_size) or logs
+                logs = self._run_epoch(source, epoch, cbs, validation,
+                                       validation_batch_size) or logs
                 if m.stop_training:
                     break
         except BaseException:
