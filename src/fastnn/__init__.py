@@ -20,8 +20,9 @@ from . import (
     optim,
     reference,
     schedules,
+    training,
 )
-from ._config import get_num_threads, set_num_threads
+from ._config import get_num_threads, set_num_threads, threads
 from ._names import ACTIVATIONS
 from ._validation import check_finite
 from ._version import __version__
@@ -48,6 +49,7 @@ __all__ = [
     "losses",
     "optim",
     "schedules",
+    "training",
     "Sequential",
     "Layer",
     "Dense",
@@ -61,6 +63,7 @@ __all__ = [
     "load",
     "get_num_threads",
     "set_num_threads",
+    "threads",
     "show_config",
     "config",
     "check_finite",

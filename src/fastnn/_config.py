@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+import threading
+from collections.abc import Iterator
 
 _num_threads: int | None = None
 _default_threads: int | None = None
+
+
+class _PerThread(threading.local):
+    n: int | None = None
+
+
+_local = _PerThread()
 
 
 def _cgroup_cpu_limit() -> int | None:
@@ -71,8 +81,38 @@ def get_num_threads() -> int:
     quota) and cached: this is called before every kernel.
     """
     global _default_threads
+    n = _local.n
+    if n is not None:
+        return n
     if _num_threads is not None:
         return _num_threads
     if _default_threads is None:
         _default_threads = default_num_threads()
     return _default_threads
+
+
+def chosen_num_threads() -> int | None:
+    """The count chosen by :func:`set_num_threads` or :func:`threads` on this thread, or
+    None when fastnn uses its default.
+    """
+    return _local.n if _local.n is not None else _num_threads
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` kernel threads in this block, on the calling thread only (None: no change).
+
+    Unlike :func:`set_num_threads` this changes no process-wide setting, so two threads
+    (e.g. two estimators fitting at once) can each use their own count.
+    """
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, int | __import__("numpy").integer) or n < 1:
+        raise ValueError(f"threads: n must be an int >= 1 or None, got {n!r}")
+    prev = _local.n
+    _local.n = int(n)
+    try:
+        yield
+    finally:
+        _local.n = prev

@@ -204,7 +204,7 @@ class DataParallel:
         if num_threads is not None:
             _config.set_num_threads(num_threads)
             return
-        if _config._num_threads is not None or os.environ.get("OMP_NUM_THREADS"):
+        if _config.chosen_num_threads() is not None or os.environ.get("OMP_NUM_THREADS"):
             return
         local = self.comm.Split_type(self._MPI.COMM_TYPE_SHARED)
         try:

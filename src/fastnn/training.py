@@ -176,11 +176,12 @@ class Trainer:
         m = self.model
         params, grads = m.parameters(), m.gradients()
         flags = tuple(layer.trainable for layer in m.layers)
+        groups = opt.param_groups
         key = self._attached
         if key is None or key[0] is not opt or key[1] is not params or key[2] is not grads \
-                or key[3] != flags:
+                or key[3] != flags or key[4] is not groups:
             opt.setup(params, grads, m.trainable_ranges())
-            self._attached = (opt, params, grads, flags)
+            self._attached = (opt, params, grads, flags, groups)
         return opt
 
     # ---- one step ----------------------------------------------------------------
