@@ -116,7 +116,11 @@ def _describe(exc: BaseException) -> str:
 
 
 def _mark(exc: BaseException, where: str) -> BaseException:
-    """Remember where (in fit's loop) an exception was caught, for the other ranks' message."""
+    """Remember where (in fit's loop) an exception was caught, for the other ranks' message.
+
+    The one private attribute this package writes on an object it does not own: the
+    user's exception, tagged so that the message sent to the other ranks names the place.
+    """
     try:
         if getattr(exc, "_fastnn_where", None) is None:
             exc._fastnn_where = where
@@ -166,13 +170,16 @@ class DataParallel:
                                                 "bind_gradient_buffer")):
             raise TypeError(f"DataParallel wraps a fastnn.Sequential, got {type(model).__name__}")
         MPI = _import_mpi()
-        self._MPI = MPI
+        #: the mpi4py ``MPI`` module
+        self.mpi = MPI
         self.model = model
         base = MPI.COMM_WORLD if comm is None else comm
         self.comm = base.Dup()
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        self._ext: np.ndarray | None = None
+        #: the step's one Allreduce message: the gradients (bound to the model) and the
+        #: control numbers (loss, correct predictions, error and stop flags) after them
+        self.message_buffer: np.ndarray | None = None
         #: cumulative seconds and counts of the last :meth:`fit` (see the benchmark)
         self.timings: dict[str, float] = {}
         self._set_threads(num_threads)
@@ -185,7 +192,7 @@ class DataParallel:
 
     def close(self) -> None:
         """Free the duplicated communicator (the wrapper is unusable afterwards)."""
-        if self.comm is not None and self.comm != self._MPI.COMM_NULL:
+        if self.comm is not None and self.comm != self.mpi.COMM_NULL:
             self.comm.Free()
         self.comm = None
 
@@ -206,7 +213,7 @@ class DataParallel:
             return
         if _config.chosen_num_threads() is not None or os.environ.get("OMP_NUM_THREADS"):
             return
-        local = self.comm.Split_type(self._MPI.COMM_TYPE_SHARED)
+        local = self.comm.Split_type(self.mpi.COMM_TYPE_SHARED)
         try:
             n_local = local.Get_size()
         finally:
@@ -237,7 +244,7 @@ class DataParallel:
             return _Agreed(local, None)
         return _Agreed(DistributedError(msg, failures), None)
 
-    def _agree(self, local: BaseException | None, where: str, payload: Any = None) -> list[Any]:
+    def agree(self, local: BaseException | None, where: str, payload: Any = None) -> list[Any]:
         """Collective: raise on every rank if any rank failed, else return every payload."""
         got = self.comm.allgather((None if local is None else _describe(local), payload))
         failures = {r: e for r, (e, _) in enumerate(got) if e is not None}
@@ -245,7 +252,7 @@ class DataParallel:
             raise self._fail(failures, local, where)
         return [p for _, p in got]
 
-    def _collect_failures(self, local: BaseException | None, where: str) -> _Agreed:
+    def collect_failures(self, local: BaseException | None, where: str) -> _Agreed:
         """After a step's Allreduce raised the error flag: gather the messages, then fail."""
         got = self.comm.allgather(None if local is None else _describe(local))
         failures = {r: e for r, e in enumerate(got) if e is not None}
@@ -292,14 +299,15 @@ class DataParallel:
         """
         m = self.model
         g = m.gradients()
-        if self._ext is not None and g.base is self._ext and g.size + _NCTRL == self._ext.size:
-            return self._ext
+        buf = self.message_buffer
+        if buf is not None and g.base is buf and g.size + _NCTRL == buf.size:
+            return buf
         ext = np.zeros(g.size + _NCTRL, m.dtype)
         m.bind_gradient_buffer(ext[:g.size])  # the optimizer re-attaches, state kept
-        self._ext = ext
+        self.message_buffer = ext
         return ext
 
-    def _dropouts(self) -> list[tuple[Any, int]]:
+    def dropout_layers(self) -> list[tuple[Any, int]]:
         """(layer, input elements per row) for every Dropout layer that draws masks."""
         from .layers import Dropout
 
@@ -360,7 +368,7 @@ class DataParallel:
                 "val": None if val is None else (val[0].shape, val[1].shape)})
         except Exception as exc:  # noqa: BLE001 -- reported to every rank
             err = exc
-        sigs = self._agree(err, "while checking fit's arguments", sig)
+        sigs = self.agree(err, "while checking fit's arguments", sig)
         for r, s in enumerate(sigs):
             diff = sorted(k for k in s if s[k] != sigs[0].get(k))
             if diff:
@@ -391,10 +399,11 @@ class DataParallel:
         self.timings["fit_s"] = time.perf_counter() - t_fit
         return history
 
-    def _crc(self) -> int:
+    def weights_crc(self) -> int:
+        """CRC-32 of this rank's weights (compared across ranks every epoch)."""
         return zlib.crc32(self.model.parameters().view(np.uint8))
 
-    def _check_consistent(self, crcs: list[int]) -> None:
+    def check_consistent(self, crcs: list[int]) -> None:
         """Weights should be bitwise equal on all ranks; if the MPI library's reduction is
         not, resynchronize from rank 0 (and say so once).
         """
@@ -410,7 +419,7 @@ class DataParallel:
             self.broadcast_state()
 
     # ---- evaluation ------------------------------------------------------------------
-    def _eval_part(self, x: np.ndarray, y: np.ndarray, bs: int) -> tuple[float, float, int]:
+    def eval_shard(self, x: np.ndarray, y: np.ndarray, bs: int) -> tuple[float, float, int]:
         """Evaluate this rank's share of the rows: (loss * rows, correct, rows)."""
         lo, hi = shard_bounds(x.shape[0], self.rank, self.size)
         if hi == lo:
@@ -419,7 +428,8 @@ class DataParallel:
         k = hi - lo
         return (res["loss"] * k, res.get("accuracy", 0.0) * k, k)
 
-    def _combine(self, parts: list[tuple[float, float, int]]) -> dict[str, float]:
+    def combine(self, parts: list[tuple[float, float, int]]) -> dict[str, float]:
+        """The metrics of all ranks' :meth:`eval_shard` parts: ``{"loss", "accuracy"}``."""
         n = sum(p[2] for p in parts)
         res = {"loss": sum(p[0] for p in parts) / n}
         if self.model.loss.is_classification:
@@ -437,11 +447,11 @@ class DataParallel:
             x = self.model.check_input(X)
             yy = self.model.check_target(y, x.shape[0])
             bs = 1024 if batch_size is None else positive_int(batch_size, "batch_size")
-            part = self._eval_part(x, yy, bs)
+            part = self.eval_shard(x, yy, bs)
         except Exception as exc:  # noqa: BLE001
             err = exc
         try:
-            return self._combine(self._agree(err, "in evaluate", part))
+            return self.combine(self.agree(err, "in evaluate", part))
         except _Agreed as agreed:
             raise agreed.exc from agreed.cause
 
@@ -456,7 +466,7 @@ class DataParallel:
             except Exception as exc:  # noqa: BLE001
                 err = exc
         try:
-            self._agree(err, "while saving")
+            self.agree(err, "while saving")
         except _Agreed as agreed:
             raise agreed.exc from agreed.cause
 
@@ -478,7 +488,7 @@ class _ShardedBatches:
         self.n_samples, self.batch_size, self.shuffle = x.shape[0], batch_size, shuffle
         self.rank, self.size = dp.rank, dp.size
         self.rng = dp.model.rng
-        self.drops = dp._dropouts()
+        self.drops = dp.dropout_layers()
         cap = -(-batch_size // dp.size)
         self.xb = np.empty((cap, *x.shape[1:]), x.dtype)
         self.yb = np.empty((cap, *y.shape[1:]), y.dtype)
@@ -562,7 +572,7 @@ class _ParallelTrainer(Trainer):
     def _allreduce(self, grads: np.ndarray, step: dict) -> bool:
         """Sum the weighted gradients and the control numbers over all ranks (one message)."""
         dp, m = self.dp, self.model
-        ext = dp._ext
+        ext = dp.message_buffer
         ctrl = ext[-_NCTRL:]
         ctrl[:] = 0
         if self.pending is None and step["rows"]:
@@ -572,10 +582,10 @@ class _ParallelTrainer(Trainer):
             ctrl[_ERROR] = 1
         ctrl[_STOP] = 1 if m.stop_training else 0
         ta = time.perf_counter()
-        dp.comm.Allreduce(dp._MPI.IN_PLACE, ext, op=dp._MPI.SUM)
+        dp.comm.Allreduce(dp.mpi.IN_PLACE, ext, op=dp.mpi.SUM)
         self.timings["allreduce_s"] += time.perf_counter() - ta
         if ctrl[_ERROR] > 0:
-            raise dp._collect_failures(self.pending, f"at epoch {self._epoch + 1}, batch "
+            raise dp.collect_failures(self.pending, f"at epoch {self._epoch + 1}, batch "
                                                      f"{self._batch + 1}")
         if ctrl[_STOP] > 0:  # a callback asked to stop after the previous step
             m.stop_training = True
@@ -615,25 +625,25 @@ class _ParallelTrainer(Trainer):
         part = None
         if self.pending is None and validation is not None:
             try:
-                part = dp._eval_part(validation[0], validation[1], batch_size)
+                part = dp.eval_shard(validation[0], validation[1], batch_size)
             except BaseException as exc:  # noqa: BLE001
                 self.pending = _mark(exc, f"in validation, epoch {self._epoch + 1}")
-        got = dp._agree(self.pending, f"at the end of epoch {self._epoch + 1}",
+        got = dp.agree(self.pending, f"at the end of epoch {self._epoch + 1}",
                         (bool(m.stop_training), part))
         if any(st for st, _ in got):
             m.stop_training = True
         if validation is None:
             return {}
-        return {"val_" + k: v for k, v in dp._combine([p for _, p in got]).items()}
+        return {"val_" + k: v for k, v in dp.combine([p for _, p in got]).items()}
 
     def end_epoch(self, epoch):
         """Callbacks may stop training (EarlyStopping) or fail (a checkpoint on rank 0):
         agree before the next epoch; also check that the weights agree.
         """
         dp, m = self.dp, self.model
-        got = dp._agree(self.pending, f"at the end of epoch {epoch + 1}",
-                        (bool(m.stop_training), dp._crc()))
-        dp._check_consistent([c for _, c in got])
+        got = dp.agree(self.pending, f"at the end of epoch {epoch + 1}",
+                        (bool(m.stop_training), dp.weights_crc()))
+        dp.check_consistent([c for _, c in got])
         if any(st for st, _ in got):
             m.stop_training = True
 
@@ -649,4 +659,4 @@ class _ParallelTrainer(Trainer):
                     pass
             return
         self.call_callbacks(callbacks, "on_train_end", logs)
-        self.dp._agree(self.pending, "at the end of training")
+        self.dp.agree(self.pending, "at the end of training")
