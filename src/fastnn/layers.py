@@ -21,7 +21,7 @@ import numpy as np
 from . import _kernels as _k
 from ._config import get_num_threads
 from ._names import NEEDS_Z, activation_code, activation_name
-from ._validation import positive_int
+from ._validation import conv_padding, int2, pool_args, positive_int, window_size
 from .init import Initializer, check_initializer, draw
 
 SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -534,7 +534,7 @@ def _spatial_out(layer: str, input_shape, kernel, stride, padding, channels: int
         if size + 2 * p < k:
             raise ValueError(f"{layer}: kernel {tuple(kernel)} is larger than the padded input "
                              f"{(h + 2 * padding[0], w + 2 * padding[1])}")
-        dims.append((size + 2 * p - k) // st + 1)
+        dims.append(window_size(size, k, st, p))
     return (c, *dims)
 
 
@@ -567,13 +567,11 @@ class Conv2D(_WeightLayer):
                  padding: Any = 0, activation: str | None = None,
                  init: str | Initializer = "glorot_uniform", bias: bool = True, l1: float = 0.0,
                  l2: float = 0.0, name: str | None = None, trainable: bool = True) -> None:
-        from .kernels import _conv_padding, _int2
-
         super().__init__(name, trainable)
         self.in_channels = positive_int(in_channels, "in_channels")
         self.out_channels = positive_int(out_channels, "out_channels")
-        self.kernel_size = _int2(kernel_size, "kernel_size", "Conv2D", 1)
-        sh, sw, ph, pw = _conv_padding("Conv2D", self.kernel_size, stride, padding)
+        self.kernel_size = int2(kernel_size, "kernel_size", "Conv2D", 1)
+        sh, sw, ph, pw = conv_padding("Conv2D", self.kernel_size, stride, padding)
         self.stride, self.padding = (sh, sw), (ph, pw)
         self._setup(activation, init, bias, l1, l2)
 
@@ -658,11 +656,9 @@ class _Pool2D(Layer):
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  name: str | None = None) -> None:
-        from .kernels import _pool_args
-
         super().__init__(name, True)
         kind = type(self).__name__
-        self.kernel_size, self.stride, self.padding = _pool_args(kind, kernel_size, stride,
+        self.kernel_size, self.stride, self.padding = pool_args(kind, kernel_size, stride,
                                                                  padding)
 
     def output_shape(self, input_shape):
