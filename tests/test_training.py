@@ -372,3 +372,48 @@ def test_no_private_reach_ins():
     assert proc.returncode == 0, proc.stderr
     total = int(proc.stdout.strip().splitlines()[-1].split()[-1])
     assert total <= 8, proc.stdout
+
+
+_NO_EXTENSION = r"""
+import sys
+
+class Refuse:
+    # a meta-path finder that refuses the compiled module
+    def find_spec(self, name, path=None, target=None):
+        if name == "fastnn._kernels":
+            raise ImportError("blocked by the test")
+        return None
+
+sys.meta_path.insert(0, Refuse())
+import numpy as np
+import fastnn.reference as R
+
+x = np.arange(12.0).reshape(3, 4) / 10
+w = np.ones((4, 2)); b = np.zeros(2)
+assert np.allclose(R.dense_forward(x, w, b, "relu"), x.sum(1, keepdims=True) * np.ones(2))
+m, v = np.zeros(4), np.zeros(4)
+p = np.ones(4)
+R.adam_step(p, np.ones(4), m, v, step=1, lr=0.1)
+assert np.allclose(p, 0.9)
+try:
+    R.sgd_step(p, np.ones(4), lr=-1.0)
+except ValueError as exc:
+    assert "lr" in str(exc)
+else:
+    raise AssertionError("the shared validator did not run")
+assert "fastnn._kernels" not in sys.modules
+import fastnn
+try:
+    fastnn.Sequential
+except ImportError as exc:
+    assert "blocked by the test" in str(exc), exc
+else:
+    raise AssertionError("fastnn.Sequential without the extension")
+print("ok")
+"""
+
+
+def test_reference_imports_and_works_without_the_compiled_module():
+    proc = subprocess.run([sys.executable, "-c", _NO_EXTENSION], capture_output=True,
+                          text=True, timeout=120, env=child_env())
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
