@@ -417,3 +417,15 @@ def test_reference_imports_and_works_without_the_compiled_module():
     proc = subprocess.run([sys.executable, "-c", _NO_EXTENSION], capture_output=True,
                           text=True, timeout=120, env=child_env())
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_activation_and_loss_codes_come_from_the_c_enums():
+    from fastnn import _kernels
+    from fastnn._names import ACTIVATION_NAMES
+
+    assert set(_kernels.ACTIVATIONS) == set(ACTIVATION_NAMES)
+    assert sorted(_kernels.ACTIVATIONS.values()) == list(range(len(ACTIVATION_NAMES)))
+    assert fnn.ACTIVATIONS is _kernels.ACTIVATIONS
+    codes = {_kernels.LOSS_CE_LABELS, _kernels.LOSS_CE_ROWS, _kernels.LOSS_MSE, _kernels.LOSS_BCE}
+    assert len(codes) == 4
+    assert fnn.losses.get_loss("mse").kind(np.zeros((2, 2))) == _kernels.LOSS_MSE

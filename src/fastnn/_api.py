@@ -14,7 +14,7 @@ from . import (
     training,
 )
 from ._config import get_num_threads, set_num_threads, threads
-from ._names import ACTIVATIONS
+from ._kernels import ACTIVATIONS
 from ._validation import check_finite
 from ._version import __version__
 from .layers import (

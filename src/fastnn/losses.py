@@ -121,8 +121,8 @@ class CrossEntropy(Loss):
         return -(y.astype(np.float64) * logp).sum(axis=1)
 
     def kind(self, y):
-        """0: integer labels, 1: probability rows."""
-        return 0 if y.ndim == 1 else 1
+        """FNN_LOSS_CE_LABELS for integer labels, FNN_LOSS_CE_ROWS for probability rows."""
+        return _k.LOSS_CE_LABELS if y.ndim == 1 else _k.LOSS_CE_ROWS
 
     def accuracy(self, out, y):
         """Top-1 accuracy."""
@@ -142,7 +142,7 @@ class MSE(Loss):
 
     def kind(self, y):
         """FNN_LOSS_MSE."""
-        return 2
+        return _k.LOSS_MSE
 
     def __call__(self, out, y, grad, sample_weight=None):
         """Mean of (out - y)^2; grad = 2 (out - y) / out.size."""
@@ -173,7 +173,7 @@ class BinaryCrossEntropy(Loss):
 
     def kind(self, y):
         """FNN_LOSS_BCE."""
-        return 3
+        return _k.LOSS_BCE
 
     def __call__(self, out, y, grad, sample_weight=None):
         """Mean BCE; grad = (sigmoid(out) - y) / out.size."""

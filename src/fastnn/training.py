@@ -289,7 +289,8 @@ class Trainer:
         if planned is not None:  # a Dense-only model: forward, loss, backward in one C call
             plan, out = planned
             kind = loss_fn.kind(y)
-            loss = plan.run(x, y if kind == 0 else None, None if kind == 0 else y, kind,
+            labels = kind == _k.LOSS_CE_LABELS
+            loss = plan.run(x, y if labels else None, None if labels else y, kind,
                             get_num_threads())
         else:
             out = self.forward(x, True)
