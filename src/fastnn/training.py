@@ -335,6 +335,10 @@ class Trainer:
                    sample_weight: np.ndarray | None = None) -> float:
         """Gradients, hooks and (when the loss is finite) the update; returns the loss."""
         loss = self.compute_gradients(x, y, sample_weight)
+        if not self.gradient_hooks:  # the common case: no step dict to build
+            if math.isfinite(loss):
+                self.apply()
+            return loss
         step = self._step_info(loss, y, x.shape[0], x.shape[0], 1.0, sample_weight)
         if self.run_hooks(step):
             return float(step["loss"])
