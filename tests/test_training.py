@@ -429,3 +429,18 @@ def test_activation_and_loss_codes_come_from_the_c_enums():
     codes = {_kernels.LOSS_CE_LABELS, _kernels.LOSS_CE_ROWS, _kernels.LOSS_MSE, _kernels.LOSS_BCE}
     assert len(codes) == 4
     assert fnn.losses.get_loss("mse").kind(np.zeros((2, 2))) == _kernels.LOSS_MSE
+
+
+def test_load_weights_checks_crc_like_load(tmp_path):
+    """io.py's two zip readers are one: load_weights gets load's CRC test (issue 16)."""
+    m = fnn.Sequential([fnn.Dense(4, 3)], seed=0)
+    m.layers[0].weight = np.full((4, 3), 1.2345, np.float32)
+    path = tmp_path / "w.fnn"
+    m.save_weights(path)
+    raw = bytearray(path.read_bytes())
+    pattern = np.float32(1.2345).tobytes()
+    i = raw.index(pattern)
+    raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="CRC"):
+        m.load_weights(path)
