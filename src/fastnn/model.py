@@ -16,10 +16,7 @@ from .callbacks import Callback, History, ProgressBar
 from .layers import Layer
 from .losses import Loss, get_loss
 from .optim import Optimizer, get_optimizer
-from .training import Trainer, sigint_deferred
-
-#: kept for callers of the old private name (the engine owns the implementation)
-_sigint_deferred = sigint_deferred
+from .training import Trainer
 
 
 class Sequential:
