@@ -444,3 +444,30 @@ def test_load_weights_checks_crc_like_load(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="CRC"):
         m.load_weights(path)
+
+
+def test_threads_context_is_per_thread_and_restores():
+    """fastnn.threads(n): the estimators' per-fit thread count no longer writes the
+    process-wide setting, so two threads each keep their own (issue 17)."""
+    import threading
+
+    before = fnn.get_num_threads()
+    seen = {}
+    barrier = threading.Barrier(2)
+
+    def work(n):
+        with fnn.threads(n):
+            barrier.wait()
+            seen[n] = fnn.get_num_threads()
+            barrier.wait()
+
+    ts = [threading.Thread(target=work, args=(n,)) for n in (1, 3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert seen == {1: 1, 3: 3}
+    assert fnn.get_num_threads() == before
+    with pytest.raises(ValueError):
+        with fnn.threads(0):
+            pass
