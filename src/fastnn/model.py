@@ -394,7 +394,8 @@ class Sequential:
         were) and is returned as is (NaN for a non-finite gradient).
         """
         trainer = self.trainer
-        trainer.attach()
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError("call model.compile(optimizer=..., loss=...) before training")
         x = self.check_input(X)
         n = x.shape[0]
         if (trainer.uses_fused_step() and type(y) is np.ndarray and y.dtype == np.int64

@@ -161,6 +161,10 @@ class Optimizer:
         """Apply one update to every trainable parameter from the current gradients."""
         self.step_count += 1
         nt = get_num_threads()
+        if not self.param_groups:
+            for w, g, st in self._views:
+                self._update(w, g, st, nt)
+            return
         try:
             for (w, g, st), grp in zip(self._views, self._view_groups):
                 self._group = grp

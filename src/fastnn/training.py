@@ -56,6 +56,7 @@ from ._batches import Batch, BatchSource
 from ._config import get_num_threads
 from ._names import NEEDS_Z
 from .callbacks import Callback, History
+from .layers import Dense
 
 __all__ = ["GradientHook", "Trainer", "sigint_deferred"]
 
@@ -199,18 +200,19 @@ class Trainer:
             layers = self.model.layers
         if not (self.fused and layers and getattr(self.loss, "fusable", False)):
             return False
-        from .layers import Dense
-
         return all(type(la) is Dense and not (la.l1 or la.l2) for la in layers)
 
     def _plan(self, layers: list, n: int) -> tuple | None:
         """The one-call training step for batch size n, or None (see :attr:`fused`)."""
-        if not self.uses_fused_step(layers):
+        if not (self.fused and getattr(self.loss, "fusable", False)):
             return None
-        key = (n, tuple(la.trainable for la in layers), tuple(la.activation_code for la in layers),
+        key = (n, tuple(la.trainable for la in layers),
+               tuple(getattr(la, "activation_code", -1) for la in layers),
                tuple(id(g) for la in layers for g in la.grads))
         plan = self._plans.get(key)
         if plan is None:
+            if not self.uses_fused_step(layers):
+                return None
             first = next((i for i, la in enumerate(layers) if la.trainable), len(layers))
             dt = self.model.dtype
 
