@@ -269,6 +269,12 @@ try:
     out["sigint"] = "no interrupt"
 except KeyboardInterrupt:
     out["sigint"] = [calls, m.step, opt.step_count]
+# 4. DataParallel(num_threads=...) leaves the process-wide thread count alone
+before = fnn.get_num_threads()
+m = build()
+with DataParallel(m, num_threads=1) as par:
+    par.fit(x, y, epochs=1, batch_size=16, verbose=0)
+out["threads_kept"] = fnn.get_num_threads() == before
 json.dump(out, open(sys.argv[1], "w"))
 """
 
@@ -287,6 +293,7 @@ def test_dataparallel_has_fits_safety(tmp_path):
     assert res["finite"] and res["equal"], res
     assert "X" in res["check_finite"] and "NaN" in res["check_finite"], res
     assert res["sigint"] == [[1, 1, 2, 2, 3, 3], 3, 3], res
+    assert res["threads_kept"], res
 
 
 # ---- the package's structure ------------------------------------------------------------

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _config
 from ._batches import Batch
 from ._validation import check_finite as _check_finite
 from ._validation import positive_int
@@ -149,6 +150,8 @@ class DataParallel:
         Kernel threads per rank.  By default, when neither ``OMP_NUM_THREADS`` nor
         :func:`fastnn.set_num_threads` chose a count, the CPUs of a machine are
         divided among the ranks running on it (2 ranks on 8 cores: 4 threads each).
+        The count applies to this wrapper's ``fit`` and ``evaluate`` only (on the
+        calling thread); the process-wide :func:`fastnn.set_num_threads` is left alone.
 
     Examples
     --------
@@ -205,11 +208,16 @@ class DataParallel:
     def __repr__(self) -> str:
         return f"DataParallel(rank={self.rank}, size={self.size}, model={self.model.name!r})"
 
-    def _set_threads(self, num_threads: int | None) -> None:
-        from . import _config
-
+    def _set_threads(self, num_threads: int | None) -> None:  # noqa: D401
+        """Choose this wrapper's kernel thread count (:attr:`num_threads`), used by its
+        ``fit`` and ``evaluate`` on the calling thread only (``fastnn.threads``): the
+        process-wide setting is never changed.
+        """
+        #: kernel threads of this wrapper's fit/evaluate (None: fastnn's setting)
+        self.num_threads: int | None = None
         if num_threads is not None:
-            _config.set_num_threads(num_threads)
+            with _config.threads(num_threads):  # validates it
+                self.num_threads = int(num_threads)
             return
         if _config.chosen_num_threads() is not None or os.environ.get("OMP_NUM_THREADS"):
             return
@@ -219,7 +227,7 @@ class DataParallel:
         finally:
             local.Free()
         if n_local > 1:
-            _config.set_num_threads(max(1, _config.default_num_threads() // n_local))
+            self.num_threads = max(1, _config.default_num_threads() // n_local)
 
     # ---- agreement -------------------------------------------------------------
     def _abort(self, exc: BaseException) -> None:
@@ -331,8 +339,9 @@ class DataParallel:
         same History on every rank (losses and metrics reduced over all ranks).
         """
         try:
-            return self._fit(X, y, epochs, batch_size, validation_data, validation_split,
-                             shuffle, callbacks, verbose, initial_epoch, check_finite)
+            with _config.threads(self.num_threads):
+                return self._fit(X, y, epochs, batch_size, validation_data, validation_split,
+                                 shuffle, callbacks, verbose, initial_epoch, check_finite)
         except _Agreed as agreed:
             raise agreed.exc from agreed.cause
         except BaseException as exc:
@@ -447,7 +456,8 @@ class DataParallel:
             x = self.model.check_input(X)
             yy = self.model.check_target(y, x.shape[0])
             bs = 1024 if batch_size is None else positive_int(batch_size, "batch_size")
-            part = self.eval_shard(x, yy, bs)
+            with _config.threads(self.num_threads):
+                part = self.eval_shard(x, yy, bs)
         except Exception as exc:  # noqa: BLE001
             err = exc
         try:
