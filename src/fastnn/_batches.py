@@ -120,16 +120,18 @@ class ArrayBatches:
         order = self.order(epoch) if self.order is not None else None
         n, bs = self.n_samples, self.batch_size
         x, y, w = self.x, self.y, self.w
+        dense = not hasattr(x, "tocsr")
         for s in range(0, n, bs):
             m = min(bs, n - s)
             if order is not None:
                 idx = order[s:s + m]
-                xs = _take(x, idx, self._xb)
+                xs = (np.take(x, idx, axis=0, out=self._xb[:m]) if dense
+                      else _take(x, idx, self._xb))
                 ys = np.take(y, idx, axis=0, out=self._yb[:m])
                 ws = None if w is None else w[idx]
             else:
                 sl = slice(s, s + m)
-                xs = _take(x, sl, self._xb)
+                xs = x[sl] if dense else _take(x, sl, self._xb)
                 ys = y[sl]
                 ws = None if w is None else w[sl]
             yield Batch(xs, ys, ws, m, 1.0)

@@ -608,10 +608,10 @@ class _ParallelTrainer(Trainer):
         if self.dp.is_root:
             super().on_nonfinite(loss)
 
-    def apply(self):
+    def apply_attached(self):
         """The engine's update (Ctrl-C deferred), timed."""
         t = time.perf_counter()
-        super().apply()
+        super().apply_attached()
         self.timings["optimizer_s"] += time.perf_counter() - t
         self.timings["steps"] += 1
 

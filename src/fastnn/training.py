@@ -100,6 +100,11 @@ def sigint_deferred() -> Iterator[None]:
             old(*pending[0])
 
 
+def _overrides(cb: Callback, method: str) -> bool:
+    """True unless ``cb.method`` is the base class's no-op."""
+    return getattr(type(cb), method, None) is not getattr(Callback, method)
+
+
 class Trainer:
     """One training engine: gradients, hooks, the update, and the epoch loop.
 
@@ -319,7 +324,9 @@ class Trainer:
 
     def apply(self) -> None:
         """The optimizer update and ``model.step += 1``, as one unit w.r.t. Ctrl-C."""
-        opt = self.attach()
+        self._apply(self.attach())
+
+    def _apply(self, opt: Any) -> None:
         with sigint_deferred():
             opt.step()
             self.model.step += 1
@@ -373,8 +380,14 @@ class Trainer:
         if not math.isfinite(step["loss"]):
             self.on_nonfinite(step["loss"])
             return None
-        self.apply()
+        self.apply_attached()
         return step
+
+    def apply_attached(self) -> None:
+        """:meth:`apply` without re-checking the attachment: right after
+        :meth:`compute_gradients` (hooks do not change the trainable flags).
+        """
+        self._apply(self.optimizer)
 
     def on_nonfinite(self, loss: float) -> None:
         """Warn that a non-finite loss (or gradient) stops training (Keras' TerminateOnNaN)."""
@@ -474,12 +487,16 @@ class Trainer:
         self._epoch, self._batch = epoch, 0
         self.call_callbacks(cbs, "on_epoch_begin", epoch)
         tot_loss, tot_correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()
+        # only the callbacks that define the per-batch methods are called per batch
+        begin = [cb for cb in cbs if _overrides(cb, "on_batch_begin")]
+        end = [cb for cb in cbs if _overrides(cb, "on_batch_end")]
         it = source.batches(epoch)
         try:
             for bi, batch in enumerate(it):
                 self._epoch, self._batch = epoch, bi
                 size = batch.size or batch.x.shape[0]
-                self.call_callbacks(cbs, "on_batch_begin", bi, {"size": size})
+                if begin:
+                    self.call_callbacks(begin, "on_batch_begin", bi, {"size": size})
                 step = self.train_batch(batch)
                 if step is None:
                     m.stop_training = True
@@ -489,8 +506,9 @@ class Trainer:
                 tot_loss += step["loss"] * size
                 tot_correct += step["correct"]
                 seen += size
-                self.call_callbacks(cbs, "on_batch_end", bi, {"loss": step["loss"],
-                                                               "size": size})
+                if end:
+                    self.call_callbacks(end, "on_batch_end", bi, {"loss": step["loss"],
+                                                                  "size": size})
                 if m.stop_training and not self.defer_stop:
                     break
         finally:
