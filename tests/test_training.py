@@ -478,3 +478,23 @@ def test_threads_context_is_per_thread_and_restores():
     with pytest.raises(ValueError):
         with fnn.threads(0):
             pass
+
+
+def test_a_callback_freezing_a_layer_mid_fit_is_respected():
+    """The engine re-attaches the optimizer and rebuilds the one-call plan when a trainable
+    flag changes between steps (the old fit loop attached once per fit)."""
+    x, y = _data(5)
+    m = _model()
+
+    class FreezeAt(fnn.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.layers[0].trainable = False
+                self.frozen = [p.copy() for p in self.model.layers[0].params]
+                self.head = self.model.layers[1].weight.copy()
+
+    cb = FreezeAt()
+    m.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[cb])
+    for p, q in zip(m.layers[0].params, cb.frozen):
+        np.testing.assert_array_equal(p, q)
+    assert not np.array_equal(m.layers[1].weight, cb.head)

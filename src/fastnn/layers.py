@@ -27,6 +27,17 @@ from .init import Initializer, check_initializer, draw
 SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
+_version = [0]  # bumped whenever a layer's trainable flag or activation changes
+
+
+def structure_version() -> int:
+    """A counter that changes whenever any layer's ``trainable`` flag or activation changes:
+    the training engine re-checks its cached optimizer attachment and one-call plans
+    only then (a cheap test per step instead of a scan of every layer).
+    """
+    return _version[0]
+
+
 class _ThreadState(threading.local):
     """A layer's per-thread state: work buffers by input shape (``cache``) and what the
     last forward on this thread keeps for the backward (``x``, ``bufs``...).
@@ -92,11 +103,24 @@ class Layer:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if "activation" in state:  # pickled before the activation became a property
-            state = dict(state)
-            state["_activation"] = state.pop("activation")
+        state = dict(state)
+        for name in ("activation", "trainable"):  # pickled before they became properties
+            if name in state:
+                state["_" + name] = state.pop(name)
         self.__dict__.update(state)
         self._tls = _ThreadState()
+
+    @property
+    def trainable(self) -> bool:
+        """False freezes the layer (no gradients applied, no optimizer state)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        old = self.__dict__.get("_trainable")
+        self._trainable = bool(value)
+        if old is not None and old != self._trainable:  # a change, not the constructor
+            _version[0] += 1
 
     # ---- parameters -------------------------------------------------------
     def param_shapes(self, input_shape: tuple[int | None, ...]) -> list[tuple[int, ...]]:
@@ -220,9 +244,12 @@ class _ActivationMixin:
     @activation.setter
     def activation(self, value: str | None) -> None:
         name = activation_name(value)
+        old = self.__dict__.get("_activation")
         self._activation = name
         self._act = activation_code(name)
         self._tls = _ThreadState()
+        if old is not None and old != name:  # a change, not the constructor
+            _version[0] += 1
 
     @property
     def activation_code(self) -> int:

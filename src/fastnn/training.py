@@ -56,7 +56,7 @@ from ._batches import Batch, BatchSource
 from ._config import get_num_threads
 from ._names import NEEDS_Z
 from .callbacks import Callback, History
-from .layers import Dense
+from .layers import Dense, structure_version
 
 __all__ = ["GradientHook", "Trainer", "sigint_deferred"]
 
@@ -181,13 +181,17 @@ class Trainer:
         opt = self.optimizer
         m = self.model
         params, grads = m.parameters(), m.gradients()
-        flags = tuple(layer.trainable for layer in m.layers)
         groups = opt.param_groups
         key = self._attached
+        version = structure_version()
+        if key is not None and key[5] == version and key[0] is opt and key[1] is params \
+                and key[2] is grads and key[4] is groups:
+            return opt  # nothing that matters changed since the last check
+        flags = tuple(layer.trainable for layer in m.layers)
         if key is None or key[0] is not opt or key[1] is not params or key[2] is not grads \
                 or key[3] != flags or key[4] is not groups:
             opt.setup(params, grads, m.trainable_ranges())
-            self._attached = (opt, params, grads, flags, groups)
+        self._attached = (opt, params, grads, flags, groups, version)
         return opt
 
     # ---- one step ----------------------------------------------------------------
@@ -211,9 +215,10 @@ class Trainer:
         """The one-call training step for batch size n, or None (see :attr:`fused`)."""
         if not (self.fused and getattr(self.loss, "fusable", False)):
             return None
-        key = (n, tuple(la.trainable for la in layers),
-               tuple(getattr(la, "activation_code", -1) for la in layers),
-               tuple(id(g) for la in layers for g in la.grads))
+        # the flat buffers and the structure version identify the layers' gradient arrays,
+        # trainable flags and activations (a plan holds its arrays, so ids are not reused)
+        key = (n, structure_version(), id(self.model.gradients()), id(self.model.parameters()),
+               len(layers))
         plan = self._plans.get(key)
         if plan is None:
             if not self.uses_fused_step(layers):
