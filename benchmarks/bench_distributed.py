@@ -56,17 +56,18 @@ def data():
 def step_times(model, X, y, batches, reps):
     """Fastest of ``reps`` training steps of one process, per batch size (the minimum is
     the estimate least disturbed by other processes on a shared machine)."""
-    model._ensure_optimizer()
+    trainer = model.trainer
+    trainer.attach()
     out = {}
     for b in batches:
-        x, t = model._prep_x(X[:b]), model._prep_y(y[:b], b)
+        x, t = model.check_input(X[:b]), model.check_target(y[:b], b)
         for _ in range(3):
-            model._loss_and_grads(x, t)
+            trainer.compute_gradients(x, t)
             model.optimizer.step()
         ts = []
         for _ in range(reps):
             t0 = time.perf_counter()
-            model._loss_and_grads(x, t)
+            trainer.compute_gradients(x, t)
             model.optimizer.step()
             ts.append(time.perf_counter() - t0)
         out[b] = min(ts)
@@ -75,7 +76,7 @@ def step_times(model, X, y, batches, reps):
 
 def optimizer_step_time(model, reps):
     """Fastest optimizer step (the per-step cost every rank repeats, whatever the batch)."""
-    model._ensure_optimizer()
+    model.trainer.attach()
     ts = []
     for _ in range(reps):
         t0 = time.perf_counter()

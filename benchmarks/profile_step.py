@@ -37,8 +37,8 @@ def profile(batch: int, threads: int, clock, steps: int) -> tuple[dict[str, floa
     for _ in range(steps):
         model.train_step(x, y)
     whole = (clock() - t0) / steps
-    model._plan_eligible = False  # the layer-by-layer path: same kernels, one at a time
-    yy = model._prep_y(y, batch)
+    model.trainer.fused = False  # the layer-by-layer path: same kernels, one at a time
+    yy = model.check_target(y, batch)
     times: dict[str, float] = defaultdict(float)
     for _ in range(steps):
         h = x
@@ -46,7 +46,7 @@ def profile(batch: int, threads: int, clock, steps: int) -> tuple[dict[str, floa
             t = clock()
             h = layer.forward(h, True)
             times[f"dense_forward L{i} (GEMM + bias + act)"] += clock() - t
-        g = model._grad_buffer(h.shape)
+        g = np.empty(h.shape, h.dtype)
         t = clock()
         model.loss(h, yy, g)
         times["cross_entropy (softmax, loss, grad)"] += clock() - t

@@ -445,10 +445,10 @@ def test_one_call_step_equals_layer_by_layer_path(loss, frozen):
         m.compile(fnn.optim.Adam(lr=1e-2), name)
         if frozen is not None:
             m[frozen].trainable = False
-        m._plan_eligible = use_plan
+        m.trainer.fused = use_plan  # the engine's switch (was the private m._plan_eligible)
         losses = [m.train_step(x, y) for _ in range(3)]
         models.append((m, losses))
     (a, la), (b, lb) = models
     assert la == lb
     assert all(np.array_equal(p, q) for p, q in zip(a.get_weights(), b.get_weights()))
-    assert a._plans and not b._plans
+    assert a.trainer.fused_plans and not b.trainer.fused_plans

@@ -10,85 +10,19 @@ See ``python -m fastnn info`` for the ISA and threads in use.
 
 from __future__ import annotations
 
-# first: when the compiled module is missing, name the cause (not a circular import)
-from . import (
-    _buildcheck,  # noqa: F401, I001
-    callbacks,
-    init,
-    kernels,
-    losses,
-    optim,
-    reference,
-    schedules,
-)
-from ._config import get_num_threads, set_num_threads, threads
-from ._names import ACTIVATIONS
-from ._validation import check_finite
-from ._version import __version__
-from .io import load_model as load
-from .layers import (
-    Activation,
-    AvgPool2D,
-    Conv2D,
-    Dense,
-    Dropout,
-    Flatten,
-    GlobalAvgPool2D,
-    Layer,
-    MaxPool2D,
-)
-from .model import Sequential
+from ._buildcheck import missing_extension as _missing_extension
 
-__all__ = [
-    "__version__",
-    "ACTIVATIONS",
-    "kernels",
-    "reference",
-    "callbacks",
-    "init",
-    "losses",
-    "optim",
-    "schedules",
-    "Sequential",
-    "Layer",
-    "Dense",
-    "Dropout",
-    "Activation",
-    "Flatten",
-    "Conv2D",
-    "MaxPool2D",
-    "AvgPool2D",
-    "GlobalAvgPool2D",
-    "load",
-    "get_num_threads",
-    "set_num_threads",
-    "threads",
-    "show_config",
-    "config",
-    "check_finite",
-]
+_MISSING = _missing_extension()
+if _MISSING is not None:
+    # An unbuilt tree (or a blocked extension): only the NumPy twins work, so that
+    # ``fastnn.reference`` stays usable; any other name raises the cause.
+    from . import reference  # noqa: F401
 
+    __all__ = ["reference"]
 
-def config() -> dict:
-    """The configuration in use: version, ISA, GEMM blocking, threads, OpenMP, NumPy."""
-    import numpy as np
-
-    from . import _kernels
-
-    cfg = _kernels.config()
-    cfg["version"] = __version__
-    cfg["threads"] = get_num_threads()
-    cfg["numpy"] = np.__version__
-    return cfg
-
-
-def show_config() -> None:
-    """Print the ISA, block sizes and thread count fastnn uses on this machine."""
-    cfg = config()
-    print(f"fastnn {cfg['version']}")
-    print(f"  isa        : {cfg['isa']} (cpu has avx2+fma: {cfg['cpu_has_avx2']})")
-    print(f"  threads    : {cfg['threads']} (OpenMP {'on' if cfg['openmp'] else 'off'})")
-    for dt in ("float32", "float64"):
-        b = cfg[dt]
-        print(f"  gemm {dt}: MR={b['MR']} NR={b['NR']} MC={b['MC']} KC={b['KC']} NC={b['NC']}")
-    print(f"  numpy      : {cfg['numpy']}")
+    def __getattr__(name: str):
+        """Every name but ``reference`` needs the compiled module: say why it is missing."""
+        raise ImportError(str(_MISSING))
+else:
+    from ._api import *  # noqa: F403
+    from ._api import __all__, __version__, config, show_config  # noqa: F401

@@ -14,8 +14,6 @@ _default_threads: int | None = None
 
 
 class _PerThread(threading.local):
-    """A thread's own thread count, set by :func:`threads` (None: the process setting)."""
-
     n: int | None = None
 
 
@@ -69,50 +67,11 @@ def set_num_threads(n: int) -> None:
 
     """
     global _num_threads
-    _num_threads = _thread_count(n, "set_num_threads")
-
-
-def _thread_count(n: int, fn: str) -> int:
-    """``n`` as a thread count, or a TypeError / ValueError naming ``fn``."""
     if isinstance(n, bool) or not isinstance(n, int | __import__("numpy").integer):
-        raise TypeError(f"{fn}: n must be an int, got {type(n).__name__}")
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
     if n < 1:
-        raise ValueError(f"{fn}: n must be >= 1, got {n}")
-    return int(n)
-
-
-@contextlib.contextmanager
-def threads(n: int) -> Iterator[int]:
-    """Use ``n`` threads for the kernels this Python thread calls inside the block.
-
-    The setting belongs to the calling thread alone (as threadpoolctl's limits do for
-    a block), so two threads may train with different counts at once; other threads
-    and the process-wide :func:`set_num_threads` are untouched.  Blocks nest.
-
-    Parameters
-    ----------
-    n : int
-        A positive thread count.
-
-    Yields
-    ------
-    int
-        ``n``.
-
-    Examples
-    --------
-    >>> import fastnn
-    >>> with fastnn.threads(1):
-    ...     fastnn.get_num_threads()
-    1
-    """
-    n = _thread_count(n, "threads")
-    old = _local.n
-    _local.n = n
-    try:
-        yield n
-    finally:
-        _local.n = old
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _num_threads = int(n)
 
 
 def get_num_threads() -> int:
@@ -130,3 +89,32 @@ def get_num_threads() -> int:
     if _default_threads is None:
         _default_threads = default_num_threads()
     return _default_threads
+
+
+def chosen_num_threads() -> int | None:
+    """The count chosen by :func:`set_num_threads` or :func:`threads` on this thread, or
+    None when fastnn uses its default.
+    """
+    return _local.n if _local.n is not None else _num_threads
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` kernel threads in this block, on the calling thread only (None: no change).
+
+    Unlike :func:`set_num_threads` this changes no process-wide setting, so two threads
+    (e.g. two estimators fitting at once) can each use their own count.
+    """
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, int | __import__("numpy").integer):
+        raise TypeError(f"threads: n must be an int >= 1 or None, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"threads: n must be an int >= 1 or None, got {n!r}")
+    prev = _local.n
+    _local.n = int(n)
+    try:
+        yield
+    finally:
+        _local.n = prev

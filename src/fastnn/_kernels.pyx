@@ -9,98 +9,20 @@ A negative C status is turned into a Python exception.
 """
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
-cdef extern from "fastnn.h" nogil:
-    int FNN_OK, FNN_EINVAL, FNN_ENOMEM, FNN_EOVERFLOW, FNN_ELABEL
-    ctypedef struct fnn_epilogue:
-        const void *bias
-        int act
-        void *z
-        int64_t ldz
-    int fnn_init()
-    int fnn_isa()
-    const char *fnn_isa_name(int isa)
-    int fnn_cpu_has_avx2()
-    void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc,
-                           int64_t *nc)
-    int fnn_openmp_enabled()
-    int fnn_act_needs_z(int act)
-    int fnn_gemm_f32(float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k,
-                     int64_t lda, int64_t ldb, int64_t ldc, int trans_a, int trans_b,
-                     float alpha, float beta, const fnn_epilogue *ep, int n_threads)
-    int fnn_gemm_f64(double *c, const double *a, const double *b, int64_t m, int64_t n,
-                     int64_t k, int64_t lda, int64_t ldb, int64_t ldc, int trans_a,
-                     int trans_b, double alpha, double beta, const fnn_epilogue *ep,
-                     int n_threads)
-    int fnn_act_forward_f32(float *out, const float *x, int64_t rows, int64_t cols, int act)
-    int fnn_act_forward_f64(double *out, const double *x, int64_t rows, int64_t cols, int act)
-    int fnn_act_backward_f32(float *dz, float *dbias, const float *da, const float *a,
-                             const float *z, int64_t rows, int64_t cols, int act)
-    int fnn_act_backward_f64(double *dz, double *dbias, const double *da, const double *a,
-                             const double *z, int64_t rows, int64_t cols, int act)
-    int fnn_dense_forward_f32(float *a, float *z, const float *x, const float *w,
-                              const float *b, int64_t batch, int64_t inp, int64_t out,
-                              int act, int n_threads)
-    int fnn_dense_forward_f64(double *a, double *z, const double *x, const double *w,
-                              const double *b, int64_t batch, int64_t inp, int64_t out,
-                              int act, int n_threads)
-    int fnn_dense_backward_f32(float *dx, float *dw, float *db, float *delta, const float *da,
-                               const float *a, const float *z, const float *x, const float *w,
-                               int64_t batch, int64_t inp, int64_t out, int act, float beta_w,
-                               int n_threads)
-    int fnn_dense_backward_f64(double *dx, double *dw, double *db, double *delta,
-                               const double *da, const double *a, const double *z,
-                               const double *x, const double *w, int64_t batch, int64_t inp,
-                               int64_t out, int act, double beta_w, int n_threads)
-    int fnn_cross_entropy_f32(double *loss, float *grad, const float *logits,
-                              const int64_t *labels, const float *target, int64_t batch,
-                              int64_t classes)
-    int fnn_cross_entropy_f64(double *loss, double *grad, const double *logits,
-                              const int64_t *labels, const double *target, int64_t batch,
-                              int64_t classes)
-    int fnn_mse_f32(double *loss, float *grad, const float *pred, const float *target,
-                    int64_t n)
-    int fnn_mse_f64(double *loss, double *grad, const double *pred, const double *target,
-                    int64_t n)
-    int fnn_bce_logits_f32(double *loss, float *grad, const float *logits, const float *target,
-                           int64_t n)
-    int fnn_bce_logits_f64(double *loss, double *grad, const double *logits,
-                           const double *target, int64_t n)
-    int fnn_all_finite_f32(const float *x, int64_t n)
-    int fnn_all_finite_f64(const double *x, int64_t n)
-    int fnn_sgd_update_f32(float *w, const float *dw, int64_t n, float lr)
-    int fnn_sgd_update_f64(double *w, const double *dw, int64_t n, double lr)
-    int fnn_sgd_step_f32(float *w, float *buf, const float *g, int64_t n, float lr,
-                         float momentum, float dampening, int nesterov, float weight_decay,
-                         int first_step, int n_threads)
-    int fnn_sgd_step_f64(double *w, double *buf, const double *g, int64_t n, double lr,
-                         double momentum, double dampening, int nesterov, double weight_decay,
-                         int first_step, int n_threads)
-    int fnn_adam_step_f32(float *w, float *m, float *v, float *vmax, const float *g, int64_t n,
-                          float lr, float beta1, float beta2, float eps, float weight_decay,
-                          int decoupled, int64_t step, int n_threads)
-    int fnn_adam_step_f64(double *w, double *m, double *v, double *vmax, const double *g,
-                          int64_t n, double lr, double beta1, double beta2, double eps,
-                          double weight_decay, int decoupled, int64_t step, int n_threads)
-    int fnn_rmsprop_step_f32(float *w, float *sq, float *buf, float *gavg, const float *g,
-                             int64_t n, float lr, float alpha, float eps, float weight_decay,
-                             float momentum, int centered, int n_threads)
-    int fnn_rmsprop_step_f64(double *w, double *sq, double *buf, double *gavg, const double *g,
-                             int64_t n, double lr, double alpha, double eps,
-                             double weight_decay, double momentum, int centered, int n_threads)
-    int fnn_adagrad_step_f32(float *w, float *sum, const float *g, int64_t n, float lr,
-                             float lr_decay, float weight_decay, float eps, int64_t step,
-                             int n_threads)
-    int fnn_adagrad_step_f64(double *w, double *sum, const double *g, int64_t n, double lr,
-                             double lr_decay, double weight_decay, double eps, int64_t step,
-                             int n_threads)
-    int fnn_dropout_forward_f32(float *out, uint8_t *mask, const float *x, int64_t n, double p,
-                                uint64_t seed, uint64_t offset, int n_threads)
-    int fnn_dropout_forward_f64(double *out, uint8_t *mask, const double *x, int64_t n,
-                                double p, uint64_t seed, uint64_t offset, int n_threads)
-    int fnn_dropout_backward_f32(float *dx, const float *dy, const uint8_t *mask, int64_t n,
-                                 double p, int n_threads)
-    int fnn_dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int64_t n,
-                                 double p, int n_threads)
+from fastnn._fastnn_c cimport *
+
+# (the C declarations of this section are in _fastnn_c.pxd)
+
+#: activation name -> C code (fnn_act in csrc/fastnn.h), read from the C enum
+ACTIVATIONS = {
+    "identity": FNN_ACT_IDENTITY, "sigmoid": FNN_ACT_SIGMOID, "tanh": FNN_ACT_TANH,
+    "relu": FNN_ACT_RELU, "leaky_relu": FNN_ACT_LEAKY_RELU, "elu": FNN_ACT_ELU,
+    "gelu": FNN_ACT_GELU, "softplus": FNN_ACT_SOFTPLUS, "silu": FNN_ACT_SILU,
+    "softmax": FNN_ACT_SOFTMAX,
+}
+#: the loss codes of MLPPlan.run (FNN_LOSS_* in csrc/fastnn.h)
+LOSS_CE_LABELS, LOSS_CE_ROWS = FNN_LOSS_CE_LABELS, FNN_LOSS_CE_ROWS
+LOSS_MSE, LOSS_BCE = FNN_LOSS_MSE, FNN_LOSS_BCE
 
 ctypedef fused floating:
     float
@@ -554,65 +476,7 @@ def dropout_backward(floating[::1] dx, const floating[::1] dy, const uint8_t[::1
 # outputs agree (a few integer compares) and calls one C kernel without the GIL.
 # ---------------------------------------------------------------------------
 
-cdef extern from "fastnn.h" nogil:
-    int fnn_conv2d_workspace_size(size_t *nbytes, int64_t n, int64_t c, int64_t h, int64_t w,
-                                  int64_t oc, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                                  int64_t ph, int64_t pw, int elem_size, int n_threads)
-    int fnn_conv2d_forward_f32(float *out, float *z, void *work, size_t work_bytes,
-                               const float *x, const float *w, const float *b, int64_t n,
-                               int64_t c, int64_t h, int64_t wd, int64_t oc, int64_t kh,
-                               int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                               int act, int n_threads)
-    int fnn_conv2d_forward_f64(double *out, double *z, void *work, size_t work_bytes,
-                               const double *x, const double *w, const double *b, int64_t n,
-                               int64_t c, int64_t h, int64_t wd, int64_t oc, int64_t kh,
-                               int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                               int act, int n_threads)
-    int fnn_conv2d_backward_f32(float *dx, float *dw, float *db, void *work, size_t work_bytes,
-                                const float *dout, const float *a, const float *z,
-                                const float *x, const float *w, int64_t n, int64_t c, int64_t h,
-                                int64_t wd, int64_t oc, int64_t kh, int64_t kw, int64_t sh,
-                                int64_t sw, int64_t ph, int64_t pw, int act, float beta_w,
-                                int n_threads)
-    int fnn_conv2d_backward_f64(double *dx, double *dw, double *db, void *work,
-                                size_t work_bytes, const double *dout, const double *a,
-                                const double *z, const double *x, const double *w, int64_t n,
-                                int64_t c, int64_t h, int64_t wd, int64_t oc, int64_t kh,
-                                int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                                int act, double beta_w, int n_threads)
-    int fnn_maxpool2d_forward_f32(float *out, int64_t *idx, const float *x, int64_t n, int64_t c,
-                                  int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
-                                  int64_t sw, int64_t ph, int64_t pw, int n_threads)
-    int fnn_maxpool2d_forward_f64(double *out, int64_t *idx, const double *x, int64_t n,
-                                  int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
-                                  int64_t sh, int64_t sw, int64_t ph, int64_t pw, int n_threads)
-    int fnn_maxpool2d_backward_f32(float *dx, const float *dout, const int64_t *idx, int64_t n,
-                                   int64_t c, int64_t h, int64_t w, int64_t oh, int64_t ow,
-                                   int n_threads)
-    int fnn_maxpool2d_backward_f64(double *dx, const double *dout, const int64_t *idx,
-                                   int64_t n, int64_t c, int64_t h, int64_t w, int64_t oh,
-                                   int64_t ow, int n_threads)
-    int fnn_avgpool2d_forward_f32(float *out, const float *x, int64_t n, int64_t c, int64_t h,
-                                  int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                                  int64_t ph, int64_t pw, int n_threads)
-    int fnn_avgpool2d_forward_f64(double *out, const double *x, int64_t n, int64_t c, int64_t h,
-                                  int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                                  int64_t ph, int64_t pw, int n_threads)
-    int fnn_avgpool2d_backward_f32(float *dx, const float *dout, int64_t n, int64_t c,
-                                   int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
-                                   int64_t sw, int64_t ph, int64_t pw, int n_threads)
-    int fnn_avgpool2d_backward_f64(double *dx, const double *dout, int64_t n, int64_t c,
-                                   int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
-                                   int64_t sw, int64_t ph, int64_t pw, int n_threads)
-    int fnn_global_avgpool_forward_f32(float *out, const float *x, int64_t n, int64_t c,
-                                       int64_t h, int64_t w, int n_threads)
-    int fnn_global_avgpool_forward_f64(double *out, const double *x, int64_t n, int64_t c,
-                                       int64_t h, int64_t w, int n_threads)
-    int fnn_global_avgpool_backward_f32(float *dx, const float *dout, int64_t n, int64_t c,
-                                        int64_t h, int64_t w, int n_threads)
-    int fnn_global_avgpool_backward_f64(double *dx, const double *dout, int64_t n, int64_t c,
-                                        int64_t h, int64_t w, int n_threads)
-
+# (the C declarations of this section are in _fastnn_c.pxd)
 
 cdef inline floating *_p4(floating[:, :, :, ::1] v) noexcept nogil:
     """Pointer to a 4-D view's data, NULL for None or an empty view."""
@@ -880,26 +744,7 @@ def global_avgpool_backward(floating[:, :, :, ::1] dx, const floating[:, ::1] do
 # ---- a Dense-only network's training step in one call (csrc/mlp.c) ----------
 from libc.stdlib cimport calloc, free
 
-cdef extern from "fastnn.h" nogil:
-    ctypedef struct fnn_mlp:
-        int64_t n_layers, first_trainable
-        int64_t *in_ "in"
-        int64_t *out
-        int *act
-        void **w
-        void **b
-        void **gw
-        void **gb
-        void **a
-        void **z
-        void **dx
-        void *gout
-    int fnn_mlp_step_f32(double *loss, const fnn_mlp *net, const float *x, const int64_t *labels,
-                         const float *target, int64_t batch, int loss_kind, int n_threads)
-    int fnn_mlp_step_f64(double *loss, const fnn_mlp *net, const double *x,
-                         const int64_t *labels, const double *target, int64_t batch,
-                         int loss_kind, int n_threads)
-
+# (the C declarations of this section are in _fastnn_c.pxd)
 
 cdef void *_addr(object arr, int64_t size, int itemsize, bint optional, str what) except? NULL:
     """Data pointer of a C-contiguous, writable-or-not array of `size` elements of

@@ -1,20 +1,17 @@
-"""Names users pass (activations), mapped to the C enum codes in csrc/fastnn.h."""
+"""Names users pass (activations); their C enum codes come from csrc/fastnn.h through the
+compiled module (``fastnn._kernels.ACTIVATIONS``), never retyped here.
+
+This module imports nothing compiled, so that :mod:`fastnn.reference` works without the
+extension; :func:`activation_code` loads the codes on first use.
+"""
 
 from __future__ import annotations
 
-#: Activation name -> C code (fnn_act).  ``None`` means identity.
-ACTIVATIONS: dict[str, int] = {
-    "identity": 0,
-    "sigmoid": 1,
-    "tanh": 2,
-    "relu": 3,
-    "leaky_relu": 4,
-    "elu": 5,
-    "gelu": 6,
-    "softplus": 7,
-    "silu": 8,
-    "softmax": 9,
-}
+#: The activation names fastnn accepts (canonical spelling); ``None`` means identity.
+ACTIVATION_NAMES: tuple[str, ...] = (
+    "identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "softplus", "silu",
+    "softmax",
+)
 #: Activations whose derivative needs the pre-activation z, not only act(z).
 NEEDS_Z = frozenset({"gelu", "silu"})
 
@@ -28,15 +25,17 @@ def activation_name(activation: str | None, argname: str = "activation") -> str:
     if not isinstance(activation, str):
         raise TypeError(f"{argname} must be a str or None, got {type(activation).__name__}")
     name = ALIASES.get(activation.lower(), activation.lower())
-    if name not in ACTIVATIONS:
+    if name not in ACTIVATION_NAMES:
         raise ValueError(
-            f"unknown {argname} {activation!r}; expected one of {sorted(ACTIVATIONS)}"
+            f"unknown {argname} {activation!r}; expected one of {sorted(ACTIVATION_NAMES)}"
         )
     return name
 
 
 def activation_code(activation: str | None, argname: str = "activation") -> int:
-    """C enum code of an activation name (see :data:`ACTIVATIONS`)."""
+    """C enum code (``fnn_act``) of an activation name, read from the compiled module."""
+    from ._kernels import ACTIVATIONS  # the C enum, through Cython
+
     return ACTIVATIONS[activation_name(activation, argname)]
 
 

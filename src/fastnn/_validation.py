@@ -5,6 +5,7 @@ Every error names the argument and says what was expected and what was received.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -174,3 +175,240 @@ def check_finite(*arrays: Any, names: str | Sequence[str] | None = None) -> None
         what = "NaN" if np.isnan(val) else "an infinity"
         raise ValueError(f"{name} contains {what} at index {idx}; value {val!r} "
                          f"({int(bad.sum())} non-finite of {arr.size} elements)")
+
+
+# ---- optimizer steps (shared by fastnn.kernels and fastnn.reference) -----------------
+# Shared by these kernels and their twins in fastnn.reference, so that both
+# accept and reject exactly the same arguments.  Every check runs before any
+# array is written.
+
+def real_number(value: Any, name: str, lo: float = 0.0, hi: float = math.inf, *,
+          hi_open: bool = False) -> float:
+    """``value`` as a finite float in [lo, hi] (or [lo, hi) when ``hi_open``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if not (lo <= v and (v < hi if hi_open else v <= hi)):
+        if hi == math.inf:
+            raise ValueError(f"{name} must be >= {lo:g}, got {value!r}")
+        raise ValueError(f"{name} must be in [{lo:g}, {hi:g}{')' if hi_open else ']'}, "
+                         f"got {value!r}")
+    return v
+
+
+def uint64(value: Any, name: str) -> int:
+    """``value`` as an int in [0, 2**64)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 <= int(value) < 2**64:
+        raise ValueError(f"{name} must be in [0, 2**64), got {value}")
+    return int(value)
+
+
+def param_grad(w: Any, g: Any) -> np.ndarray:
+    """Check the parameter ``w`` (updated in place); ``g`` converted to w's dtype and shape."""
+    if not isinstance(w, np.ndarray):
+        raise TypeError(f"w must be a numpy.ndarray updated in place, got {type(w).__name__}")
+    if w.dtype not in (np.float32, np.float64):
+        raise TypeError(f"w must be float32 or float64, got {w.dtype}")
+    output(w, "w", w.shape, w.dtype)
+    g = as_float_array(g, "g", w.dtype)
+    check_shape(g, "g", w.shape)
+    if np.may_share_memory(g, w):  # the C loops declare w and g restrict
+        raise ValueError("g overlaps w; pass the gradient in a separate array")
+    return g
+
+
+def check_states(w: np.ndarray, g: np.ndarray | None = None, **arrays: np.ndarray | None) -> None:
+    """Each state array: w's shape and dtype, writable, C-contiguous, overlapping nothing
+    (neither w, the gradient g, nor another state array).
+    """
+    seen = [w, g]
+    for name, arr in arrays.items():
+        if arr is not None:
+            output(arr, name, w.shape, w.dtype, seen)
+            seen.append(arr)
+
+
+def check_sgd(w, g, buf, lr, momentum, dampening, nesterov, weight_decay) -> tuple:
+    g = param_grad(w, g)
+    lr = real_number(lr, "lr")
+    momentum = real_number(momentum, "momentum")
+    dampening = real_number(dampening, "dampening", -math.inf)
+    weight_decay = real_number(weight_decay, "weight_decay")
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError(f"nesterov=True needs momentum > 0 and dampening == 0, got "
+                         f"momentum={momentum!r}, dampening={dampening!r}")
+    if momentum != 0 and buf is None:
+        raise ValueError(f"momentum={momentum!r} needs buf= (the momentum buffer, w's shape)")
+    check_states(w, g, buf=buf if momentum != 0 else None)
+    return g, lr, momentum, dampening, weight_decay
+
+
+def check_adam(w, g, m, v, vmax, step, lr, beta1, beta2, eps, weight_decay) -> tuple:
+    g = param_grad(w, g)
+    if m is None or v is None:
+        raise ValueError("adam_step needs the moment arrays m and v (w's shape, zeros at start)")
+    check_states(w, g, m=m, v=v, vmax=vmax)
+    return (g, positive_int(step, "step"), real_number(lr, "lr"),
+            real_number(beta1, "beta1", 0.0, 1.0, hi_open=True),
+            real_number(beta2, "beta2", 0.0, 1.0, hi_open=True), real_number(eps, "eps"),
+            real_number(weight_decay, "weight_decay"))
+
+
+def check_rmsprop(w, g, sq, buf, gavg, lr, alpha, eps, weight_decay, momentum,
+                   centered) -> tuple:
+    g = param_grad(w, g)
+    lr, alpha = real_number(lr, "lr"), real_number(alpha, "alpha", 0.0, 1.0)
+    eps, weight_decay = real_number(eps, "eps"), real_number(weight_decay, "weight_decay")
+    momentum = real_number(momentum, "momentum")
+    if sq is None:
+        raise ValueError("rmsprop_step needs sq (the running mean of g**2, w's shape)")
+    if momentum > 0 and buf is None:
+        raise ValueError(f"momentum={momentum!r} needs buf= (the momentum buffer, w's shape)")
+    if centered and gavg is None:
+        raise ValueError("centered=True needs gavg= (the running mean of g, w's shape)")
+    check_states(w, g, sq=sq, buf=buf if momentum > 0 else None, gavg=gavg if centered else None)
+    return g, lr, alpha, eps, weight_decay, momentum
+
+
+def check_adagrad(w, g, sum_sq, step, lr, lr_decay, weight_decay, eps) -> tuple:
+    g = param_grad(w, g)
+    if sum_sq is None:
+        raise ValueError("adagrad_step needs sum_sq (the running sum of g**2, w's shape)")
+    check_states(w, g, sum_sq=sum_sq)
+    return (g, positive_int(step, "step"), real_number(lr, "lr"), real_number(lr_decay, "lr_decay"),
+            real_number(weight_decay, "weight_decay"), real_number(eps, "eps"))
+
+
+# ---- dropout -------------------------------------------------------------------
+
+def mask_array(mask: Any, name: str, shape: tuple, *, writable: bool) -> np.ndarray:
+    """A uint8 (or bool, viewed as uint8) C-contiguous mask of ``shape``."""
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of uint8, got {type(mask).__name__}")
+    if mask.dtype not in (np.uint8, np.bool_):
+        raise TypeError(f"{name} must have dtype uint8 (or bool), got {mask.dtype}")
+    check_shape(mask, name, shape)
+    if not mask.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if writable and not mask.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return mask.view(np.uint8)
+
+
+def check_dropout_forward(x, p, seed, offset, out, mask_out) -> tuple:
+    x = as_float_array(x, "x", common_float_dtype(x))
+    p = real_number(p, "p", 0.0, 1.0, hi_open=True)
+    seed, offset = uint64(seed, "seed"), uint64(offset, "offset")
+    out = output(out, "out", x.shape, x.dtype, same_ok=(x,))
+    if mask_out is None:
+        mask = np.empty(x.shape, dtype=np.uint8)
+    else:
+        mask = mask_array(mask_out, "mask_out", x.shape, writable=True)
+        if np.may_share_memory(mask, x) or np.may_share_memory(mask, out):
+            raise ValueError("mask_out overlaps x or out; pass a separate buffer")
+    return x, p, seed, offset, out, mask
+
+
+def check_dropout_backward(grad_out, mask, p, out) -> tuple:
+    dy = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out))
+    mask = mask_array(mask, "mask", dy.shape, writable=False)
+    p = real_number(p, "p", 0.0, 1.0, hi_open=True)
+    return dy, mask, p, output(out, "out", dy.shape, dy.dtype, (mask,), same_ok=(dy,))
+
+
+
+# ---- convolution and pooling windows ----------------------------------------------
+
+MAX_WINDOW = 2**40
+
+
+def window_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a window sliding over ``size`` (floor mode, as PyTorch):
+    ``(size + 2 * padding - kernel) // stride + 1``.  The one place this formula is
+    written in Python (convolution and pooling, kernels and layers).
+    """
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def int2(value: Any, name: str, fn: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints as (a, b), each >= minimum; errors name the argument."""
+    vals = value if isinstance(value, tuple | list) else (value, value)
+    if len(vals) != 2:
+        raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    out = []
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+        if v < minimum:
+            raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
+        if v > MAX_WINDOW:  # keeps every size sum in the C code inside int64
+            raise ValueError(f"{fn}: {name} must be <= 2**40, got {value!r}")
+        out.append(int(v))
+    return out[0], out[1]
+
+
+def conv_padding(fn: str, kernel: tuple[int, int], stride: Any, padding: Any
+                  ) -> tuple[int, int, int, int]:
+    """(sh, sw, ph, pw) from stride and padding (int, pair, "valid" or "same")."""
+    sh, sw = int2(stride, "stride", fn, 1)
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return sh, sw, 0, 0
+        if mode != "same":
+            raise ValueError(f"{fn}: padding must be an int, a pair, 'valid' or 'same', "
+                             f"got {padding!r}")
+        if (sh, sw) != (1, 1):
+            raise ValueError(f"{fn}: padding='same' needs stride 1 (as PyTorch), "
+                             f"got stride {(sh, sw)}")
+        if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
+            raise ValueError(f"{fn}: padding='same' needs odd kernel sizes (symmetric "
+                             f"padding), got kernel {kernel}")
+        return sh, sw, kernel[0] // 2, kernel[1] // 2
+    ph, pw = int2(padding, "padding", fn, 0)
+    return sh, sw, ph, pw
+
+
+def window_out(fn: str, xshape: tuple[int, ...], kernel: tuple[int, int],
+                stride: tuple[int, int], padding: tuple[int, int], kname: str
+                ) -> tuple[int, int]:
+    """Output (oh, ow) of a window sliding over x's last two axes (floor mode)."""
+    h, w = int(xshape[2]), int(xshape[3])
+    if h + 2 * padding[0] < kernel[0] or w + 2 * padding[1] < kernel[1]:
+        raise ValueError(
+            f"{fn}: {kname} gives a kernel {kernel} larger than the padded input "
+            f"{(h + 2 * padding[0], w + 2 * padding[1])} (x {tuple(xshape)}, padding {padding})"
+        )
+    return (window_size(h, kernel[0], stride[0], padding[0]),
+            window_size(w, kernel[1], stride[1], padding[1]))
+
+
+def pool_args(fn: str, kernel_size: Any, stride: Any, padding: Any
+               ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(kernel, stride, padding) pairs of a pooling; stride None means the kernel size."""
+    kernel = int2(kernel_size, "kernel_size", fn, 1)
+    strides = kernel if stride is None else int2(stride, "stride", fn, 1)
+    if isinstance(padding, str) and padding.lower() == "valid":
+        padding = 0
+    pads = int2(padding, "padding", fn, 0)
+    if pads[0] > kernel[0] // 2 or pads[1] > kernel[1] // 2:
+        raise ValueError(f"{fn}: padding must be at most half the kernel size (as PyTorch), "
+                         f"got padding {pads} for kernel_size {kernel}")
+    return kernel, strides, pads
+
+
+def input_shape_4d(fn: str, input_shape: Any) -> tuple[int, int, int, int]:
+    """input_shape as a 4-tuple of non-negative ints."""
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except TypeError:
+        raise TypeError(f"{fn}: input_shape must be a tuple (batch, channels, height, width), "
+                        f"got {input_shape!r}") from None
+    if len(shape) != 4 or min(shape) < 0:
+        raise ValueError(f"{fn}: input_shape must be (batch, channels, height, width), "
+                         f"got {input_shape!r}")
+    return shape  # type: ignore[return-value]

@@ -42,7 +42,6 @@ that escapes this protocol (e.g. inside MPI itself) calls ``comm.Abort(1)``.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -53,7 +52,12 @@ from typing import Any
 
 import numpy as np
 
+from . import _config
+from ._batches import Batch
+from ._validation import check_finite as _check_finite
+from ._validation import positive_int
 from .callbacks import Callback, History, ModelCheckpoint, ProgressBar
+from .training import Trainer
 
 __all__ = ["DataParallel", "DistributedError", "shard_bounds"]
 
@@ -113,7 +117,11 @@ def _describe(exc: BaseException) -> str:
 
 
 def _mark(exc: BaseException, where: str) -> BaseException:
-    """Remember where (in fit's loop) an exception was caught, for the other ranks' message."""
+    """Remember where (in fit's loop) an exception was caught, for the other ranks' message.
+
+    The one private attribute this package writes on an object it does not own: the
+    user's exception, tagged so that the message sent to the other ranks names the place.
+    """
     try:
         if getattr(exc, "_fastnn_where", None) is None:
             exc._fastnn_where = where
@@ -142,6 +150,8 @@ class DataParallel:
         Kernel threads per rank.  By default, when neither ``OMP_NUM_THREADS`` nor
         :func:`fastnn.set_num_threads` chose a count, the CPUs of a machine are
         divided among the ranks running on it (2 ranks on 8 cores: 4 threads each).
+        The count applies to this wrapper's ``fit`` and ``evaluate`` only (on the
+        calling thread); the process-wide :func:`fastnn.set_num_threads` is left alone.
 
     Examples
     --------
@@ -159,18 +169,20 @@ class DataParallel:
     """
 
     def __init__(self, model: Any, comm: Any = None, num_threads: int | None = None) -> None:
-        from .model import Sequential
-
-        if not isinstance(model, Sequential):
+        if not all(hasattr(model, a) for a in ("trainer", "parameters", "gradients",
+                                                "bind_gradient_buffer")):
             raise TypeError(f"DataParallel wraps a fastnn.Sequential, got {type(model).__name__}")
         MPI = _import_mpi()
-        self._MPI = MPI
+        #: the mpi4py ``MPI`` module
+        self.mpi = MPI
         self.model = model
         base = MPI.COMM_WORLD if comm is None else comm
         self.comm = base.Dup()
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        self._ext: np.ndarray | None = None
+        #: the step's one Allreduce message: the gradients (bound to the model) and the
+        #: control numbers (loss, correct predictions, error and stop flags) after them
+        self.message_buffer: np.ndarray | None = None
         #: cumulative seconds and counts of the last :meth:`fit` (see the benchmark)
         self.timings: dict[str, float] = {}
         self._set_threads(num_threads)
@@ -183,7 +195,7 @@ class DataParallel:
 
     def close(self) -> None:
         """Free the duplicated communicator (the wrapper is unusable afterwards)."""
-        if self.comm is not None and self.comm != self._MPI.COMM_NULL:
+        if self.comm is not None and self.comm != self.mpi.COMM_NULL:
             self.comm.Free()
         self.comm = None
 
@@ -196,21 +208,26 @@ class DataParallel:
     def __repr__(self) -> str:
         return f"DataParallel(rank={self.rank}, size={self.size}, model={self.model.name!r})"
 
-    def _set_threads(self, num_threads: int | None) -> None:
-        from . import _config
-
+    def _set_threads(self, num_threads: int | None) -> None:  # noqa: D401
+        """Choose this wrapper's kernel thread count (:attr:`num_threads`), used by its
+        ``fit`` and ``evaluate`` on the calling thread only (``fastnn.threads``): the
+        process-wide setting is never changed.
+        """
+        #: kernel threads of this wrapper's fit/evaluate (None: fastnn's setting)
+        self.num_threads: int | None = None
         if num_threads is not None:
-            _config.set_num_threads(num_threads)
+            with _config.threads(num_threads):  # validates it
+                self.num_threads = int(num_threads)
             return
-        if _config._num_threads is not None or os.environ.get("OMP_NUM_THREADS"):
+        if _config.chosen_num_threads() is not None or os.environ.get("OMP_NUM_THREADS"):
             return
-        local = self.comm.Split_type(self._MPI.COMM_TYPE_SHARED)
+        local = self.comm.Split_type(self.mpi.COMM_TYPE_SHARED)
         try:
             n_local = local.Get_size()
         finally:
             local.Free()
         if n_local > 1:
-            _config.set_num_threads(max(1, _config.default_num_threads() // n_local))
+            self.num_threads = max(1, _config.default_num_threads() // n_local)
 
     # ---- agreement -------------------------------------------------------------
     def _abort(self, exc: BaseException) -> None:
@@ -235,7 +252,7 @@ class DataParallel:
             return _Agreed(local, None)
         return _Agreed(DistributedError(msg, failures), None)
 
-    def _agree(self, local: BaseException | None, where: str, payload: Any = None) -> list[Any]:
+    def agree(self, local: BaseException | None, where: str, payload: Any = None) -> list[Any]:
         """Collective: raise on every rank if any rank failed, else return every payload."""
         got = self.comm.allgather((None if local is None else _describe(local), payload))
         failures = {r: e for r, (e, _) in enumerate(got) if e is not None}
@@ -243,7 +260,7 @@ class DataParallel:
             raise self._fail(failures, local, where)
         return [p for _, p in got]
 
-    def _collect_failures(self, local: BaseException | None, where: str) -> _Agreed:
+    def collect_failures(self, local: BaseException | None, where: str) -> _Agreed:
         """After a step's Allreduce raised the error flag: gather the messages, then fail."""
         got = self.comm.allgather(None if local is None else _describe(local))
         failures = {r: e for r, e in enumerate(got) if e is not None}
@@ -265,7 +282,7 @@ class DataParallel:
         checkpoint on rank 0 only).
         """
         m = self.model
-        opt = m._ensure_optimizer()
+        opt = m.trainer.attach()
         meta = None
         if self.is_root:
             meta = {"rng": m.rng.bit_generator.state, "layers": [ly.state() if hasattr(
@@ -280,35 +297,25 @@ class DataParallel:
                     ly.set_state(st)
             m.step, m.epoch = meta["step"], meta["epoch"]
             opt.step_count, opt.lr = meta["step_count"], meta["lr"]
-        self.comm.Bcast(m._flat_params, root=0)
+        self.comm.Bcast(m.parameters(), root=0)
         for name in meta["opt_state"]:
             self.comm.Bcast(opt.state[name], root=0)
 
     def _attach(self) -> np.ndarray:
-        """Rebind the model's gradients to ``ext[:P]`` of one buffer with the control slots
+        """Bind the model's gradients to ``ext[:P]`` of one buffer with the control slots
         after them, so the step's single Allreduce carries both.
         """
         m = self.model
-        g = m._flat_grads
-        if self._ext is not None and g.base is self._ext and g.size + _NCTRL == self._ext.size:
-            return self._ext
-        p_total = g.size
-        ext = np.zeros(p_total + _NCTRL, m.dtype)
-        ext[:p_total] = g
-        off = 0
-        for layer in m.layers:
-            views = []
-            for p in layer.params:
-                views.append(ext[off:off + p.size].reshape(p.shape))
-                off += p.size
-            layer.grads = views
-        m._flat_grads = ext[:p_total]
-        m._opt_key = None  # re-attach the optimizer to the new gradient buffer (state kept)
-        m._ensure_optimizer()
-        self._ext = ext
+        g = m.gradients()
+        buf = self.message_buffer
+        if buf is not None and g.base is buf and g.size + _NCTRL == buf.size:
+            return buf
+        ext = np.zeros(g.size + _NCTRL, m.dtype)
+        m.bind_gradient_buffer(ext[:g.size])  # the optimizer re-attaches, state kept
+        self.message_buffer = ext
         return ext
 
-    def _dropouts(self) -> list[tuple[Any, int]]:
+    def dropout_layers(self) -> list[tuple[Any, int]]:
         """(layer, input elements per row) for every Dropout layer that draws masks."""
         from .layers import Dropout
 
@@ -324,7 +331,7 @@ class DataParallel:
     def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, callbacks: Sequence[Callback] | None = None,
-            verbose: int = 1, initial_epoch: int = 0) -> History:
+            verbose: int = 1, initial_epoch: int = 0, check_finite: bool = True) -> History:
         """Train on every rank; arguments as :meth:`fastnn.Sequential.fit`.
 
         ``batch_size`` is the global batch (all ranks together).  Every rank must
@@ -332,8 +339,9 @@ class DataParallel:
         same History on every rank (losses and metrics reduced over all ranks).
         """
         try:
-            return self._fit(X, y, epochs, batch_size, validation_data, validation_split,
-                             shuffle, callbacks, verbose, initial_epoch)
+            with _config.threads(self.num_threads):
+                return self._fit(X, y, epochs, batch_size, validation_data, validation_split,
+                                 shuffle, callbacks, verbose, initial_epoch, check_finite)
         except _Agreed as agreed:
             raise agreed.exc from agreed.cause
         except BaseException as exc:
@@ -341,33 +349,35 @@ class DataParallel:
             raise
 
     def _prepare(self, X, y, epochs, batch_size, validation_data, validation_split,
-                 initial_epoch):
-        from ._validation import positive_int
-
+                 initial_epoch, check_finite):
         m = self.model
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
         start = int(initial_epoch)
         if not 0 <= start < epochs:
             raise ValueError(f"initial_epoch must lie in [0, epochs={epochs}), got {start}")
-        x, yy, val = m._fit_data(X, y, validation_data, validation_split)
+        x, yy, val = m.prepare_fit_data(X, y, validation_data, validation_split)
+        if check_finite:
+            _check_finite(x, yy, names=["X", "y"])
+            if val is not None:
+                _check_finite(*val, names=["validation X", "validation y"])
         return epochs, batch_size, start, x, yy, val
 
     def _fit(self, X, y, epochs, batch_size, validation_data, validation_split, shuffle,
-             callbacks, verbose, initial_epoch) -> History:
-        m = self.model
+             callbacks, verbose, initial_epoch, check_finite) -> History:
         # 1. every rank validates its arguments; all agree (a bad rank fails every rank)
         sig = err = None
         try:
             epochs, batch_size, start, x, yy, val = self._prepare(
-                X, y, epochs, batch_size, validation_data, validation_split, initial_epoch)
+                X, y, epochs, batch_size, validation_data, validation_split, initial_epoch,
+                check_finite)
             sig = self._signature(x, yy, {
                 "epochs": epochs, "batch_size": batch_size, "initial_epoch": start,
                 "shuffle": bool(shuffle),
                 "val": None if val is None else (val[0].shape, val[1].shape)})
         except Exception as exc:  # noqa: BLE001 -- reported to every rank
             err = exc
-        sigs = self._agree(err, "while checking fit's arguments", sig)
+        sigs = self.agree(err, "while checking fit's arguments", sig)
         for r, s in enumerate(sigs):
             diff = sorted(k for k in s if s[k] != sigs[0].get(k))
             if diff:
@@ -380,196 +390,29 @@ class DataParallel:
                     "same arguments and data"), None)
         # 2. rank 0's state everywhere; gradients bound to the Allreduce buffer
         self.broadcast_state()
-        ext = self._attach()
-        opt = m.optimizer
-        n = x.shape[0]
-        bs = min(batch_size, n)
-        rank, size = self.rank, self.size
-        cap = -(-bs // size)
-        xb = np.empty((cap, *x.shape[1:]), m.dtype)
-        yb = np.empty((cap, *yy.shape[1:]), yy.dtype)
-        grads = ext[:-_NCTRL]
-        ctrl = ext[-_NCTRL:]
-        drops = self._dropouts()
-        penalized = any(getattr(ly, "l1", 0) or getattr(ly, "l2", 0) for ly in m.layers)
-        history = History()
-        cbs: list[Callback] = [history]
+        self._attach()
+        # 3. the engine, with a sharded batch source and the Allreduce hook
+        cbs: list[Callback] = []
         for cb in callbacks or []:
             if self.is_root or not (isinstance(cb, ModelCheckpoint)
                                     or getattr(cb, "rank_zero_only", False)):
                 cbs.append(cb)
-        if self.is_root:
-            cbs.append(ProgressBar(epochs, n, verbose))
-        for cb in cbs:
-            cb.model = m
-        m.stop_training = False
-        tm = self.timings = {"steps": 0, "allreduce_s": 0.0, "compute_s": 0.0,
-                             "optimizer_s": 0.0, "fit_s": 0.0}
-        allreduce, IN_PLACE, SUM = self.comm.Allreduce, self._MPI.IN_PLACE, self._MPI.SUM
-        pending: BaseException | None = None
-        logs: dict[str, float] = {}
+        n = x.shape[0]
+        bar = ProgressBar(epochs, n, verbose) if self.is_root else None
+        trainer = _ParallelTrainer(self)
+        source = _ShardedBatches(trainer, x, yy, min(batch_size, n), shuffle)
+        self.timings = trainer.timings
         t_fit = time.perf_counter()
-        try:
-            try:
-                for cb in cbs:
-                    cb.on_train_begin()
-            except BaseException as exc:  # noqa: BLE001
-                pending = _mark(exc, "in on_train_begin")
-            for epoch in range(start, epochs):
-                try:
-                    if pending is None:
-                        for cb in cbs:
-                            cb.on_epoch_begin(epoch)
-                except BaseException as exc:  # noqa: BLE001
-                    pending = _mark(exc, f"in on_epoch_begin, epoch {epoch + 1}")
-                order = m.rng.permutation(n) if shuffle else None
-                tot_loss, tot_correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()
-                for bi, s in enumerate(range(0, n, bs)):
-                    gm = min(bs, n - s)
-                    lo, hi = shard_bounds(gm, rank, size)
-                    k = hi - lo
-                    w = k / gm
-                    base = [layer.counter for layer, _ in drops]
-                    tc = time.perf_counter()
-                    ctrl[:] = 0
-                    if pending is None:
-                        try:
-                            for (layer, per_row), b in zip(drops, base):
-                                layer.counter = b + lo * per_row
-                            if k:
-                                if order is not None:
-                                    idx = order[s + lo:s + hi]
-                                    xs = np.take(x, idx, axis=0, out=xb[:k])
-                                    ys = np.take(yy, idx, axis=0, out=yb[:k])
-                                else:
-                                    xs, ys = x[s + lo:s + hi], yy[s + lo:s + hi]
-                                loss, out = self._shard_grads(xs, ys, w, grads, penalized)
-                                ctrl[_LOSS] = loss * w
-                                acc = m.loss.accuracy(out, ys)
-                                ctrl[_CORRECT] = 0.0 if acc is None else acc * k
-                            else:
-                                grads.fill(0)
-                        except BaseException as exc:  # noqa: BLE001
-                            pending = _mark(exc, f"in the training step, epoch {epoch + 1}, "
-                                                 f"batch {bi + 1}")
-                    if pending is not None:
-                        ctrl[_ERROR] = 1
-                    ctrl[_STOP] = 1 if m.stop_training else 0
-                    ta = time.perf_counter()
-                    allreduce(IN_PLACE, ext, op=SUM)
-                    tb = time.perf_counter()
-                    tm["compute_s"] += ta - tc
-                    tm["allreduce_s"] += tb - ta
-                    if ctrl[_ERROR] > 0:
-                        raise self._collect_failures(
-                            pending, f"at epoch {epoch + 1}, batch {bi + 1}")
-                    if ctrl[_STOP] > 0:  # a callback asked to stop after the previous step
-                        for (layer, _), b in zip(drops, base):
-                            layer.counter = b
-                        m.stop_training = True
-                        break
-                    loss = float(ctrl[_LOSS])
-                    if not math.isfinite(loss):
-                        for (layer, _), b in zip(drops, base):
-                            layer.counter = b
-                        if self.is_root:
-                            import warnings
-
-                            warnings.warn(f"fit: loss became {loss} at epoch {epoch + 1}, batch "
-                                          f"{bi + 1}; stopping with the weights of the last "
-                                          "finite step", RuntimeWarning, stacklevel=3)
-                        m.stop_training = True
-                        break
-                    opt.step()
-                    m.step += 1
-                    for (layer, per_row), b in zip(drops, base):
-                        layer.counter = b + gm * per_row
-                    tm["optimizer_s"] += time.perf_counter() - tb
-                    tm["steps"] += 1
-                    tot_loss += loss * gm
-                    tot_correct += float(ctrl[_CORRECT])
-                    seen += gm
-                    try:
-                        for cb in cbs:
-                            cb.on_batch_end(bi, {"loss": loss, "size": gm})
-                    except BaseException as exc:  # noqa: BLE001
-                        pending = _mark(exc, f"in on_batch_end, epoch {epoch + 1}, "
-                                             f"batch {bi + 1}")
-                # epoch end: validation on shards, then agree (errors, stop, metrics)
-                part = None
-                if pending is None and val is not None:
-                    try:
-                        part = self._eval_part(val[0], val[1], max(bs, 256))
-                    except BaseException as exc:  # noqa: BLE001
-                        pending = _mark(exc, f"in validation, epoch {epoch + 1}")
-                got = self._agree(pending, f"at the end of epoch {epoch + 1}",
-                                  (bool(m.stop_training), part))
-                if any(st for st, _ in got):
-                    m.stop_training = True
-                logs = {"loss": tot_loss / max(seen, 1)}
-                if m.loss.is_classification:
-                    logs["accuracy"] = tot_correct / max(seen, 1)
-                if val is not None:
-                    for key, v in self._combine([p for _, p in got]).items():
-                        logs["val_" + key] = v
-                logs["lr"] = opt.lr
-                logs["samples_per_second"] = seen / max(time.perf_counter() - t0, 1e-9)
-                if seen:
-                    m.epoch = epoch + 1
-                try:
-                    for cb in cbs:
-                        cb.on_epoch_end(epoch, logs)
-                except BaseException as exc:  # noqa: BLE001
-                    pending = _mark(exc, f"in on_epoch_end, epoch {epoch + 1}")
-                # callbacks may stop training (EarlyStopping) or fail (a checkpoint on
-                # rank 0): agree before the next epoch; also check the weights agree
-                got = self._agree(pending, f"at the end of epoch {epoch + 1}",
-                                  (bool(m.stop_training), self._crc()))
-                self._check_consistent([c for _, c in got])
-                if any(st for st, _ in got):
-                    m.stop_training = True
-                if m.stop_training:
-                    break
-        except _Agreed:
-            for cb in cbs:
-                try:
-                    cb.on_train_end(logs)
-                except Exception:  # noqa: BLE001,S110 -- already failing; keep the first error
-                    pass
-            raise
-        tm["fit_s"] = time.perf_counter() - t_fit
-        try:
-            for cb in cbs:
-                cb.on_train_end(logs)
-        except BaseException as exc:  # noqa: BLE001
-            pending = _mark(exc, "in on_train_end")
-        self._agree(pending, "at the end of training")
+        history = trainer.fit(source, epochs, initial_epoch=start, callbacks=cbs, progress=bar,
+                              validation=val, validation_batch_size=max(source.batch_size, 256))
+        self.timings["fit_s"] = time.perf_counter() - t_fit
         return history
 
-    def _shard_grads(self, xs: np.ndarray, ys: np.ndarray, w: float, grads: np.ndarray,
-                     penalized: bool) -> tuple[float, np.ndarray]:
-        """Forward, loss and backward on this rank's shard with the gradient weighted by
-        ``w = m_r / m``: without L1/L2 penalties by scaling dL/d(output) before the
-        backward pass (m_r x outputs numbers), else the whole gradient afterwards (the
-        penalty's gradient must be weighted too, so that the sum counts it once).
-        """
-        m = self.model
-        out = m._forward(xs, True)
-        g = m._grad_buffer(out.shape)
-        loss = m.loss(out, ys, g) + m._penalty()
-        if math.isfinite(loss):
-            scale = w != 1.0
-            if scale and not penalized:
-                np.multiply(g, g.dtype.type(w), out=g)
-            m._backward(g)
-            if scale and penalized:
-                np.multiply(grads, grads.dtype.type(w), out=grads)
-        return loss, out
+    def weights_crc(self) -> int:
+        """CRC-32 of this rank's weights (compared across ranks every epoch)."""
+        return zlib.crc32(self.model.parameters().view(np.uint8))
 
-    def _crc(self) -> int:
-        return zlib.crc32(self.model._flat_params.view(np.uint8))
-
-    def _check_consistent(self, crcs: list[int]) -> None:
+    def check_consistent(self, crcs: list[int]) -> None:
         """Weights should be bitwise equal on all ranks; if the MPI library's reduction is
         not, resynchronize from rank 0 (and say so once).
         """
@@ -585,16 +428,17 @@ class DataParallel:
             self.broadcast_state()
 
     # ---- evaluation ------------------------------------------------------------------
-    def _eval_part(self, x: np.ndarray, y: np.ndarray, bs: int) -> tuple[float, float, int]:
+    def eval_shard(self, x: np.ndarray, y: np.ndarray, bs: int) -> tuple[float, float, int]:
         """Evaluate this rank's share of the rows: (loss * rows, correct, rows)."""
         lo, hi = shard_bounds(x.shape[0], self.rank, self.size)
         if hi == lo:
             return (0.0, 0.0, 0)
-        res = self.model._evaluate(x[lo:hi], y[lo:hi], bs)
+        res = self.model.evaluate_prepared(x[lo:hi], y[lo:hi], bs)
         k = hi - lo
         return (res["loss"] * k, res.get("accuracy", 0.0) * k, k)
 
-    def _combine(self, parts: list[tuple[float, float, int]]) -> dict[str, float]:
+    def combine(self, parts: list[tuple[float, float, int]]) -> dict[str, float]:
+        """The metrics of all ranks' :meth:`eval_shard` parts: ``{"loss", "accuracy"}``."""
         n = sum(p[2] for p in parts)
         res = {"loss": sum(p[0] for p in parts) / n}
         if self.model.loss.is_classification:
@@ -605,19 +449,19 @@ class DataParallel:
         """Collective :meth:`fastnn.Sequential.evaluate`: each rank evaluates a contiguous
         share of the rows; every rank returns the combined result.
         """
-        from .model import _batch_size
-
         part = err = None
         try:
             if self.model.loss is None:
                 raise RuntimeError("call model.compile(...) before evaluate")
-            x = self.model._prep_x(X)
-            yy = self.model._prep_y(y, x.shape[0])
-            part = self._eval_part(x, yy, _batch_size(batch_size, 1024))
+            x = self.model.check_input(X)
+            yy = self.model.check_target(y, x.shape[0])
+            bs = 1024 if batch_size is None else positive_int(batch_size, "batch_size")
+            with _config.threads(self.num_threads):
+                part = self.eval_shard(x, yy, bs)
         except Exception as exc:  # noqa: BLE001
             err = exc
         try:
-            return self._combine(self._agree(err, "in evaluate", part))
+            return self.combine(self.agree(err, "in evaluate", part))
         except _Agreed as agreed:
             raise agreed.exc from agreed.cause
 
@@ -632,6 +476,197 @@ class DataParallel:
             except Exception as exc:  # noqa: BLE001
                 err = exc
         try:
-            self._agree(err, "while saving")
+            self.agree(err, "while saving")
         except _Agreed as agreed:
             raise agreed.exc from agreed.cause
+
+
+class _ShardedBatches:
+    """The batch source of data-parallel training: for every global batch of ``m`` rows
+    (the same order on every rank, from the shared seed), this rank's contiguous shard
+    ``[lo, hi)`` with ``scale = (hi - lo) / m`` and ``size = m``; possibly empty.
+
+    Dropout counters are set as if this rank had processed the rows before its shard,
+    advanced by the global batch once its step is complete, and put back when training
+    stops inside the batch (the engine closes the iterator).
+    """
+
+    def __init__(self, trainer: _ParallelTrainer, x: np.ndarray, y: np.ndarray,
+                 batch_size: int, shuffle: bool) -> None:
+        dp = trainer.dp
+        self.trainer, self.x, self.y = trainer, x, y
+        self.n_samples, self.batch_size, self.shuffle = x.shape[0], batch_size, shuffle
+        self.rank, self.size = dp.rank, dp.size
+        self.rng = dp.model.rng
+        self.drops = dp.dropout_layers()
+        cap = -(-batch_size // dp.size)
+        self.xb = np.empty((cap, *x.shape[1:]), x.dtype)
+        self.yb = np.empty((cap, *y.shape[1:]), y.dtype)
+
+    def batches(self, epoch: int):
+        """Yield this rank's shard of every global batch of the epoch."""
+        n, bs, x, y = self.n_samples, self.batch_size, self.x, self.y
+        order = self.rng.permutation(n) if self.shuffle else None
+        drops = self.drops
+        for bi, s in enumerate(range(0, n, bs)):
+            gm = min(bs, n - s)
+            lo, hi = shard_bounds(gm, self.rank, self.size)
+            k = hi - lo
+            base = [layer.counter for layer, _ in drops]
+            xs, ys = x[s:s], y[s:s]
+            if self.trainer.pending is None:
+                try:
+                    for (layer, per_row), b in zip(drops, base):
+                        layer.counter = b + lo * per_row
+                    if order is not None:
+                        idx = order[s + lo:s + hi]
+                        xs = np.take(x, idx, axis=0, out=self.xb[:k])
+                        ys = np.take(y, idx, axis=0, out=self.yb[:k])
+                    else:
+                        xs, ys = x[s + lo:s + hi], y[s + lo:s + hi]
+                except BaseException as exc:  # noqa: BLE001 -- reported in the step
+                    self.trainer.pending = _mark(exc, f"in the training step, epoch "
+                                                      f"{epoch + 1}, batch {bi + 1}")
+            try:
+                yield Batch(xs, ys, None, gm, k / gm)
+            except GeneratorExit:  # training stopped inside this batch: no rows consumed
+                for (layer, _), b in zip(drops, base):
+                    layer.counter = b
+                raise
+            for (layer, per_row), b in zip(drops, base):
+                layer.counter = b + gm * per_row
+
+
+class _ParallelTrainer(Trainer):
+    """The engine with one in-place Allreduce per step on the gradient buffer and its
+    control slots, and the error protocol: an exception on one rank (in the step, a
+    callback or the validation) is held until the next agreement point, where every
+    rank stops.
+    """
+
+    defer_stop = True  # a callback's stop is agreed in the next step's Allreduce
+    warn_stacklevel = 7
+
+    def __init__(self, dp: DataParallel) -> None:
+        super().__init__(dp.model)
+        self.dp = dp
+        self.pending: BaseException | None = None
+        self.timings: dict[str, float] = {"steps": 0, "allreduce_s": 0.0, "compute_s": 0.0,
+                                          "optimizer_s": 0.0, "fit_s": 0.0}
+        self.gradient_hooks.append(self._allreduce)
+
+    def _where(self, what: str) -> str:
+        return f"{what}, epoch {self._epoch + 1}, batch {self._batch + 1}"
+
+    def fail(self, exc: BaseException, what: str) -> None:
+        """Hold ``exc`` (the first one) until the next agreement point."""
+        if self.pending is None:
+            self.pending = _mark(exc, self._where(what))
+
+    def compute_gradients(self, x, y, sample_weight=None, scale=1.0):
+        """The engine's step on this rank's shard (zero gradients after a failure)."""
+        t = time.perf_counter()
+        loss = 0.0
+        if self.pending is None:
+            try:
+                loss = super().compute_gradients(x, y, sample_weight, scale)
+            except BaseException as exc:  # noqa: BLE001 -- reported to every rank
+                self.fail(exc, "in the training step")
+        if self.pending is not None:
+            self.model.gradients().fill(0)
+            self.last_output = None
+            loss = 0.0
+        self.timings["compute_s"] += time.perf_counter() - t
+        return loss
+
+    def _allreduce(self, grads: np.ndarray, step: dict) -> bool:
+        """Sum the weighted gradients and the control numbers over all ranks (one message)."""
+        dp, m = self.dp, self.model
+        ext = dp.message_buffer
+        ctrl = ext[-_NCTRL:]
+        ctrl[:] = 0
+        if self.pending is None and step["rows"]:
+            ctrl[_LOSS] = step["loss"] * step["scale"]
+            ctrl[_CORRECT] = step["correct"]
+        if self.pending is not None:
+            ctrl[_ERROR] = 1
+        ctrl[_STOP] = 1 if m.stop_training else 0
+        ta = time.perf_counter()
+        dp.comm.Allreduce(dp.mpi.IN_PLACE, ext, op=dp.mpi.SUM)
+        self.timings["allreduce_s"] += time.perf_counter() - ta
+        if ctrl[_ERROR] > 0:
+            raise dp.collect_failures(self.pending, f"at epoch {self._epoch + 1}, batch "
+                                                     f"{self._batch + 1}")
+        if ctrl[_STOP] > 0:  # a callback asked to stop after the previous step
+            m.stop_training = True
+            return True
+        step["loss"], step["correct"] = float(ctrl[_LOSS]), float(ctrl[_CORRECT])
+        return False
+
+    def on_nonfinite(self, loss):
+        """Only rank 0 warns."""
+        if self.dp.is_root:
+            super().on_nonfinite(loss)
+
+    def apply_attached(self):
+        """The engine's update (Ctrl-C deferred), timed."""
+        t = time.perf_counter()
+        super().apply_attached()
+        self.timings["optimizer_s"] += time.perf_counter() - t
+        self.timings["steps"] += 1
+
+    def call_callbacks(self, callbacks, method, *args):
+        """Callbacks run until one raises; the exception is held for the next agreement."""
+        if self.pending is not None:
+            return
+        try:
+            super().call_callbacks(callbacks, method, *args)
+        except BaseException as exc:  # noqa: BLE001 -- reported to every rank
+            if method in ("on_train_begin", "on_train_end"):
+                self.pending = _mark(exc, f"in {method}")
+            elif method in ("on_epoch_begin", "on_epoch_end"):
+                self.pending = _mark(exc, f"in {method}, epoch {self._epoch + 1}")
+            else:
+                self.fail(exc, f"in {method}")
+
+    def validate(self, validation, batch_size):
+        """Validation on shards, then the epoch's first agreement (errors, stop, metrics)."""
+        dp, m = self.dp, self.model
+        part = None
+        if self.pending is None and validation is not None:
+            try:
+                part = dp.eval_shard(validation[0], validation[1], batch_size)
+            except BaseException as exc:  # noqa: BLE001
+                self.pending = _mark(exc, f"in validation, epoch {self._epoch + 1}")
+        got = dp.agree(self.pending, f"at the end of epoch {self._epoch + 1}",
+                        (bool(m.stop_training), part))
+        if any(st for st, _ in got):
+            m.stop_training = True
+        if validation is None:
+            return {}
+        return {"val_" + k: v for k, v in dp.combine([p for _, p in got]).items()}
+
+    def end_epoch(self, epoch):
+        """Callbacks may stop training (EarlyStopping) or fail (a checkpoint on rank 0):
+        agree before the next epoch; also check that the weights agree.
+        """
+        dp, m = self.dp, self.model
+        got = dp.agree(self.pending, f"at the end of epoch {epoch + 1}",
+                        (bool(m.stop_training), dp.weights_crc()))
+        dp.check_consistent([c for _, c in got])
+        if any(st for st, _ in got):
+            m.stop_training = True
+
+    def finish(self, callbacks, logs, failed):
+        """on_train_end everywhere; after a failure its exceptions are dropped (the first
+        error is the one raised), else agreed like any other.
+        """
+        if failed:
+            for cb in callbacks:
+                try:
+                    cb.on_train_end(logs)
+                except Exception:  # noqa: BLE001,S110 -- already failing; keep the first error
+                    pass
+            return
+        self.call_callbacks(callbacks, "on_train_end", logs)
+        self.dp.agree(self.pending, "at the end of training")

@@ -121,10 +121,7 @@ def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...]
                 continue
             if (isinstance(prev, Dense) or type(prev).__name__ == "Conv2D") and \
                     prev.activation == "identity" and name != "softmax":
-                prev.activation = name
-                from ._names import activation_code
-
-                prev._act = activation_code(name)
+                prev.activation = name  # the layer's one activation fact (name and code)
             else:
                 layers.append(Activation(name))
         else:
@@ -132,7 +129,7 @@ def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...]
     model = Sequential(layers, dtype=dtype, input_shape=input_shape)
     for layer, vals in weights:
         for i, v in enumerate(vals):
-            layer._set_param(i, v)
+            layer.set_param(i, v)
     return model
 
 

@@ -136,36 +136,72 @@ def _read_npy(z: zipfile.ZipFile, name: str, max_elements: int | None = None) ->
     return arr
 
 
-def load_model(path: str | os.PathLike) -> Any:
-    """Read a model written by :func:`save_model`; ValueError for any bad file."""
+def _open_archive(path: str | os.PathLike, what: str, formats: tuple[str, ...]
+                  ) -> tuple[zipfile.ZipFile, dict]:
+    """Open a fastnn zip, check every entry's CRC and read its bounded JSON header.
+
+    Returns the open ZipFile (the caller closes it) and the header; ValueError naming
+    ``what`` ("model", "weights") for a foreign, corrupt or malformed file.
+    """
     try:
         z = zipfile.ZipFile(path)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Exception as exc:  # noqa: BLE001 -- zipfile raises many types on foreign bytes
-        raise ValueError(f"{os.fspath(path)!r} is not a fastnn model file (not a readable zip: "
-                         f"{type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{os.fspath(path)!r} is not a fastnn {what} file (not a readable "
+                         f"zip: {type(exc).__name__}: {exc})") from None
+    try:
+        bad = z.testzip()
+        if bad is not None:
+            raise ValueError(f"{what} file is corrupted (CRC mismatch in {bad})")
+        try:
+            info = z.getinfo("fastnn.json")
+        except KeyError:
+            raise ValueError(f"not a fastnn {what} file (no fastnn.json)") from None
+        if info.file_size > _MAX_JSON:
+            raise ValueError(f"{what} file header is implausibly large")
+        try:
+            meta = json.loads(z.read("fastnn.json"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{what} file header is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict) or meta.get("format") not in formats:
+            raise ValueError(f"not a fastnn {what} file (wrong format tag)")
+    except BaseException as exc:
+        z.close()
+        if isinstance(exc, ValueError | MemoryError) or not isinstance(exc, Exception):
+            raise
+        raise ValueError(f"{what} file is malformed: {type(exc).__name__}: {exc}") from None
+    return z, meta
+
+
+def _npy_shape(z: zipfile.ZipFile, name: str) -> tuple[int, ...]:
+    """The shape in entry ``name``'s .npy header (the data is not read)."""
+    try:
+        f = z.open(name)
+    except KeyError:
+        raise ValueError(f"file is missing {name}") from None
+    with f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0}[version]
+            shape, _, _ = read(f)
+        except Exception as exc:  # noqa: BLE001 -- any parse failure is a corrupt file
+            raise ValueError(f"file entry {name} is not a valid .npy array: {exc}") from None
+    return tuple(shape)
+
+
+def load_model(path: str | os.PathLike, model_class: Any) -> Any:
+    """Read a model written by :func:`save_model` into a new ``model_class`` (``fastnn.load``
+    passes :class:`fastnn.Sequential`); ValueError for any bad file.
+    """
+    z, meta = _open_archive(path, "model", (FORMAT,))
     try:
         with z:
-            bad = z.testzip()
-            if bad is not None:
-                raise ValueError(f"model file is corrupted (CRC mismatch in {bad})")
-            try:
-                info = z.getinfo("fastnn.json")
-            except KeyError:
-                raise ValueError("not a fastnn model file (no fastnn.json)") from None
-            if info.file_size > _MAX_JSON:
-                raise ValueError("model file header is implausibly large")
-            try:
-                meta = json.loads(z.read("fastnn.json"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise ValueError(f"model file header is not valid JSON: {exc}") from None
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                raise ValueError("not a fastnn model file (wrong format tag)")
             if meta.get("version") != VERSION:
                 raise ValueError(f"unsupported fastnn model file version {meta.get('version')!r}"
                                  f" (this fastnn reads version {VERSION})")
-            return _build(z, meta)
+            return _build(z, meta, model_class)
     except ValueError:
         raise
     except MemoryError:
@@ -174,10 +210,9 @@ def load_model(path: str | os.PathLike) -> Any:
         raise ValueError(f"model file is malformed: {type(exc).__name__}: {exc}") from None
 
 
-def _build(z: zipfile.ZipFile, meta: dict) -> Any:
+def _build(z: zipfile.ZipFile, meta: dict, Sequential: Any) -> Any:  # noqa: N803 -- a class
     from . import layers as layers_mod
     from . import optim as optim_mod
-    from .model import Sequential
 
     cfg = meta["model"]
     if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
@@ -223,8 +258,7 @@ def _build(z: zipfile.ZipFile, meta: dict) -> Any:
         if "betas" in conf:
             conf["betas"] = tuple(conf["betas"])
         model.compile(optimizer=cls(**conf), loss=meta["loss"] or "cross_entropy")
-        model._ensure_optimizer()
-        n_opt = model._flat_params.size
+        n_opt = model.count_params()
         state = {name: _read_npy(z, f"optim/{name}.npy", n_opt) for name in opt_meta["state"]}
         model.optimizer.load_state_dict({"step_count": opt_meta["step_count"], "state": state})
     elif meta.get("loss"):
@@ -272,20 +306,8 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
     list of str
         Names of the layers that were loaded.
     """
-    try:
-        z = zipfile.ZipFile(path)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except Exception as exc:  # noqa: BLE001 -- zipfile raises many types on foreign bytes
-        raise ValueError(f"{os.fspath(path)!r} is not a fastnn weights file: "
-                         f"{type(exc).__name__}: {exc}") from None
+    z, meta = _open_archive(path, "weights", (WEIGHTS_FORMAT, FORMAT))
     with z:
-        try:
-            meta = json.loads(z.read("fastnn.json"))
-        except (KeyError, ValueError, UnicodeDecodeError):
-            raise ValueError("not a fastnn weights file (no valid fastnn.json)") from None
-        if not isinstance(meta, dict) or meta.get("format") not in (WEIGHTS_FORMAT, FORMAT):
-            raise ValueError("not a fastnn weights file (wrong format tag)")
         if meta["format"] == FORMAT:  # a whole-model file: map its params to layer names
             entries = _model_file_entries(meta)
         else:
@@ -296,13 +318,16 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
             names = entries.get(layer.name)
             if not names or not layer.params:
                 continue
-            arrays = [_read_npy(z, e) for e in names]
-            if [a.shape for a in arrays] != [p.shape for p in layer.params]:
+            # shapes from the .npy headers first: a mismatch reads no data, and every
+            # array read is bounded by the size of the parameter it fills
+            shapes = [_npy_shape(z, e) for e in names]
+            if shapes != [p.shape for p in layer.params]:
                 if skip_mismatch:
                     continue
                 raise ValueError(
                     f"load_weights: layer {layer.name!r} has parameter shapes "
-                    f"{[p.shape for p in layer.params]}, the file has {[a.shape for a in arrays]}")
+                    f"{[p.shape for p in layer.params]}, the file has {shapes}")
+            arrays = [_read_npy(z, e, p.size) for e, p in zip(names, layer.params)]
             plan.append((layer, arrays))
     for layer, arrays in plan:  # every array was read and checked: now assign
         for p, a in zip(layer.params, arrays):

@@ -21,10 +21,21 @@ import numpy as np
 from . import _kernels as _k
 from ._config import get_num_threads
 from ._names import NEEDS_Z, activation_code, activation_name
-from ._validation import positive_int
+from ._validation import conv_padding, int2, pool_args, positive_int, window_size
 from .init import Initializer, check_initializer, draw
 
 SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+_version = [0]  # bumped whenever a layer's trainable flag or activation changes
+
+
+def structure_version() -> int:
+    """A counter that changes whenever any layer's ``trainable`` flag or activation changes:
+    the training engine re-checks its cached optimizer attachment and one-call plans
+    only then (a cheap test per step instead of a scan of every layer).
+    """
+    return _version[0]
 
 
 class _ThreadState(threading.local):
@@ -92,8 +103,24 @@ class Layer:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        for name in ("activation", "trainable"):  # pickled before they became properties
+            if name in state:
+                state["_" + name] = state.pop(name)
         self.__dict__.update(state)
         self._tls = _ThreadState()
+
+    @property
+    def trainable(self) -> bool:
+        """False freezes the layer (no gradients applied, no optimizer state)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        old = self.__dict__.get("_trainable")
+        self._trainable = bool(value)
+        if old is not None and old != self._trainable:  # a change, not the constructor
+            _version[0] += 1
 
     # ---- parameters -------------------------------------------------------
     def param_shapes(self, input_shape: tuple[int | None, ...]) -> list[tuple[int, ...]]:
@@ -133,7 +160,12 @@ class Layer:
         self.params = params
         self.grads = grads
 
-    def _set_param(self, i: int, value: Any) -> None:
+    def set_param(self, i: int, value: Any) -> None:
+        """Assign parameter ``i`` (``param_names[i]``) in place, shape-checked.
+
+        The parameter stays a view of the model's flat buffer, so an optimizer
+        attached to the model sees the new values.
+        """
         if not self.params:
             raise RuntimeError(f"{self.name or type(self).__name__} is not built yet")
         arr = np.asarray(value)
@@ -197,7 +229,35 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-class _WeightLayer(Layer):
+class _ActivationMixin:
+    """One fact for a layer's activation: the name (``activation``) and the C code the
+    kernels take (``activation_code``) are set together, and setting it drops the
+    per-thread work buffers (gelu/silu keep a pre-activation buffer the others lack),
+    so ``layer.activation = "gelu"`` changes predictions, training and what is saved.
+    """
+
+    @property
+    def activation(self) -> str:
+        """Canonical activation name (see :data:`fastnn.ACTIVATIONS`); assignable."""
+        return self._activation
+
+    @activation.setter
+    def activation(self, value: str | None) -> None:
+        name = activation_name(value)
+        old = self.__dict__.get("_activation")
+        self._activation = name
+        self._act = activation_code(name)
+        self._tls = _ThreadState()
+        if old is not None and old != name:  # a change, not the constructor
+            _version[0] += 1
+
+    @property
+    def activation_code(self) -> int:
+        """The activation's C enum code (``fnn_act`` in ``csrc/fastnn.h``)."""
+        return self._act
+
+
+class _WeightLayer(_ActivationMixin, Layer):
     """Shared parts of Dense and Conv2D: a weight ("kernel") and optional bias, a fused
     activation, an initializer and L1/L2 penalties on the weight.
     """
@@ -206,8 +266,7 @@ class _WeightLayer(Layer):
 
     def _setup(self, activation: str | None, init: str | Initializer, bias: bool, l1: float,
                l2: float) -> None:
-        self.activation = activation_name(activation)
-        self._act = activation_code(self.activation)
+        self.activation = activation
         self.init = check_initializer(init)
         self.use_bias = bool(bias)
         for nm, v in (("l1", l1), ("l2", l2)):
@@ -224,7 +283,7 @@ class _WeightLayer(Layer):
 
     @weight.setter
     def weight(self, value: Any) -> None:
-        self._set_param(0, value)
+        self.set_param(0, value)
 
     @property
     def bias(self) -> np.ndarray | None:
@@ -235,7 +294,7 @@ class _WeightLayer(Layer):
     def bias(self, value: Any) -> None:
         if not self.use_bias:
             raise AttributeError(f"this {type(self).__name__} layer was created with bias=False")
-        self._set_param(1, value)
+        self.set_param(1, value)
 
     @property
     def grad_weight(self) -> np.ndarray | None:
@@ -357,7 +416,7 @@ class Dense(_WeightLayer):
                 **self._config()}
 
 
-class Activation(Layer):
+class Activation(_ActivationMixin, Layer):
     """A standalone activation layer, ``y = act(x)`` (softmax over the last axis).
 
     Parameters
@@ -368,8 +427,7 @@ class Activation(Layer):
 
     def __init__(self, activation: str, name: str | None = None) -> None:
         super().__init__(name, True)
-        self.activation = activation_name(activation)
-        self._act = activation_code(self.activation)
+        self.activation = activation
 
     def forward(self, x, training):
         """act(x) into a reused buffer; keeps x only when the derivative needs it."""
@@ -503,7 +561,7 @@ def _spatial_out(layer: str, input_shape, kernel, stride, padding, channels: int
         if size + 2 * p < k:
             raise ValueError(f"{layer}: kernel {tuple(kernel)} is larger than the padded input "
                              f"{(h + 2 * padding[0], w + 2 * padding[1])}")
-        dims.append((size + 2 * p - k) // st + 1)
+        dims.append(window_size(size, k, st, p))
     return (c, *dims)
 
 
@@ -536,13 +594,11 @@ class Conv2D(_WeightLayer):
                  padding: Any = 0, activation: str | None = None,
                  init: str | Initializer = "glorot_uniform", bias: bool = True, l1: float = 0.0,
                  l2: float = 0.0, name: str | None = None, trainable: bool = True) -> None:
-        from .kernels import _conv_padding, _int2
-
         super().__init__(name, trainable)
         self.in_channels = positive_int(in_channels, "in_channels")
         self.out_channels = positive_int(out_channels, "out_channels")
-        self.kernel_size = _int2(kernel_size, "kernel_size", "Conv2D", 1)
-        sh, sw, ph, pw = _conv_padding("Conv2D", self.kernel_size, stride, padding)
+        self.kernel_size = int2(kernel_size, "kernel_size", "Conv2D", 1)
+        sh, sw, ph, pw = conv_padding("Conv2D", self.kernel_size, stride, padding)
         self.stride, self.padding = (sh, sw), (ph, pw)
         self._setup(activation, init, bias, l1, l2)
 
@@ -627,11 +683,9 @@ class _Pool2D(Layer):
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  name: str | None = None) -> None:
-        from .kernels import _pool_args
-
         super().__init__(name, True)
         kind = type(self).__name__
-        self.kernel_size, self.stride, self.padding = _pool_args(kind, kernel_size, stride,
+        self.kernel_size, self.stride, self.padding = pool_args(kind, kernel_size, stride,
                                                                  padding)
 
     def output_shape(self, input_shape):

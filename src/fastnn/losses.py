@@ -21,15 +21,40 @@ class Loss:
 
     name = ""
     is_classification = False
+    #: True when the one-call MLP step (``MLPPlan``) computes this loss in C (``kind``)
+    fusable = False
 
     def prepare(self, y: Any, n_rows: int, out_shape: tuple[int, ...], dtype: np.dtype,
                 argname: str = "y") -> np.ndarray:
         """Targets checked against the model's output shape, converted once."""
         raise NotImplementedError
 
-    def __call__(self, out: np.ndarray, y: np.ndarray, grad: np.ndarray | None) -> float:
-        """Loss of output ``out`` against prepared targets ``y``; fills ``grad`` (dL/dout)."""
+    def __call__(self, out: np.ndarray, y: np.ndarray, grad: np.ndarray | None,
+                 sample_weight: np.ndarray | None = None) -> float:
+        """Loss of output ``out`` against prepared targets ``y``; fills ``grad`` (dL/dout).
+
+        With ``sample_weight`` (rows,): ``sum(w_i * loss_i) / sum(w)``, where ``loss_i``
+        is row i's loss under this loss's reduction (see :meth:`per_sample`); integer
+        weights then equal repeating rows.
+        """
         raise NotImplementedError
+
+    def per_sample(self, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Loss of every row, float64 (rows,), whose mean is the batch loss."""
+        raise NotImplementedError
+
+    def _reweight(self, out: np.ndarray, y: np.ndarray, grad: np.ndarray | None,
+                  w: np.ndarray) -> float:
+        """Turn the unweighted mean's gradient in ``grad`` into the weighted mean's."""
+        w = np.asarray(w, np.float64)
+        m = out.shape[0]
+        if w.shape != (m,):
+            raise ValueError(f"sample_weight must have shape ({m},), got {w.shape}")
+        total = float(w.sum())
+        if grad is not None:
+            scale = (w * (m / total)).astype(grad.dtype)
+            grad *= scale.reshape((m,) + (1,) * (grad.ndim - 1))
+        return float(np.dot(self.per_sample(out, y), w) / total)
 
     def accuracy(self, out: np.ndarray, y: np.ndarray) -> float | None:
         """Fraction of correct predictions, or None for a regression loss."""
@@ -64,6 +89,7 @@ class CrossEntropy(Loss):
     Targets: integer class labels (batch,), or one-hot / probability rows (batch, classes).
     """
 
+    fusable = True
     name = "cross_entropy"
     is_classification = True
 
@@ -77,15 +103,26 @@ class CrossEntropy(Loss):
             return _float_targets(arr, n_rows, out_shape, dtype, argname)
         return labels_array(arr, n_rows, out_shape[0], argname)
 
-    def __call__(self, out, y, grad):
+    def __call__(self, out, y, grad, sample_weight=None):
         """Mean loss; grad = (softmax - onehot) / batch."""
         if y.ndim == 1:
-            return _k.cross_entropy[SPEC[out.dtype]](grad, out, y, None)
-        return _k.cross_entropy[SPEC[out.dtype]](grad, out, None, y)
+            loss = _k.cross_entropy[SPEC[out.dtype]](grad, out, y, None)
+        else:
+            loss = _k.cross_entropy[SPEC[out.dtype]](grad, out, None, y)
+        return loss if sample_weight is None else self._reweight(out, y, grad, sample_weight)
+
+    def per_sample(self, out, y):
+        """-log softmax(out)[label] per row (or -sum(y * log softmax(out)) for rows)."""
+        z = out.astype(np.float64)
+        zmax = z.max(axis=1, keepdims=True)
+        logp = z - zmax - np.log(np.exp(z - zmax).sum(axis=1, keepdims=True))
+        if y.ndim == 1:
+            return -logp[np.arange(len(z)), y]
+        return -(y.astype(np.float64) * logp).sum(axis=1)
 
     def kind(self, y):
-        """0: integer labels, 1: probability rows."""
-        return 0 if y.ndim == 1 else 1
+        """FNN_LOSS_CE_LABELS for integer labels, FNN_LOSS_CE_ROWS for probability rows."""
+        return _k.LOSS_CE_LABELS if y.ndim == 1 else _k.LOSS_CE_ROWS
 
     def accuracy(self, out, y):
         """Top-1 accuracy."""
@@ -96,6 +133,7 @@ class CrossEntropy(Loss):
 class MSE(Loss):
     """Mean squared error over all elements (``torch.nn.MSELoss``)."""
 
+    fusable = True
     name = "mse"
 
     def prepare(self, y, n_rows, out_shape, dtype, argname="y"):
@@ -104,17 +142,24 @@ class MSE(Loss):
 
     def kind(self, y):
         """FNN_LOSS_MSE."""
-        return 2
+        return _k.LOSS_MSE
 
-    def __call__(self, out, y, grad):
+    def __call__(self, out, y, grad, sample_weight=None):
         """Mean of (out - y)^2; grad = 2 (out - y) / out.size."""
-        return _k.mse[SPEC[out.dtype]](None if grad is None else grad.reshape(-1),
+        loss = _k.mse[SPEC[out.dtype]](None if grad is None else grad.reshape(-1),
                                        out.reshape(-1), y.reshape(-1))
+        return loss if sample_weight is None else self._reweight(out, y, grad, sample_weight)
+
+    def per_sample(self, out, y):
+        """Mean of (out - y)^2 over each row's outputs."""
+        d = out.astype(np.float64) - y.astype(np.float64)
+        return (d * d).reshape(len(d), -1).mean(axis=1)
 
 
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy from logits (``torch.nn.BCEWithLogitsLoss``), mean over elements."""
 
+    fusable = True
     name = "binary_cross_entropy"
     is_classification = True
 
@@ -128,12 +173,18 @@ class BinaryCrossEntropy(Loss):
 
     def kind(self, y):
         """FNN_LOSS_BCE."""
-        return 3
+        return _k.LOSS_BCE
 
-    def __call__(self, out, y, grad):
+    def __call__(self, out, y, grad, sample_weight=None):
         """Mean BCE; grad = (sigmoid(out) - y) / out.size."""
-        return _k.bce_logits[SPEC[out.dtype]](None if grad is None else grad.reshape(-1),
+        loss = _k.bce_logits[SPEC[out.dtype]](None if grad is None else grad.reshape(-1),
                                               out.reshape(-1), y.reshape(-1))
+        return loss if sample_weight is None else self._reweight(out, y, grad, sample_weight)
+
+    def per_sample(self, out, y):
+        """Mean of log(1 + e^z) - y z over each row's outputs."""
+        z = out.astype(np.float64).reshape(len(out), -1)
+        return (np.logaddexp(0.0, z) - y.astype(np.float64).reshape(z.shape) * z).mean(axis=1)
 
     def accuracy(self, out, y):
         """Fraction of elements with (logit > 0) == (target > 0.5)."""

@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import threading
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import _kernels as _k
-from ._config import get_num_threads
-from ._names import NEEDS_Z
+from . import io as _io
+from ._batches import ArrayBatches
+from ._validation import check_finite as _check_finite
+from ._validation import positive_int
 from .callbacks import Callback, History, ProgressBar
-from .layers import SPEC, Dense, Layer
+from .layers import Layer
 from .losses import Loss, get_loss
 from .optim import Optimizer, get_optimizer
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) for the duration of the block, then deliver it.
-
-    Used around the optimizer update and the step counters so that an interrupt
-    never leaves the weights half-updated: a KeyboardInterrupt raised by a signal
-    lands before or after the whole update.  Only the main thread receives
-    signals; elsewhere, or when SIGINT is not Python's default handler, the
-    block runs as is.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    try:
-        old = signal.getsignal(signal.SIGINT)
-    except (ValueError, OSError):  # pragma: no cover -- no signal support
-        old = None
-    if old is not signal.default_int_handler:
-        yield
-        return
-    pending: list[tuple] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: pending.append((signum, frame)))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        if pending:
-            old(*pending[0])
+from .training import Trainer
 
 
 class Sequential:
@@ -98,9 +66,7 @@ class Sequential:
         self.stop_training = False
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimizer steps
-        self._grad_cache: dict[tuple, np.ndarray] = {}
-        self._bad_grads = False
-        self._opt_key: tuple | None = None
+        self._trainer: Trainer | None = None
         self._flat_params = np.empty(0, dt)
         self._flat_grads = np.empty(0, dt)
         for layer in layers or []:
@@ -202,11 +168,6 @@ class Sequential:
             layer.bind(pv, gv)
             ranges.append((start, off))
         self._flat_params, self._flat_grads, self._ranges = flat_p, flat_g, ranges
-        self._plans = {}
-        self._plan_eligible = bool(self._layers) and all(
-            isinstance(la, Dense) and not (la.l1 or la.l2) for la in self._layers)
-        self._opt_key = None
-        self._grad_cache.clear()
 
     def _check_input_shape(self, sample_shape: tuple[int, ...], argname: str = "X") -> None:
         """Validate a per-sample input shape through every layer (once per new shape)."""
@@ -229,6 +190,47 @@ class Sequential:
     def count_params(self) -> int:
         """Number of scalar parameters."""
         return int(self._flat_params.size)
+
+    def parameters(self) -> np.ndarray:
+        """The flat parameter buffer, (count_params(),): every ``layer.params`` array is a
+        view of it, layer by layer (weight, then bias).  Writing it writes the weights.
+        """
+        return self._flat_params
+
+    def gradients(self) -> np.ndarray:
+        """The flat gradient buffer, laid out as :meth:`parameters` (``layer.grads`` are
+        views of it); filled by :meth:`compute_gradients` / :meth:`backward`.
+        """
+        return self._flat_grads
+
+    def parameter_ranges(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of every layer's parameters in :meth:`parameters`, in layer order."""
+        return list(self._ranges)
+
+    def trainable_ranges(self) -> list[tuple[int, int]]:
+        """The :meth:`parameter_ranges` of the trainable layers (what an optimizer updates)."""
+        return [r for layer, r in zip(self._layers, self._ranges) if layer.trainable]
+
+    def bind_gradient_buffer(self, buf: np.ndarray) -> None:
+        """Make ``buf`` (shape (count_params(),), the model's dtype, C-contiguous; e.g. a view
+        of a larger message buffer) the gradient buffer: its current gradients are copied
+        in and every layer's ``grads`` become views of it.  The optimizer re-attaches at
+        the next step, keeping its state.
+        """
+        g = self._flat_grads
+        if not isinstance(buf, np.ndarray) or buf.shape != g.shape or buf.dtype != g.dtype \
+                or not buf.flags.c_contiguous:
+            raise ValueError(f"gradient buffer must be a C-contiguous {g.dtype} array of shape "
+                             f"{g.shape}, got {getattr(buf, 'dtype', type(buf).__name__)} "
+                             f"{getattr(buf, 'shape', '')}")
+        buf[...] = g
+        for layer, (a, _) in zip(self._layers, self._ranges):
+            views, off = [], a
+            for p in layer.params:
+                views.append(buf[off:off + p.size].reshape(p.shape))
+                off += p.size
+            layer.bind(layer.params, views)
+        self._flat_grads = buf
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of every parameter, layer by layer (weight, then bias)."""
@@ -287,22 +289,25 @@ class Sequential:
         """
         opt = get_optimizer(optimizer)
         self.loss = get_loss(loss)
-        self.optimizer = opt
-        self._opt_key = None
+        self.optimizer = opt  # public: schedules and callbacks read and set optimizer.lr
+        self.trainer.attach()
         return self
 
-    def _ensure_optimizer(self) -> Optimizer:
-        if self.optimizer is None or self.loss is None:
-            raise RuntimeError("call model.compile(optimizer=..., loss=...) before training")
-        key = tuple(layer.trainable for layer in self._layers)
-        if key != self._opt_key:
-            ranges = [r for layer, r in zip(self._layers, self._ranges) if layer.trainable]
-            self.optimizer.setup(self._flat_params, self._flat_grads, ranges)
-            self._opt_key = key
-        return self.optimizer
+    @property
+    def trainer(self) -> Trainer:
+        """The training engine of this model (:class:`fastnn.training.Trainer`): its
+        optimizer and loss are the ones given to :meth:`compile`.
+        """
+        if self._trainer is None:
+            self._trainer = Trainer(self)
+        return self._trainer
 
     # ---- boundary checks ---------------------------------------------------
-    def _prep_x(self, X: Any, argname: str = "X") -> np.ndarray:
+    def check_input(self, X: Any, argname: str = "X") -> np.ndarray:
+        """X checked against the model's input shape, as a C-contiguous array of its dtype.
+
+        ValueError / TypeError naming ``argname`` for a wrong shape, dtype or an empty batch.
+        """
         try:
             arr = np.asarray(X)
         except Exception as exc:  # noqa: BLE001
@@ -318,8 +323,12 @@ class Sequential:
         with np.errstate(over="ignore"):  # too large for float32 -> inf (fit's check names it)
             return np.ascontiguousarray(arr, dtype=self.dtype)
 
-    def _prep_y(self, y: Any, n: int, argname: str = "y") -> np.ndarray:
-        assert self.loss is not None
+    def check_target(self, y: Any, n: int, argname: str = "y") -> np.ndarray:
+        """Targets for ``n`` rows checked against the compiled loss and the output shape,
+        converted once (int64 labels or float rows).
+        """
+        if self.loss is None:
+            raise RuntimeError("call model.compile(optimizer=..., loss=...) first")
         return self.loss.prepare(y, n, tuple(self.output_shape), self.dtype, argname)
 
     # ---- computation ---------------------------------------------------------
@@ -328,98 +337,9 @@ class Sequential:
             x = layer.forward(x, training)
         return x
 
-    def _backward(self, g: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
-        """Backpropagate g (overwritten) through every layer; dx only where needed."""
-        first = 0 if input_grad else next(
-            (i for i, layer in enumerate(self._layers) if layer.trainable and layer.params),
-            len(self._layers))
-        for i in range(len(self._layers) - 1, first - 1, -1):
-            g = self._layers[i].backward(g, i > first or input_grad)
-        return g if input_grad else None
-
-    def _penalty(self) -> float:
+    def penalty(self) -> float:
+        """The layers' L1/L2 terms added to the loss."""
         return sum(layer.penalty() for layer in self._layers)
-
-    def _grad_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
-        buf = self._grad_cache.get(shape)
-        if buf is None:
-            if len(self._grad_cache) >= 4:
-                self._grad_cache.pop(next(iter(self._grad_cache)))
-            buf = self._grad_cache[shape] = np.empty(shape, self.dtype)
-        return buf
-
-    def _mlp_plan(self, n: int) -> Any:
-        """The one-call training step of a Dense-only model for batch size n, or None.
-
-        Eligible: every layer a Dense without L1/L2.  The plan points at the flat
-        parameter and gradient buffers and at buffers of its own; it is rebuilt when
-        the batch size, the layers' gradient arrays or the trainable flags change.
-        """
-        if not self._plan_eligible:
-            return None
-        key = (n, tuple(layer.trainable for layer in self._layers),
-               tuple(id(g) for layer in self._layers for g in layer.grads))
-        plan = self._plans.get(key)
-        if plan is None:
-            from ._kernels import MLPPlan
-
-            layers = self._layers
-            first = next((i for i, la in enumerate(layers) if la.trainable), len(layers))
-            dt = self.dtype
-
-            def buf(shape):
-                return np.empty(shape, dt)
-
-            acts = [buf((n, la.out_features)) for la in layers]
-            plan = MLPPlan(
-                dt == np.float32, n, first, [la.in_features for la in layers],
-                [la.out_features for la in layers], [la._act for la in layers],
-                [la.params[0] for la in layers], [la.bias for la in layers],
-                [la.grads[0] if la.trainable else None for la in layers],
-                [la.grad_bias if la.trainable else None for la in layers], acts,
-                [buf((n, la.out_features)) if la.activation in NEEDS_Z else None
-                 for la in layers],
-                [buf((n, la.in_features)) if i > first else None
-                 for i, la in enumerate(layers)],
-                buf((n, layers[-1].out_features)))
-            if len(self._plans) >= 4:
-                self._plans.pop(next(iter(self._plans)))
-            plan = self._plans[key] = (plan, acts[-1])
-        return plan
-
-    def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Forward, loss and backward.  The loss is returned as NaN when it or any gradient
-        is not finite (so that no update is applied from it).
-        """
-        planned = self._mlp_plan(x.shape[0])
-        if planned is not None:  # a Dense-only model: forward, loss, backward in one C call
-            plan, out = planned
-            kind = self.loss.kind(y)
-            try:
-                loss = plan.run(x, y if kind == 0 else None, None if kind == 0 else y, kind,
-                                get_num_threads())
-            except ValueError:
-                self._prep_y(y, x.shape[0])  # unchecked labels: raise the detailed error
-                raise
-        else:
-            out = self._forward(x, True)
-            g = self._grad_buffer(out.shape)
-            loss = self.loss(out, y, g) + self._penalty()
-            if math.isfinite(loss):
-                self._backward(g)
-        self._bad_grads = False
-        # a finite loss can still give an inf/NaN gradient (overflow in a backward),
-        # which would poison the weights: one vectorized C pass over the gradients
-        if math.isfinite(loss) and not _k.all_finite[SPEC[self.dtype]](self._flat_grads):
-            self._bad_grads = True
-            return math.nan, out
-        return loss, out
-
-    def _apply_step(self, opt: Optimizer) -> None:
-        """The optimizer update and the step counter, as one unit w.r.t. Ctrl-C."""
-        with _sigint_deferred():
-            opt.step()
-            self.step += 1
 
     def forward(self, X: Any, training: bool = False) -> np.ndarray:
         """Model output for a batch (a new array).  ``training=True`` applies dropout.
@@ -432,7 +352,7 @@ class Sequential:
         -------
         ndarray, (batch, *output_shape)
         """
-        return self._forward(self._prep_x(X), training).copy()
+        return self._forward(self.check_input(X), training).copy()
 
     def backward(self, grad_out: Any) -> np.ndarray:
         """Backpropagate dL/d(output) of the last :meth:`forward`; fill every trainable
@@ -452,7 +372,7 @@ class Sequential:
         if expected is not None and g.shape != expected.shape:
             raise ValueError(f"grad_out must have shape {expected.shape} (the last forward's "
                              f"output), got {g.shape}")
-        return self._backward(g, input_grad=True).copy()
+        return self.trainer.backward(g, input_grad=True).copy()
 
     def compute_gradients(self, X: Any, y: Any) -> float:
         """Forward, loss (with L1/L2 penalties) and backward; no update.
@@ -462,10 +382,10 @@ class Sequential:
         float
             The loss.  Gradients are in each layer's ``grads`` (``grad_weight``...).
         """
-        self._ensure_optimizer()
-        x = self._prep_x(X)
-        loss, _ = self._loss_and_grads(x, self._prep_y(y, x.shape[0]))
-        return float(loss)
+        trainer = self.trainer
+        trainer.attach()
+        x = self.check_input(X)
+        return trainer.compute_gradients(x, self.check_target(y, x.shape[0]))
 
     def train_step(self, X: Any, y: Any) -> float:
         """One optimizer step on one batch; returns the loss before the step.
@@ -473,19 +393,21 @@ class Sequential:
         A non-finite loss (or gradient) skips the update (the weights stay as they
         were) and is returned as is (NaN for a non-finite gradient).
         """
-        opt = self._ensure_optimizer()
-        x = self._prep_x(X)
+        trainer = self.trainer
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError("call model.compile(optimizer=..., loss=...) before training")
+        x = self.check_input(X)
         n = x.shape[0]
-        if (self._plan_eligible and type(y) is np.ndarray and y.dtype == np.int64
+        if (trainer.uses_fused_step() and type(y) is np.ndarray and y.dtype == np.int64
                 and y.ndim == 1 and y.shape[0] == n and y.flags.c_contiguous
                 and self.loss.name == "cross_entropy"):
             yy = y  # the one-call step checks the label range before writing anything
-        else:
-            yy = self._prep_y(y, n)
-        loss, _ = self._loss_and_grads(x, yy)
-        if math.isfinite(loss):
-            self._apply_step(opt)
-        return float(loss)
+            try:
+                return trainer.train_step(x, yy)
+            except ValueError:
+                self.check_target(y, n)  # unchecked labels: raise the detailed error
+                raise
+        return trainer.train_step(x, self.check_target(y, n))
 
     def predict(self, X: Any, batch_size: int | None = None) -> np.ndarray:
         """Outputs for every row of X (logits for the logit losses), in batches.
@@ -499,7 +421,7 @@ class Sequential:
         -------
         ndarray, (n, *output_shape)
         """
-        x = self._prep_x(X)
+        x = self.check_input(X)
         bs = _batch_size(batch_size, 1024)
         out = None
         for s in range(0, x.shape[0], bs):
@@ -519,11 +441,16 @@ class Sequential:
         """
         if self.loss is None:
             raise RuntimeError("call model.compile(...) before evaluate")
-        x = self._prep_x(X)
-        yy = self._prep_y(y, x.shape[0])
-        return self._evaluate(x, yy, _batch_size(batch_size, 1024))
+        x = self.check_input(X)
+        yy = self.check_target(y, x.shape[0])
+        return self.evaluate_prepared(x, yy, _batch_size(batch_size, 1024))
 
-    def _evaluate(self, x: np.ndarray, y: np.ndarray, bs: int) -> dict[str, float]:
+    def evaluate_prepared(self, x: np.ndarray, y: np.ndarray, batch_size: int
+                          ) -> dict[str, float]:
+        """:meth:`evaluate` on data already checked by :meth:`check_input` / :meth:`check_target`
+        (no conversion), in batches of ``batch_size``.
+        """
+        bs = batch_size
         n = x.shape[0]
         total, correct = 0.0, 0.0
         for s in range(0, n, bs):
@@ -533,14 +460,14 @@ class Sequential:
             acc = self.loss.accuracy(o, y[s:s + m])
             if acc is not None:
                 correct += acc * m
-        res = {"loss": total / n + self._penalty()}
+        res = {"loss": total / n + self.penalty()}
         if self.loss.is_classification:
             res["accuracy"] = correct / n
         return res
 
-    def _fit_data(self, X: Any, y: Any, validation_data: tuple[Any, Any] | None,
-                  validation_split: float
-                  ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    def prepare_fit_data(self, X: Any, y: Any, validation_data: tuple[Any, Any] | None = None,
+                         validation_split: float = 0.0
+                         ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """X, y and the validation pair of a fit, checked and converted once (also used by
         :class:`fastnn.distributed.DataParallel`); the validation split takes the last rows.
         """
@@ -548,9 +475,9 @@ class Sequential:
             raise ValueError(f"validation_split must lie in [0, 1), got {validation_split}")
         if validation_data is not None and validation_split:
             raise ValueError("give validation_data or validation_split, not both")
-        self._ensure_optimizer()
-        x = self._prep_x(X)
-        yy = self._prep_y(y, x.shape[0])
+        self.trainer.attach()
+        x = self.check_input(X)
+        yy = self.check_target(y, x.shape[0])
         val = None
         if validation_split:
             n_val = int(math.ceil(x.shape[0] * validation_split))
@@ -561,8 +488,8 @@ class Sequential:
         elif validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
-            xv = self._prep_x(validation_data[0], "validation_data[0]")
-            val = (xv, self._prep_y(validation_data[1], xv.shape[0], "validation_data[1]"))
+            xv = self.check_input(validation_data[0], "validation_data[0]")
+            val = (xv, self.check_target(validation_data[1], xv.shape[0], "validation_data[1]"))
         return x, yy, val
 
     # ---- fit -----------------------------------------------------------------
@@ -570,7 +497,7 @@ class Sequential:
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, callbacks: Sequence[Callback] | None = None,
             verbose: int = 1, initial_epoch: int = 0, check_finite: bool = True,
-            distributed: bool = False) -> History:
+            distributed: Any = False) -> History:
         """Train for ``epochs`` passes over (X, y).
 
         Parameters
@@ -596,11 +523,13 @@ class Sequential:
             Check X, y and the validation data for NaN and infinity once, before
             training (ValueError naming the array and the first bad index), as
             scikit-learn does.  One pass over the data; pass False to skip it.
-        distributed : bool
-            Data-parallel training over MPI (``mpiexec -n 4 python train.py``): the
-            same as ``fastnn.distributed.DataParallel(model).fit(...)`` on
+        distributed : bool or strategy
+            Data-parallel training over MPI (``mpiexec -n 4 python train.py``): True
+            is the same as ``fastnn.distributed.DataParallel(model).fit(...)`` on
             ``MPI.COMM_WORLD``; ``batch_size`` is then the global batch.  Needs the
-            ``mpi`` extra.
+            ``mpi`` extra.  A strategy object wrapping this model (anything with
+            ``.model is self`` and ``.fit(X, y, **fit_arguments)``, e.g. a
+            ``DataParallel`` on your own communicator) is used as is.
 
         Returns
         -------
@@ -616,94 +545,40 @@ class Sequential:
         and the KeyboardInterrupt is re-raised; a later ``fit`` continues from there.
         """
         if distributed:
-            from .distributed import DataParallel
+            if distributed is True:
+                from .distributed import DataParallel  # one way: distributed never imports model
 
-            with DataParallel(self) as dp:
-                return dp.fit(X, y, epochs=epochs, batch_size=batch_size,
-                              validation_data=validation_data,
-                              validation_split=validation_split, shuffle=shuffle,
-                              callbacks=callbacks, verbose=verbose, initial_epoch=initial_epoch)
-        from ._validation import positive_int
-
+                with DataParallel(self) as dp:
+                    return dp.fit(X, y, epochs=epochs, batch_size=batch_size,
+                                  validation_data=validation_data,
+                                  validation_split=validation_split, shuffle=shuffle,
+                                  callbacks=callbacks, verbose=verbose,
+                                  initial_epoch=initial_epoch, check_finite=check_finite)
+            if getattr(distributed, "model", None) is not self or not hasattr(distributed, "fit"):
+                raise TypeError("distributed must be a bool or a strategy wrapping this model "
+                                "(e.g. fastnn.distributed.DataParallel(model)), got "
+                                f"{type(distributed).__name__}")
+            return distributed.fit(X, y, epochs=epochs, batch_size=batch_size,
+                                   validation_data=validation_data,
+                                   validation_split=validation_split, shuffle=shuffle,
+                                   callbacks=callbacks, verbose=verbose,
+                                   initial_epoch=initial_epoch, check_finite=check_finite)
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
-        x, yy, val = self._fit_data(X, y, validation_data, validation_split)
+        x, yy, val = self.prepare_fit_data(X, y, validation_data, validation_split)
         if check_finite:
-            from ._validation import check_finite as _check_finite
-
             _check_finite(x, yy, names=["X", "y"])
             if val is not None:
                 _check_finite(*val, names=["validation X", "validation y"])
-        n = x.shape[0]
-        bs = min(batch_size, n)
-        xb = np.empty((bs, *x.shape[1:]), self.dtype)
-        yb = np.empty((bs, *yy.shape[1:]), yy.dtype)
-        history = History()
-        bar = ProgressBar(epochs, n, verbose)
-        cbs = [history, *(callbacks or []), bar]
-        for cb in cbs:
-            cb.model = self
         start = int(initial_epoch)
         if not 0 <= start < epochs:
             raise ValueError(f"initial_epoch must lie in [0, epochs={epochs}), got {start}")
-        self.stop_training = False
-        opt = self.optimizer
-        logs: dict[str, float] = {}
-        try:
-            for cb in cbs:
-                cb.on_train_begin()
-            for epoch in range(start, epochs):
-                for cb in cbs:
-                    cb.on_epoch_begin(epoch)
-                order = self.rng.permutation(n) if shuffle else None
-                tot_loss, tot_correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()
-                for bi, s in enumerate(range(0, n, bs)):
-                    m = min(bs, n - s)
-                    if order is not None:
-                        idx = order[s:s + m]
-                        xs = np.take(x, idx, axis=0, out=xb[:m])
-                        ys = np.take(yy, idx, axis=0, out=yb[:m])
-                    else:
-                        xs, ys = x[s:s + m], yy[s:s + m]
-                    loss, out = self._loss_and_grads(xs, ys)
-                    if not math.isfinite(loss):
-                        import warnings
-
-                        why = " (a gradient is not finite)" if self._bad_grads else ""
-                        warnings.warn(f"fit: loss became {loss}{why} at epoch {epoch + 1}, batch "
-                                      f"{bi + 1}; stopping with the weights of the last finite "
-                                      "step", RuntimeWarning, stacklevel=2)
-                        self.stop_training = True
-                        break
-                    self._apply_step(opt)
-                    tot_loss += loss * m
-                    acc = self.loss.accuracy(out, ys)
-                    if acc is not None:
-                        tot_correct += acc * m
-                    seen += m
-                    for cb in cbs:
-                        cb.on_batch_end(bi, {"loss": loss, "size": m})
-                    if self.stop_training:
-                        break
-                logs = {"loss": tot_loss / max(seen, 1)}
-                if self.loss.is_classification:
-                    logs["accuracy"] = tot_correct / max(seen, 1)
-                if val is not None:
-                    for k, v in self._evaluate(val[0], val[1], max(bs, 256)).items():
-                        logs["val_" + k] = v
-                logs["lr"] = opt.lr
-                logs["samples_per_second"] = seen / max(time.perf_counter() - t0, 1e-9)
-                if seen:
-                    self.epoch = epoch + 1
-                for cb in cbs:
-                    cb.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
-        finally:
-            bar.close()  # first: even if another callback's on_train_end raises
-            for cb in cbs:
-                cb.on_train_end(logs)
-        return history
+        source = ArrayBatches(x, yy, batch_size=batch_size, shuffle=shuffle, rng=self.rng,
+                              dtype=self.dtype)
+        return self.trainer.fit(source, epochs, initial_epoch=start, callbacks=callbacks,
+                                progress=ProgressBar(epochs, x.shape[0], verbose),
+                                validation=val,
+                                validation_batch_size=max(source.batch_size, 256))
 
     # ---- description -----------------------------------------------------------
     def summary(self, print_fn: Any = print) -> str:
@@ -740,15 +615,11 @@ class Sequential:
         """Save architecture, weights, optimizer state, RNG state and counters to one file
         (a zip of .npy arrays and JSON; never pickle), atomically.
         """
-        from .io import save_model
-
-        save_model(self, path)
+        _io.save_model(self, path)
 
     def save_weights(self, path: str) -> None:
         """Save only the parameters, keyed by layer name (for partial loading)."""
-        from .io import save_weights
-
-        save_weights(self, path)
+        _io.save_weights(self, path)
 
     def load_weights(self, path: str, skip_mismatch: bool = False) -> list[str]:
         """Load parameters by layer name from :meth:`save_weights`' (or a model) file.
@@ -757,15 +628,18 @@ class Sequential:
         a mismatch raises ValueError unless ``skip_mismatch``.  Returns the names
         of the layers loaded.
         """
-        from .io import load_weights
-
-        return load_weights(self, path, skip_mismatch)
+        return _io.load_weights(self, path, skip_mismatch)
 
     def __repr__(self) -> str:
         return f"Sequential({self._layers!r}, dtype={self.dtype.name!r}, seed={self.seed!r})"
 
 
-def _batch_size(bs: int | None, default: int) -> int:
-    from ._validation import positive_int
+def load(path: str) -> Sequential:
+    """Load a model saved by :meth:`Sequential.save` (``fastnn.load``); ValueError for a
+    corrupt or foreign file.  Never unpickles.
+    """
+    return _io.load_model(path, Sequential)
 
+
+def _batch_size(bs: int | None, default: int) -> int:
     return default if bs is None else positive_int(bs, "batch_size")

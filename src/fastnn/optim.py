@@ -8,6 +8,7 @@ trainable ones).  Frozen layers get no update and no optimizer state.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,84 @@ class Optimizer:
         self.step_count = 0
         self.state: dict[str, np.ndarray] = {}
         self._segments: list[tuple[int, int, int]] = []
+        #: parameter groups (``torch.optim``'s ``param_groups``): see :meth:`set_param_groups`
+        self.param_groups: list[dict[str, Any]] = []
+        self._view_groups: list[dict[str, Any] | None] = []
+        self._group: dict[str, Any] | None = None
+
+    def set_param_groups(self, groups: list[dict[str, Any]]) -> None:
+        """Give some parameters their own hyper-parameters, as ``torch.optim`` param groups.
+
+        Parameters
+        ----------
+        groups : list of dict
+            Each has ``"params"``: a list of arrays that are views of the model's flat
+            parameter buffer (``layer.weight``, ``layer.bias``...), and overrides of this
+            optimizer's hyper-parameters by name (``"lr"``, ``"weight_decay"``, ``"eps"``,
+            ``"momentum"``...).  Parameters in no group use the optimizer's attributes.
+            The dicts are kept (:attr:`param_groups`): change a value in one, e.g.
+            ``opt.param_groups[0]["weight_decay"] = 1e-4``, and the next step uses it.
+
+        Notes
+        -----
+        Takes effect at the next :meth:`setup` (the training engine calls it again when
+        ``param_groups`` was replaced); a group splits the fused update into one C call
+        per contiguous run of one group.
+        """
+        for i, grp in enumerate(groups):
+            if not isinstance(grp, dict) or "params" not in grp:
+                raise ValueError(f"param group {i} must be a dict with a 'params' list")
+            for k in grp:
+                if k != "params" and not hasattr(self, k):
+                    raise ValueError(f"param group {i}: {type(self).__name__} has no "
+                                     f"hyper-parameter {k!r}")
+        self.param_groups = list(groups)
+
+    def _hp(self, name: str) -> Any:
+        """Hyper-parameter ``name`` for the range being updated (its group's, if any)."""
+        grp = self._group
+        if grp is not None and name in grp:
+            return grp[name]
+        return getattr(self, name)
+
+    def _group_runs(self, params: np.ndarray, a: int, b: int
+                    ) -> list[tuple[int, int, dict[str, Any] | None]]:
+        """Split [a, b) of the flat buffer into runs of one parameter group each."""
+        if not self.param_groups:
+            return [(a, b, None)]
+        marks: list[tuple[int, int, int]] = []
+        base, item = params.ctypes.data, params.itemsize
+        for gi, grp in enumerate(self.param_groups):
+            for arr in grp["params"]:
+                ok = isinstance(arr, np.ndarray) and arr.dtype == params.dtype \
+                    and arr.flags.c_contiguous
+                off, rem = divmod(arr.ctypes.data - base, item) if ok else (-1, 0)
+                if not ok or rem or off < 0 or off + arr.size > params.size:
+                    raise ValueError(f"param group {gi}: every array must be a contiguous "
+                                     "view of the model's parameter buffer")
+                marks.append((off, off + arr.size, gi))
+        marks.sort()
+        runs: list[list[Any]] = []
+        pos = a
+        for lo, hi, gi in marks:
+            lo, hi = max(lo, a), min(hi, b)
+            if hi <= lo:
+                continue
+            if lo < pos:
+                raise ValueError("param groups overlap: a parameter is in two groups")
+            if lo > pos:
+                runs.append([pos, lo, -1])
+            runs.append([lo, hi, gi])
+            pos = hi
+        if pos < b:
+            runs.append([pos, b, -1])
+        merged: list[list[Any]] = []
+        for r in runs:
+            if merged and merged[-1][2] == r[2] and merged[-1][1] == r[0]:
+                merged[-1][1] = r[1]
+            else:
+                merged.append(r)
+        return [(lo, hi, None if gi < 0 else self.param_groups[gi]) for lo, hi, gi in merged]
 
     def setup(self, params: np.ndarray, grads: np.ndarray,
               ranges: list[tuple[int, int]]) -> None:
@@ -65,10 +144,14 @@ class Optimizer:
             cur = self.state.get(name)
             if cur is None or cur.shape != (offset,) or cur.dtype != params.dtype:
                 self.state[name] = self._initial_state(name, offset, params.dtype)
-        self._views = [
-            (params[a:b], grads[a:b], {k: v[o:o + b - a] for k, v in self.state.items()})
-            for a, b, o in segs
-        ]
+        self._ranges = list(ranges)
+        self._views, self._view_groups = [], []
+        for a, b, o in segs:
+            for lo, hi, grp in self._group_runs(params, a, b):
+                so = o + lo - a
+                self._views.append((params[lo:hi], grads[lo:hi],
+                                    {k: v[so:so + hi - lo] for k, v in self.state.items()}))
+                self._view_groups.append(grp)
         self._spec = SPEC[params.dtype]
 
     def _initial_state(self, name: str, size: int, dtype: np.dtype) -> np.ndarray:
@@ -78,8 +161,16 @@ class Optimizer:
         """Apply one update to every trainable parameter from the current gradients."""
         self.step_count += 1
         nt = get_num_threads()
-        for w, g, st in self._views:
-            self._update(w, g, st, nt)
+        if not self.param_groups:
+            for w, g, st in self._views:
+                self._update(w, g, st, nt)
+            return
+        try:
+            for (w, g, st), grp in zip(self._views, self._view_groups):
+                self._group = grp
+                self._update(w, g, st, nt)
+        finally:
+            self._group = None
 
     def _update(self, w: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray], nt: int) -> None:
         raise NotImplementedError
@@ -139,8 +230,9 @@ class SGD(Optimizer):
         self.state_names = ("momentum_buffer",) if momentum else ()
 
     def _update(self, w, g, st, nt):
-        _k.sgd_step[self._spec](w, g, st.get("momentum_buffer"), self.lr, self.momentum,
-                                self.dampening, self.nesterov, self.weight_decay,
+        hp = self._hp
+        _k.sgd_step[self._spec](w, g, st.get("momentum_buffer"), hp("lr"), hp("momentum"),
+                                hp("dampening"), self.nesterov, hp("weight_decay"),
                                 self.step_count == 1, nt)
 
     def get_config(self):
@@ -161,14 +253,21 @@ class Adam(Optimizer):
     weight_decay : float
         L2 penalty added to the gradient (Adam) or decoupled decay (AdamW).
     amsgrad : bool
+    eps_hat : bool
+        False (torch): ``eps`` is added to ``sqrt(v_hat)``, the bias-corrected second
+        moment.  True: ``eps`` is the paper's epsilon-hat, added to ``sqrt(v)`` before the
+        bias correction (Kingma & Ba's "more efficient" order, as scikit-learn's Adam):
+        the update is ``-lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v) + eps)``.
     """
 
     decoupled = False
     state_names = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
+                 eps_hat: bool = False) -> None:
         super().__init__(lr)
+        self.eps_hat = bool(eps_hat)
         b1, b2 = betas
         _check(0 <= b1 < 1 and 0 <= b2 < 1, f"betas must lie in [0, 1), got {betas}")
         _check(eps >= 0, f"eps must be >= 0, got {eps}")
@@ -179,14 +278,21 @@ class Adam(Optimizer):
             self.state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def _update(self, w, g, st, nt):
+        hp = self._hp
+        eps = hp("eps")
+        if self.eps_hat:  # the same update with eps moved inside the bias correction
+            eps = eps / math.sqrt(1.0 - self.betas[1] ** self.step_count)
         _k.adam_step[self._spec](w, g, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"),
-                                 self.step_count, self.lr, self.betas[0], self.betas[1], self.eps,
-                                 self.weight_decay, self.decoupled, nt)
+                                 self.step_count, hp("lr"), self.betas[0], self.betas[1], eps,
+                                 hp("weight_decay"), self.decoupled, nt)
 
     def get_config(self):
         """Hyper-parameters."""
-        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
-                "weight_decay": self.weight_decay, "amsgrad": self.amsgrad}
+        cfg = {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
+               "weight_decay": self.weight_decay, "amsgrad": self.amsgrad}
+        if self.eps_hat:
+            cfg["eps_hat"] = True
+        return cfg
 
 
 class AdamW(Adam):
@@ -195,8 +301,9 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
-        super().__init__(lr, betas, eps, weight_decay, amsgrad)
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
+                 eps_hat: bool = False) -> None:
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, eps_hat)
 
 
 class RMSprop(Optimizer):
@@ -225,9 +332,10 @@ class RMSprop(Optimizer):
         self.state_names = tuple(names)
 
     def _update(self, w, g, st, nt):
+        hp = self._hp
         _k.rmsprop_step[self._spec](w, g, st["square_avg"], st.get("momentum_buffer"),
-                                    st.get("grad_avg"), self.lr, self.alpha, self.eps,
-                                    self.weight_decay, self.momentum, self.centered, nt)
+                                    st.get("grad_avg"), hp("lr"), hp("alpha"), hp("eps"),
+                                    hp("weight_decay"), self.momentum, self.centered, nt)
 
     def get_config(self):
         """Hyper-parameters."""
@@ -260,8 +368,9 @@ class Adagrad(Optimizer):
         return np.full(size, self.initial_accumulator_value, dtype)
 
     def _update(self, w, g, st, nt):
-        _k.adagrad_step[self._spec](w, g, st["sum"], self.step_count, self.lr, self.lr_decay,
-                                    self.weight_decay, self.eps, nt)
+        hp = self._hp
+        _k.adagrad_step[self._spec](w, g, st["sum"], self.step_count, hp("lr"), hp("lr_decay"),
+                                    hp("weight_decay"), hp("eps"), nt)
 
     def get_config(self):
         """Hyper-parameters."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels as _k
+from . import _validation as _v
 from ._names import KERNELS, NEEDS_Z, activation_name
 from ._validation import as_float_array, common_float_dtype, labels_array
 
@@ -219,7 +219,7 @@ def sgd_step(w: np.ndarray, g: Any, buf: np.ndarray | None = None, *, lr: float,
              momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
              weight_decay: float = 0.0, first_step: bool = True) -> np.ndarray:
     """Twin of :func:`fastnn.kernels.sgd_step` (``torch.optim.SGD``)."""
-    g, lr, momentum, dampening, weight_decay = _k._check_sgd(w, g, buf, lr, momentum, dampening,
+    g, lr, momentum, dampening, weight_decay = _v.check_sgd(w, g, buf, lr, momentum, dampening,
                                                              nesterov, weight_decay)
     t = w.dtype.type
     d = g.copy()
@@ -240,7 +240,7 @@ def adam_step(w: np.ndarray, g: Any, m: np.ndarray, v: np.ndarray, *, step: int,
               weight_decay: float = 0.0, decoupled: bool = False,
               vmax: np.ndarray | None = None) -> np.ndarray:
     """Twin of :func:`fastnn.kernels.adam_step` (``torch.optim.Adam`` / ``AdamW``)."""
-    g, step, lr, beta1, beta2, eps, weight_decay = _k._check_adam(w, g, m, v, vmax, step, lr,
+    g, step, lr, beta1, beta2, eps, weight_decay = _v.check_adam(w, g, m, v, vmax, step, lr,
                                                                   beta1, beta2, eps,
                                                                   weight_decay)
     t = w.dtype.type
@@ -269,7 +269,7 @@ def rmsprop_step(w: np.ndarray, g: Any, sq: np.ndarray, *, lr: float = 1e-2,
                  momentum: float = 0.0, centered: bool = False, buf: np.ndarray | None = None,
                  gavg: np.ndarray | None = None) -> np.ndarray:
     """Twin of :func:`fastnn.kernels.rmsprop_step` (``torch.optim.RMSprop``)."""
-    g, lr, alpha, eps, weight_decay, momentum = _k._check_rmsprop(
+    g, lr, alpha, eps, weight_decay, momentum = _v.check_rmsprop(
         w, g, sq, buf, gavg, lr, alpha, eps, weight_decay, momentum, centered)
     t = w.dtype.type
     one_a = t(1) - t(alpha)
@@ -293,7 +293,7 @@ def adagrad_step(w: np.ndarray, g: Any, sum_sq: np.ndarray, *, step: int, lr: fl
                  lr_decay: float = 0.0, weight_decay: float = 0.0,
                  eps: float = 1e-10) -> np.ndarray:
     """Twin of :func:`fastnn.kernels.adagrad_step` (``torch.optim.Adagrad``)."""
-    g, step, lr, lr_decay, weight_decay, eps = _k._check_adagrad(w, g, sum_sq, step, lr,
+    g, step, lr, lr_decay, weight_decay, eps = _v.check_adagrad(w, g, sum_sq, step, lr,
                                                                  lr_decay, weight_decay, eps)
     t = w.dtype.type
     clr = t(float(t(lr)) / (1.0 + (step - 1) * float(t(lr_decay))))
@@ -326,7 +326,7 @@ def dropout_forward(x: Any, p: float, seed: int, *, offset: int = 0,
                     out: np.ndarray | None = None,
                     mask_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Twin of :func:`fastnn.kernels.dropout_forward`: keep iff ``bits / 2**24 >= p``."""
-    x, p, seed, offset, res, mask = _k._check_dropout_forward(x, p, seed, offset, out, mask_out)
+    x, p, seed, offset, res, mask = _v.check_dropout_forward(x, p, seed, offset, out, mask_out)
     u = dropout_bits(seed, offset, x.size).astype(np.float64) / 2.0**24  # exact
     keep = (u >= p).reshape(x.shape)
     scale = x.dtype.type(1.0 / (1.0 - p))
@@ -339,7 +339,7 @@ def dropout_forward(x: Any, p: float, seed: int, *, offset: int = 0,
 def dropout_backward(grad_out: Any, mask: np.ndarray, p: float, *,
                      out: np.ndarray | None = None) -> np.ndarray:
     """Twin of :func:`fastnn.kernels.dropout_backward`: ``grad_out * (mask / (1-p))``."""
-    dy, mask, p, res = _k._check_dropout_backward(grad_out, mask, p, out)
+    dy, mask, p, res = _v.check_dropout_backward(grad_out, mask, p, out)
     with np.errstate(invalid="ignore"):
         res[...] = dy * ((mask != 0).astype(dy.dtype) * dy.dtype.type(1.0 / (1.0 - p)))
     return res
