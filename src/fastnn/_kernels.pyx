@@ -20,6 +20,19 @@ cdef extern from "fastnn.h" nogil:
     int fnn_isa()
     const char *fnn_isa_name(int isa)
     int fnn_cpu_has_avx2()
+    int fnn_isa_supported(int isa)
+    int fnn_isa_request()
+    int FNN_ISA_COUNT, FNN_FAM_COUNT, FNN_CPU_FEATURE_COUNT
+    int FNN_ISA_REQ_NONE, FNN_ISA_REQ_OK, FNN_ISA_REQ_UNKNOWN, FNN_ISA_REQ_UNAVAILABLE
+    const char *fnn_family_name(int family)
+    int fnn_family_isa(int family)
+    unsigned int fnn_cpu_features()
+    const char *fnn_cpu_feature_name(int bit)
+    void fnn_set_flush_denormal(int on)
+    int fnn_get_flush_denormal()
+    unsigned int fnn_mxcsr_get()
+    void fnn_mxcsr_set(unsigned int v)
+    int64_t fnn_window_out_size(int64_t n, int64_t k, int64_t s, int64_t p)
     void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc,
                            int64_t *nc)
     int fnn_openmp_enabled()
@@ -102,6 +115,11 @@ cdef extern from "fastnn.h" nogil:
     int fnn_dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int64_t n,
                                  double p, int n_threads)
 
+cdef extern from "fnn_fpenv_py.h" nogil:
+    # the calling thread's MXCSR set for a kernel call and restored after it
+    void fnn_fpenv_push()
+    void fnn_fpenv_pop()
+
 ctypedef fused floating:
     float
     double
@@ -148,14 +166,62 @@ cdef inline const floating *_c1(const floating[::1] v) noexcept nogil:
 
 
 def config():
-    """The engine's configuration: ISA, OpenMP, GEMM block sizes per dtype."""
+    """The engine's configuration: ISA, OpenMP, GEMM block sizes per dtype, the ISA of
+    each kernel family (``kernels``), the CPU's features and the subnormal mode."""
     cdef int64_t mr, nr, mc, kc, nc
+    cdef int i
+    cdef unsigned int feat = fnn_cpu_features()
     out = {"isa": fnn_isa_name(fnn_isa()).decode(), "cpu_has_avx2": bool(fnn_cpu_has_avx2()),
            "openmp": bool(fnn_openmp_enabled())}
     for name, size in (("float32", 4), ("float64", 8)):
         fnn_gemm_blocking(size, &mr, &nr, &mc, &kc, &nc)
         out[name] = {"MR": mr, "NR": nr, "MC": mc, "KC": kc, "NC": nc}
+    out["kernels"] = {fnn_family_name(i).decode(): fnn_isa_name(fnn_family_isa(i)).decode()
+                      for i in range(FNN_FAM_COUNT)}
+    out["cpu_features"] = {fnn_cpu_feature_name(i).decode(): bool((feat >> i) & 1)
+                           for i in range(FNN_CPU_FEATURE_COUNT)}
+    out["isa_supported"] = {fnn_isa_name(i).decode(): bool(fnn_isa_supported(i))
+                            for i in range(FNN_ISA_COUNT)}
+    out["flush_denormal"] = bool(fnn_get_flush_denormal())
     return out
+
+
+def isa_request():
+    """What became of FASTNN_ISA: "none", "ok", "unknown" or "unavailable"."""
+    cdef int r = fnn_isa_request()
+    if r == FNN_ISA_REQ_OK:
+        return "ok"
+    if r == FNN_ISA_REQ_UNKNOWN:
+        return "unknown"
+    if r == FNN_ISA_REQ_UNAVAILABLE:
+        return "unavailable"
+    return "none"
+
+
+def set_flush_denormal(bint on):
+    """Process-wide: kernels run with FTZ+DAZ (True) or IEEE gradual underflow (False)."""
+    fnn_set_flush_denormal(on)
+
+
+def get_flush_denormal():
+    """True when kernels flush subnormals (FTZ+DAZ) during their calls."""
+    return bool(fnn_get_flush_denormal())
+
+
+def _mxcsr():
+    """The calling thread's MXCSR (0 where the CPU has none); a test helper."""
+    return fnn_mxcsr_get()
+
+
+def _set_mxcsr(unsigned int value):
+    """Set the calling thread's MXCSR (a test helper: restore what you read)."""
+    fnn_mxcsr_set(value)
+
+
+def window_out_size(int64_t n, int64_t k, int64_t s, int64_t p):
+    """Output length of a window k, stride s, padding p over length n (floor mode);
+    -1 when the sizes are out of domain (the C kernels' formula)."""
+    return fnn_window_out_size(n, k, s, p)
 
 
 def act_needs_z(int act):
@@ -177,12 +243,14 @@ def gemm(floating[:, ::1] c, const floating[:, ::1] a, const floating[:, ::1] b,
     if ldb == 0:
         ldb = 1
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_gemm_f32(&c[0, 0], _c2(a), _c2(b), m, n, k, lda, ldb, n, trans_a, trans_b,
                               <float>alpha, <float>beta, NULL, n_threads)
         else:
             st = fnn_gemm_f64(&c[0, 0], _c2(a), _c2(b), m, n, k, lda, ldb, n, trans_a, trans_b,
                               alpha, beta, NULL, n_threads)
+        fnn_fpenv_pop()
     _check(st, "gemm")
 
 
@@ -192,12 +260,14 @@ def dense_forward(floating[:, ::1] a, floating[:, ::1] z, const floating[:, ::1]
     cdef int64_t batch = x.shape[0], inp = x.shape[1], out = w.shape[1]
     cdef int st
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_dense_forward_f32(_p2(a), _p2(z), _c2(x), _c2(w), _c1(b), batch, inp, out,
                                        act, n_threads)
         else:
             st = fnn_dense_forward_f64(_p2(a), _p2(z), _c2(x), _c2(w), _c1(b), batch, inp, out,
                                        act, n_threads)
+        fnn_fpenv_pop()
     _check(st, "dense_forward")
 
 
@@ -209,6 +279,7 @@ def dense_backward(floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db,
     cdef int64_t batch = x.shape[0], inp = x.shape[1], out = w.shape[1]
     cdef int st
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_dense_backward_f32(_p2(dx), _p2(dw), _p1(db), _p2(delta), _c2(da), _c2(a),
                                         _c2(z), _c2(x), _c2(w), batch, inp, out, act,
@@ -217,6 +288,7 @@ def dense_backward(floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db,
             st = fnn_dense_backward_f64(_p2(dx), _p2(dw), _p1(db), _p2(delta), _c2(da), _c2(a),
                                         _c2(z), _c2(x), _c2(w), batch, inp, out, act, beta_w,
                                         n_threads)
+        fnn_fpenv_pop()
     _check(st, "dense_backward")
 
 
@@ -224,10 +296,12 @@ def act_forward(floating[:, ::1] out, const floating[:, ::1] x, int act):
     """out (rows, cols) = act(x); softmax over each row."""
     cdef int st
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_act_forward_f32(_p2(out), _c2(x), x.shape[0], x.shape[1], act)
         else:
             st = fnn_act_forward_f64(_p2(out), _c2(x), x.shape[0], x.shape[1], act)
+        fnn_fpenv_pop()
     _check(st, "activation_forward")
 
 
@@ -236,12 +310,14 @@ def act_backward(floating[:, ::1] dz, floating[::1] dbias, const floating[:, ::1
     """dz (rows, cols) = da * act'(z) from a = act(z); dbias (cols,) or None = column sums."""
     cdef int st
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_act_backward_f32(_p2(dz), _p1(dbias), _c2(da), _c2(a), _c2(z), da.shape[0],
                                       da.shape[1], act)
         else:
             st = fnn_act_backward_f64(_p2(dz), _p1(dbias), _c2(da), _c2(a), _c2(z), da.shape[0],
                                       da.shape[1], act)
+        fnn_fpenv_pop()
     _check(st, "activation_backward")
 
 
@@ -257,12 +333,14 @@ def cross_entropy(floating[:, ::1] grad, const floating[:, ::1] logits,
     if labels is not None and target is not None:
         raise ValueError("cross_entropy: give labels or target, not both")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_cross_entropy_f32(&loss, _p2(grad), _c2(logits), lab, _c2(target),
                                        logits.shape[0], logits.shape[1])
         else:
             st = fnn_cross_entropy_f64(&loss, _p2(grad), _c2(logits), lab, _c2(target),
                                        logits.shape[0], logits.shape[1])
+        fnn_fpenv_pop()
     _check(st, "cross_entropy")
     return loss
 
@@ -272,10 +350,12 @@ def mse(floating[::1] grad, const floating[::1] pred, const floating[::1] target
     cdef double loss = 0.0
     cdef int st
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_mse_f32(&loss, _p1(grad), _c1(pred), _c1(target), pred.shape[0])
         else:
             st = fnn_mse_f64(&loss, _p1(grad), _c1(pred), _c1(target), pred.shape[0])
+        fnn_fpenv_pop()
     _check(st, "mse")
     return loss
 
@@ -285,10 +365,12 @@ def bce_logits(floating[::1] grad, const floating[::1] logits, const floating[::
     cdef double loss = 0.0
     cdef int st
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_bce_logits_f32(&loss, _p1(grad), _c1(logits), _c1(target), logits.shape[0])
         else:
             st = fnn_bce_logits_f64(&loss, _p1(grad), _c1(logits), _c1(target), logits.shape[0])
+        fnn_fpenv_pop()
     _check(st, "binary_cross_entropy")
     return loss
 
@@ -297,10 +379,12 @@ def sgd_update(floating[::1] w, const floating[::1] dw, double lr):
     """w (n,) -= lr * dw (n,), in place."""
     cdef int st
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_sgd_update_f32(_p1(w), _c1(dw), w.shape[0], <float>lr)
         else:
             st = fnn_sgd_update_f64(_p1(w), _c1(dw), w.shape[0], lr)
+        fnn_fpenv_pop()
     _check(st, "sgd_update")
 
 
@@ -326,6 +410,7 @@ def sgd_step(floating[::1] w, const floating[::1] g, floating[::1] buf, double l
     if buf is not None:
         _same_len(n, buf.shape[0], "sgd_step", "buf")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_sgd_step_f32(_p1(w), _p1(buf), _c1(g), n, <float>lr, <float>momentum,
                                   <float>dampening, nesterov, <float>weight_decay, first_step,
@@ -333,6 +418,7 @@ def sgd_step(floating[::1] w, const floating[::1] g, floating[::1] buf, double l
         else:
             st = fnn_sgd_step_f64(_p1(w), _p1(buf), _c1(g), n, lr, momentum, dampening,
                                   nesterov, weight_decay, first_step, n_threads)
+        fnn_fpenv_pop()
     _check(st, "sgd_step")
 
 
@@ -348,6 +434,7 @@ def adam_step(floating[::1] w, const floating[::1] g, floating[::1] m, floating[
     if vmax is not None:
         _same_len(n, vmax.shape[0], "adam_step", "vmax")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_adam_step_f32(_p1(w), _p1(m), _p1(v), _p1(vmax), _c1(g), n, <float>lr,
                                    <float>beta1, <float>beta2, <float>eps,
@@ -355,6 +442,7 @@ def adam_step(floating[::1] w, const floating[::1] g, floating[::1] m, floating[
         else:
             st = fnn_adam_step_f64(_p1(w), _p1(m), _p1(v), _p1(vmax), _c1(g), n, lr, beta1,
                                    beta2, eps, weight_decay, decoupled, step, n_threads)
+        fnn_fpenv_pop()
     _check(st, "adam_step")
 
 
@@ -371,6 +459,7 @@ def rmsprop_step(floating[::1] w, const floating[::1] g, floating[::1] sq, float
     if gavg is not None:
         _same_len(n, gavg.shape[0], "rmsprop_step", "gavg")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_rmsprop_step_f32(_p1(w), _p1(sq), _p1(buf), _p1(gavg), _c1(g), n,
                                       <float>lr, <float>alpha, <float>eps,
@@ -379,6 +468,7 @@ def rmsprop_step(floating[::1] w, const floating[::1] g, floating[::1] sq, float
         else:
             st = fnn_rmsprop_step_f64(_p1(w), _p1(sq), _p1(buf), _p1(gavg), _c1(g), n, lr,
                                       alpha, eps, weight_decay, momentum, centered, n_threads)
+        fnn_fpenv_pop()
     _check(st, "rmsprop_step")
 
 
@@ -390,6 +480,7 @@ def adagrad_step(floating[::1] w, const floating[::1] g, floating[::1] sum_sq, i
     _same_len(n, g.shape[0], "adagrad_step", "g")
     _same_len(n, sum_sq.shape[0], "adagrad_step", "sum_sq")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_adagrad_step_f32(_p1(w), _p1(sum_sq), _c1(g), n, <float>lr,
                                       <float>lr_decay, <float>weight_decay, <float>eps, step,
@@ -397,6 +488,7 @@ def adagrad_step(floating[::1] w, const floating[::1] g, floating[::1] sum_sq, i
         else:
             st = fnn_adagrad_step_f64(_p1(w), _p1(sum_sq), _c1(g), n, lr, lr_decay,
                                       weight_decay, eps, step, n_threads)
+        fnn_fpenv_pop()
     _check(st, "adagrad_step")
 
 
@@ -412,10 +504,12 @@ def dropout_forward(floating[::1] out, uint8_t[::1] mask, const floating[::1] x,
         if n > 0:
             mp = &mask[0]
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_dropout_forward_f32(_p1(out), mp, _c1(x), n, p, seed, offset, n_threads)
         else:
             st = fnn_dropout_forward_f64(_p1(out), mp, _c1(x), n, p, seed, offset, n_threads)
+        fnn_fpenv_pop()
     _check(st, "dropout_forward")
 
 
@@ -430,10 +524,12 @@ def dropout_backward(floating[::1] dx, const floating[::1] dy, const uint8_t[::1
     if n > 0:
         mp = &mask[0]
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_dropout_backward_f32(_p1(dx), _c1(dy), mp, n, p, n_threads)
         else:
             st = fnn_dropout_backward_f64(_p1(dx), _c1(dy), mp, n, p, n_threads)
+        fnn_fpenv_pop()
     _check(st, "dropout_backward")
 # ---------------------------------------------------------------------------
 # Convolution and pooling (csrc/conv.c, csrc/pool.c), NCHW arrays.
@@ -579,6 +675,7 @@ def conv2d_forward(floating[:, :, :, ::1] out, floating[:, :, :, ::1] z,
     _same4(out, n, oc, oh, ow, "out")
     _same4(z, n, oc, oh, ow, "z")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_conv2d_forward_f32(_p4(out), _p4(z), &work[0] if work.shape[0] else NULL,
                                         work.shape[0], _c4(x), _c4(w), _c1(b), n, c, h, wd, oc,
@@ -587,6 +684,7 @@ def conv2d_forward(floating[:, :, :, ::1] out, floating[:, :, :, ::1] z,
             st = fnn_conv2d_forward_f64(_p4(out), _p4(z), &work[0] if work.shape[0] else NULL,
                                         work.shape[0], _c4(x), _c4(w), _c1(b), n, c, h, wd, oc,
                                         kh, kw, sh, sw, ph, pw, act, n_threads)
+        fnn_fpenv_pop()
     _check(st, "conv2d_forward")
 
 
@@ -622,6 +720,7 @@ def conv2d_backward(floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floati
     if act != 0 and a is None:
         raise ValueError("conv2d_backward: a (the forward's output) is needed for this act")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_conv2d_backward_f32(_p4(dx), _p4(dw), _p1(db),
                                          &work[0] if work.shape[0] else NULL, work.shape[0],
@@ -633,6 +732,7 @@ def conv2d_backward(floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floati
                                          &work[0] if work.shape[0] else NULL, work.shape[0],
                                          _c4(dout), _c4(a), _c4(z), _c4(x), _c4(w), n, c, h, wd,
                                          oc, kh, kw, sh, sw, ph, pw, act, beta_w, n_threads)
+        fnn_fpenv_pop()
     _check(st, "conv2d_backward")
 
 
@@ -652,12 +752,14 @@ def maxpool2d_forward(floating[:, :, :, ::1] out, int64_t[:, :, :, ::1] idx,
     _same4(out, n, c, oh, ow, "out")
     _same4(idx, n, c, oh, ow, "idx")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_maxpool2d_forward_f32(_p4(out), _i4(idx), _c4(x), n, c, h, wd, kh, kw, sh,
                                            sw, ph, pw, n_threads)
         else:
             st = fnn_maxpool2d_forward_f64(_p4(out), _i4(idx), _c4(x), n, c, h, wd, kh, kw, sh,
                                            sw, ph, pw, n_threads)
+        fnn_fpenv_pop()
     _check(st, "maxpool2d_forward")
 
 
@@ -673,6 +775,7 @@ def maxpool2d_backward(floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] d
     if dx.shape[0] != dout.shape[0] or dx.shape[1] != dout.shape[1]:
         raise ValueError("maxpool2d_backward: dx and dout differ in batch or channels")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_maxpool2d_backward_f32(_p4(dx), _c4(dout), _ci4(idx), dx.shape[0],
                                             dx.shape[1], dx.shape[2], dx.shape[3],
@@ -681,6 +784,7 @@ def maxpool2d_backward(floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] d
             st = fnn_maxpool2d_backward_f64(_p4(dx), _c4(dout), _ci4(idx), dx.shape[0],
                                             dx.shape[1], dx.shape[2], dx.shape[3],
                                             dout.shape[2], dout.shape[3], n_threads)
+        fnn_fpenv_pop()
     _check(st, "maxpool2d_backward (an index is outside its input plane)")
 
 
@@ -697,12 +801,14 @@ def avgpool2d_forward(floating[:, :, :, ::1] out, const floating[:, :, :, ::1] x
         raise ValueError("avgpool2d_forward: kernel larger than the padded input, or stride < 1")
     _same4(out, n, c, oh, ow, "out")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_avgpool2d_forward_f32(_p4(out), _c4(x), n, c, h, wd, kh, kw, sh, sw, ph, pw,
                                            n_threads)
         else:
             st = fnn_avgpool2d_forward_f64(_p4(out), _c4(x), n, c, h, wd, kh, kw, sh, sw, ph, pw,
                                            n_threads)
+        fnn_fpenv_pop()
     _check(st, "avgpool2d_forward")
 
 
@@ -720,12 +826,14 @@ def avgpool2d_backward(floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] d
         raise ValueError("avgpool2d_backward: kernel larger than the padded input, or stride < 1")
     _same4(dout, n, c, oh, ow, "dout")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_avgpool2d_backward_f32(_p4(dx), _c4(dout), n, c, h, wd, kh, kw, sh, sw, ph,
                                             pw, n_threads)
         else:
             st = fnn_avgpool2d_backward_f64(_p4(dx), _c4(dout), n, c, h, wd, kh, kw, sh, sw, ph,
                                             pw, n_threads)
+        fnn_fpenv_pop()
     _check(st, "avgpool2d_backward")
 
 
@@ -736,12 +844,14 @@ def global_avgpool_forward(floating[:, ::1] out, const floating[:, :, :, ::1] x,
         raise ValueError(f"out must have shape {(x.shape[0], x.shape[1])}, "
                          f"got {(out.shape[0], out.shape[1])}")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_global_avgpool_forward_f32(_p2(out), _c4(x), x.shape[0], x.shape[1],
                                                 x.shape[2], x.shape[3], n_threads)
         else:
             st = fnn_global_avgpool_forward_f64(_p2(out), _c4(x), x.shape[0], x.shape[1],
                                                 x.shape[2], x.shape[3], n_threads)
+        fnn_fpenv_pop()
     _check(st, "global_avgpool_forward")
 
 
@@ -753,12 +863,14 @@ def global_avgpool_backward(floating[:, :, :, ::1] dx, const floating[:, ::1] do
         raise ValueError(f"dout must have shape {(dx.shape[0], dx.shape[1])}, "
                          f"got {(dout.shape[0], dout.shape[1])}")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_global_avgpool_backward_f32(_p4(dx), _c2(dout), dx.shape[0], dx.shape[1],
                                                  dx.shape[2], dx.shape[3], n_threads)
         else:
             st = fnn_global_avgpool_backward_f64(_p4(dx), _c2(dout), dx.shape[0], dx.shape[1],
                                                  dx.shape[2], dx.shape[3], n_threads)
+        fnn_fpenv_pop()
     _check(st, "global_avgpool_backward")
 
 
@@ -872,17 +984,21 @@ cdef class MLPPlan:
             if target is not None:
                 t32 = target
             with nogil:
+                fnn_fpenv_push()
                 st = fnn_mlp_step_f32(&loss, &self.net, &x32[0, 0], labp,
                                       &t32[0, 0] if target is not None else NULL, self.batch,
                                       loss_kind, n_threads)
+                fnn_fpenv_pop()
         else:
             x64 = x
             if target is not None:
                 t64 = target
             with nogil:
+                fnn_fpenv_push()
                 st = fnn_mlp_step_f64(&loss, &self.net, &x64[0, 0], labp,
                                       &t64[0, 0] if target is not None else NULL, self.batch,
                                       loss_kind, n_threads)
+                fnn_fpenv_pop()
         _check(st, "train_step")
         return loss
 
@@ -891,8 +1007,10 @@ def all_finite(const floating[::1] x):
     """True when every element of the flat array x (n,) is finite (one C pass)."""
     cdef int ok
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             ok = fnn_all_finite_f32(_c1(x), x.shape[0])
         else:
             ok = fnn_all_finite_f64(_c1(x), x.shape[0])
+        fnn_fpenv_pop()
     return bool(ok)
