@@ -323,6 +323,15 @@ void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int
     }
 }
 
+int fnn_isa_emulated(void)
+{
+#ifdef FNN_SIMDE_AVX512
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int fnn_openmp_enabled(void)
 {
 #ifdef _OPENMP

@@ -116,6 +116,8 @@ int fnn_cpu_has_avx2(void);
 void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc,
                        int64_t *nc);
 int fnn_openmp_enabled(void);
+/* 1 in the test build whose AVX-512 code runs on SIMDe (-DFNN_SIMDE_AVX512). */
+int fnn_isa_emulated(void);
 
 /* ---- floating-point environment: subnormals (cpu.c) -------------------- */
 /* With flushing on (the default, as in JAX and TensorFlow), kernels run with

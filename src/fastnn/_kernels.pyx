@@ -22,6 +22,7 @@ cdef extern from "fastnn.h" nogil:
     int fnn_cpu_has_avx2()
     int fnn_isa_supported(int isa)
     int fnn_isa_request()
+    int fnn_isa_emulated()
     int FNN_ISA_COUNT, FNN_FAM_COUNT, FNN_CPU_FEATURE_COUNT
     int FNN_ISA_REQ_NONE, FNN_ISA_REQ_OK, FNN_ISA_REQ_UNKNOWN, FNN_ISA_REQ_UNAVAILABLE
     const char *fnn_family_name(int family)
@@ -183,6 +184,7 @@ def config():
     out["isa_supported"] = {fnn_isa_name(i).decode(): bool(fnn_isa_supported(i))
                             for i in range(FNN_ISA_COUNT)}
     out["flush_denormal"] = bool(fnn_get_flush_denormal())
+    out["avx512_emulated"] = bool(fnn_isa_emulated())
     return out
 
 
