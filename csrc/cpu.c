@@ -21,8 +21,9 @@
 #include <omp.h>
 #endif
 #if defined(_MSC_VER)
-#include <intrin.h>
-#include <windows.h>
+#include <immintrin.h> /* _xgetbv */
+#include <intrin.h>    /* __cpuid, __cpuidex */
+#include <windows.h>   /* Interlocked*, SwitchToThread */
 #endif
 #if defined(FNN_HAVE_X86) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -102,6 +103,7 @@ static uint64_t fnn_xcr0(void)
 #define FNN_XCR0_ZMM 0xe6u
 #define FNN_XCR0_AMX (3u << 17)
 
+/* The FNN_CPU_* feature bits of this CPU, each only with its OS state enabled. */
 static uint32_t fnn_detect_features(void)
 {
     unsigned r1[4], r7[4], r71[4];
@@ -146,6 +148,7 @@ static uint32_t fnn_detect_features(void)
     return feat;
 }
 #else
+/* No x86: no features. */
 static uint32_t fnn_detect_features(void) { return 0; }
 #endif
 
@@ -182,8 +185,10 @@ static int fnn_init_state;
 #define FNN_YIELD() sched_yield()
 #endif
 
+/* 1 once fnn_init has filled the registry. */
 int fnn_ctx_ready(void) { return FNN_STATE_LOAD() == 2; }
 
+/* 1 when the CPU and the OS support level isa (and this build has it). */
 int fnn_isa_supported(int isa)
 {
     const uint32_t f = fnn_detect_features();
@@ -242,6 +247,7 @@ static int fnn_ctx_fits(const fnn_isa_ctx *ctx)
            ctx->conv_f64.mr * ctx->conv_f64.nr <= FNN_MAX_TILE;
 }
 
+/* Detect, read FASTNN_ISA, fill the registry with the best level allowed. */
 static void fnn_init_once(void)
 {
     fnn_features = fnn_detect_features();
@@ -258,6 +264,7 @@ static void fnn_init_once(void)
     fnn_isa_in_use = FNN_ISA_GENERIC;
 }
 
+/* Run fnn_init_once exactly once (other threads wait for it); the level chosen. */
 int fnn_init(void)
 {
     if (FNN_STATE_LOAD() == 2) return fnn_isa_in_use;
@@ -270,46 +277,55 @@ int fnn_init(void)
     return fnn_isa_in_use;
 }
 
+/* The level in use. */
 int fnn_isa(void) { return fnn_init(); }
 
+/* "generic" / "avx2" / "avx512" for a level. */
 const char *fnn_isa_name(int isa)
 {
     return isa >= 0 && isa < FNN_ISA_COUNT ? fnn_isa_names[isa] : "unknown";
 }
 
+/* What became of FASTNN_ISA (FNN_ISA_REQ_*). */
 int fnn_isa_request(void)
 {
     fnn_init();
     return fnn_request;
 }
 
+/* The name of kernel family `family` ("gemm_f32", ...). */
 const char *fnn_family_name(int family)
 {
     return family >= 0 && family < FNN_FAM_COUNT ? fnn_family_names[family] : NULL;
 }
 
+/* The level whose kernels family `family` runs. */
 int fnn_family_isa(int family)
 {
     if (family < 0 || family >= FNN_FAM_COUNT) return -1;
     return fnn_ctx()->isa_of[family];
 }
 
+/* The FNN_CPU_* bits detected at init. */
 uint32_t fnn_cpu_features(void)
 {
     fnn_init();
     return fnn_features;
 }
 
+/* The name of feature bit `bit` ("avx512f", ...). */
 const char *fnn_cpu_feature_name(int bit)
 {
     return bit >= 0 && bit < FNN_CPU_FEATURE_COUNT ? fnn_feature_names[bit] : NULL;
 }
 
+/* 1 when the CPU and the OS support AVX2 + FMA. */
 int fnn_cpu_has_avx2(void)
 {
     return (fnn_cpu_features() & FNN_NEED_AVX2) == FNN_NEED_AVX2;
 }
 
+/* The GEMM blocking in use for elem_size 4 (float) or 8 (double). */
 void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc,
                        int64_t *nc)
 {
@@ -323,6 +339,7 @@ void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int
     }
 }
 
+/* 1 in the SIMDe test build. */
 int fnn_isa_emulated(void)
 {
 #ifdef FNN_SIMDE_AVX512
@@ -332,6 +349,7 @@ int fnn_isa_emulated(void)
 #endif
 }
 
+/* 1 when built with OpenMP. */
 int fnn_openmp_enabled(void)
 {
 #ifdef _OPENMP
@@ -355,10 +373,13 @@ static int fnn_flush = 1;
 #define FNN_FLUSH_STORE(v) __atomic_store_n(&fnn_flush, (v), __ATOMIC_RELAXED)
 #endif
 
+/* Process-wide: flush subnormals (FTZ+DAZ) in kernel calls when on. */
 void fnn_set_flush_denormal(int on) { FNN_FLUSH_STORE(on ? 1 : 0); }
 
+/* 1 when kernel calls flush subnormals. */
 int fnn_get_flush_denormal(void) { return FNN_FLUSH_LOAD(); }
 
+/* This thread's MXCSR set to the process's subnormal mode; returns the old one. */
 unsigned fnn_fpenv_enter(void)
 {
 #ifdef FNN_HAVE_MXCSR
@@ -372,6 +393,7 @@ unsigned fnn_fpenv_enter(void)
 #endif
 }
 
+/* This thread's MXCSR back to `saved` (from fnn_fpenv_enter). */
 void fnn_fpenv_leave(unsigned saved)
 {
 #ifdef FNN_HAVE_MXCSR
@@ -383,6 +405,7 @@ void fnn_fpenv_leave(unsigned saved)
 #endif
 }
 
+/* This thread's MXCSR (0 without one). */
 unsigned fnn_mxcsr_get(void)
 {
 #ifdef FNN_HAVE_MXCSR
@@ -392,6 +415,7 @@ unsigned fnn_mxcsr_get(void)
 #endif
 }
 
+/* Set this thread's MXCSR to v (tests). */
 void fnn_mxcsr_set(unsigned v)
 {
 #ifdef FNN_HAVE_MXCSR
@@ -402,6 +426,7 @@ void fnn_mxcsr_set(unsigned v)
 }
 
 /* ---- shared size helpers ------------------------------------------------- */
+/* (n + 2p - k) / s + 1, or -1 out of domain (see fastnn.h). */
 int64_t fnn_window_out_size(int64_t n, int64_t k, int64_t s, int64_t p)
 {
     if (n < 0 || k < 1 || s < 1 || p < 0 || p > (INT64_MAX - n) / 2 || n + 2 * p < k)

@@ -91,6 +91,8 @@ const fnn_gemm_cfg_f32 fnn_gemm_cfg_avx2_f32 = {
 const fnn_gemm_cfg_f64 fnn_gemm_cfg_avx2_f64 = {
     .mr = 6, .nr = 8, .mc = 72, .kc = 256, .nc = 4080, .ukr = fnn_ukr_avx2_f64};
 
+/* Registers the AVX2 GEMM kernels and blocking, the 4 x 24 float conv kernel and
+ * the AVX2 loops (over what fnn_register_generic put in ctx). */
 void fnn_register_avx2(fnn_isa_ctx *ctx)
 {
     ctx->gemm_f32 = fnn_gemm_cfg_avx2_f32;

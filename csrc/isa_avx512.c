@@ -75,6 +75,8 @@ FNN_TARGET_AVX512 static void fnn_conv_ukr_avx512_f32(int64_t k, const float *ap
 #undef CONV_STORE_ROW
 }
 
+/* Registers the AVX-512 loops and float conv kernel, and (placeholder) the AVX2
+ * GEMM (over what the lower levels put in ctx). */
 void fnn_register_avx512(fnn_isa_ctx *ctx)
 {
     /* GEMM: placeholder -- the AVX2 kernels with the AVX2 blocking, so that the

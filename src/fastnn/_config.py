@@ -111,7 +111,8 @@ def get_flush_denormal() -> bool:
 
 def warn_isa_request() -> None:
     """Warn (``RuntimeWarning``) when ``FASTNN_ISA`` names an unknown level or one
-    this CPU or build lacks; the kernels then run at the best level allowed."""
+    this CPU or build lacks; the kernels then run at the best level allowed.
+    """
     import warnings
 
     from . import _kernels
