@@ -123,6 +123,18 @@ void fnn_pack_bt16_avx2_f32(float *dst, const float *b, int64_t ldb, int64_t kc)
 void fnn_ukr_edge_avx2_f32(int64_t k, int64_t rows, int64_t cols, const float *ap,
                            const float *bp, int64_t ldbp, float *c, int64_t ldc, float alpha,
                            float beta);
+/* AVX-512 micro-kernels (gemm_kernel_avx512.c, which includes fnn_simd_avx512.h):
+ * the same fnn_ukr_* / fnn_ukr_edge_* types; registered by fnn_register_avx512. */
+void fnn_ukr_avx512_f32(int64_t k, const float *ap, const float *bp, int64_t ldbp, float *c,
+                        int64_t ldc, float alpha, float beta);
+void fnn_ukr_avx512_f64(int64_t k, const double *ap, const double *bp, int64_t ldbp, double *c,
+                        int64_t ldc, double alpha, double beta);
+void fnn_ukr_edge_avx512_f32(int64_t k, int64_t rows, int64_t cols, const float *ap,
+                             const float *bp, int64_t ldbp, float *c, int64_t ldc, float alpha,
+                             float beta);
+void fnn_ukr_edge_avx512_f64(int64_t k, int64_t rows, int64_t cols, const double *ap,
+                             const double *bp, int64_t ldbp, double *c, int64_t ldc,
+                             double alpha, double beta);
 #endif
 
 /* The top 24 bits of splitmix64 output number k for `seed` (dropout.c). */

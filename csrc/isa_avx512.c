@@ -80,7 +80,8 @@ FNN_TARGET_AVX512 static void fnn_conv_ukr_avx512_f32(int64_t k, const float *ap
 void fnn_register_avx512(fnn_isa_ctx *ctx)
 {
     /* GEMM: placeholder -- the AVX2 kernels with the AVX2 blocking, so that the
-     * level works end to end; replaced by gemm_kernel_avx512.c. */
+     * level works end to end; replaced by gemm_kernel_avx512.c (its fnn_ukr_avx512_*,
+     * fnn_ukr_edge_avx512_*, fnn_pack_*_avx512_* and blocking, with isa_of AVX512). */
     ctx->gemm_f32 = fnn_gemm_cfg_avx2_f32;
     ctx->gemm_f64 = fnn_gemm_cfg_avx2_f64;
     ctx->isa_of[FNN_FAM_GEMM_F32] = ctx->isa_of[FNN_FAM_GEMM_F64] = FNN_ISA_AVX2;
