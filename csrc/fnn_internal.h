@@ -5,9 +5,9 @@
  *   T        the element type (float or double)
  *   SFX(f)   f_f32 / f_f64          (names of generated functions)
  *   TM(f)    f##f / f               (libm function for T: expf / exp)
- * and included twice by `x.c`, once per type:
- *   #define T float / #define SFX(f) f##_f32 / #define TM(f) f##f
- *   #include "x_impl.h"   then #undef all three and repeat for double.
+ * and included twice by `x.c`, once per type, through fnn_template.h:
+ *   #define FNN_TEMPLATE "x_impl.h"
+ *   #include "fnn_template.h"
  */
 #ifndef FNN_INTERNAL_H
 #define FNN_INTERNAL_H
