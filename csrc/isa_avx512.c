@@ -20,59 +20,41 @@
 #undef FNN_LOOPS_TARGET
 
 /* ---- the conv forward micro-kernel for float ------------------------------ */
-/* The AVX2 kernel's shape on zmm registers: a 4 x 48 tile (4 output channels
- * x 48 pixels), 12 zmm accumulators, 3 B vectors and 1 broadcast per k step
- * (12 FMAs to 7 loads), accumulators started at the bias.  Ap: 4 values per k
- * step; Bp: 48 values per k step; C row stride ldc; beta 0 or 1. */
+/* An 8 x 48 tile (8 output channels x 48 pixels): 24 zmm accumulators and 3 B
+ * vectors per k step, each A value broadcast straight into its 3 FMAs (24 FMAs
+ * to 3 loads + 8 broadcasts), accumulators started at the bias.  Ap: 8 values
+ * per k step; Bp: 48 values per k step; C row stride ldc; beta 0 or 1.  The
+ * loops have constant bounds: the compiler unrolls them and keeps acc in
+ * registers. */
+#define FNN_CONV512_MR 8
+#define FNN_CONV512_NV 3 /* zmm vectors per row: NR = 48 */
 FNN_TARGET_AVX512 static void fnn_conv_ukr_avx512_f32(int64_t k, const float *ap,
                                                       const float *bp, float *c, int64_t ldc,
                                                       const float *bias, float beta)
 {
-    __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
-    if (bias) {
-        c00 = c01 = c02 = _mm512_set1_ps(bias[0]);
-        c10 = c11 = c12 = _mm512_set1_ps(bias[1]);
-        c20 = c21 = c22 = _mm512_set1_ps(bias[2]);
-        c30 = c31 = c32 = _mm512_set1_ps(bias[3]);
-    } else {
-        c00 = c01 = c02 = c10 = c11 = c12 = _mm512_setzero_ps();
-        c20 = c21 = c22 = c30 = c31 = c32 = _mm512_setzero_ps();
+    __m512 acc[FNN_CONV512_MR][FNN_CONV512_NV];
+    for (int i = 0; i < FNN_CONV512_MR; i++) {
+        const __m512 init = bias ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
+        for (int j = 0; j < FNN_CONV512_NV; j++) acc[i][j] = init;
     }
     for (int64_t p = 0; p < k; p++) {
-        const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16),
-                     b2 = _mm512_loadu_ps(bp + 32);
-        __m512 a = _mm512_set1_ps(ap[0]);
-        c00 = _mm512_fmadd_ps(a, b0, c00), c01 = _mm512_fmadd_ps(a, b1, c01),
-        c02 = _mm512_fmadd_ps(a, b2, c02);
-        a = _mm512_set1_ps(ap[1]);
-        c10 = _mm512_fmadd_ps(a, b0, c10), c11 = _mm512_fmadd_ps(a, b1, c11),
-        c12 = _mm512_fmadd_ps(a, b2, c12);
-        a = _mm512_set1_ps(ap[2]);
-        c20 = _mm512_fmadd_ps(a, b0, c20), c21 = _mm512_fmadd_ps(a, b1, c21),
-        c22 = _mm512_fmadd_ps(a, b2, c22);
-        a = _mm512_set1_ps(ap[3]);
-        c30 = _mm512_fmadd_ps(a, b0, c30), c31 = _mm512_fmadd_ps(a, b1, c31),
-        c32 = _mm512_fmadd_ps(a, b2, c32);
-        ap += 4;
-        bp += 48;
+        __m512 bv[FNN_CONV512_NV];
+        for (int j = 0; j < FNN_CONV512_NV; j++) bv[j] = _mm512_loadu_ps(bp + 16 * j);
+        for (int i = 0; i < FNN_CONV512_MR; i++) {
+            const __m512 a = _mm512_set1_ps(ap[i]);
+            for (int j = 0; j < FNN_CONV512_NV; j++) acc[i][j] = _mm512_fmadd_ps(a, bv[j], acc[i][j]);
+        }
+        ap += FNN_CONV512_MR;
+        bp += 16 * FNN_CONV512_NV;
     }
-#define CONV_STORE_ROW(r, v0, v1, v2)                                                          \
-    do {                                                                                       \
-        float *cr = c + (r) * ldc;                                                             \
-        if (beta != 0) {                                                                       \
-            v0 = _mm512_add_ps(v0, _mm512_loadu_ps(cr));                                       \
-            v1 = _mm512_add_ps(v1, _mm512_loadu_ps(cr + 16));                                  \
-            v2 = _mm512_add_ps(v2, _mm512_loadu_ps(cr + 32));                                  \
-        }                                                                                      \
-        _mm512_storeu_ps(cr, v0);                                                              \
-        _mm512_storeu_ps(cr + 16, v1);                                                         \
-        _mm512_storeu_ps(cr + 32, v2);                                                         \
-    } while (0)
-    CONV_STORE_ROW(0, c00, c01, c02);
-    CONV_STORE_ROW(1, c10, c11, c12);
-    CONV_STORE_ROW(2, c20, c21, c22);
-    CONV_STORE_ROW(3, c30, c31, c32);
-#undef CONV_STORE_ROW
+    for (int i = 0; i < FNN_CONV512_MR; i++) {
+        float *cr = c + i * ldc;
+        for (int j = 0; j < FNN_CONV512_NV; j++) {
+            __m512 v = acc[i][j];
+            if (beta != 0) v = _mm512_add_ps(v, _mm512_loadu_ps(cr + 16 * j));
+            _mm512_storeu_ps(cr + 16 * j, v);
+        }
+    }
 }
 
 /* Registers the AVX-512 loops and float conv kernel, and (placeholder) the AVX2
@@ -85,8 +67,9 @@ void fnn_register_avx512(fnn_isa_ctx *ctx)
     ctx->gemm_f32 = fnn_gemm_cfg_avx2_f32;
     ctx->gemm_f64 = fnn_gemm_cfg_avx2_f64;
     ctx->isa_of[FNN_FAM_GEMM_F32] = ctx->isa_of[FNN_FAM_GEMM_F64] = FNN_ISA_AVX2;
-    /* conv: 4 x 48 float tile; double keeps the GEMM engine's kernel */
-    ctx->conv_f32 = (fnn_conv_cfg_f32){.mr = 4, .nr = 48, .ukr = fnn_conv_ukr_avx512_f32};
+    /* conv: 8 x 48 float tile; double keeps the GEMM engine's kernel */
+    ctx->conv_f32 = (fnn_conv_cfg_f32){.mr = FNN_CONV512_MR, .nr = 16 * FNN_CONV512_NV,
+                                       .ukr = fnn_conv_ukr_avx512_f32};
     ctx->isa_of[FNN_FAM_CONV_F32] = FNN_ISA_AVX512;
     ctx->loops_f32 = fnn_loops_avx512_f32;
     ctx->loops_f64 = fnn_loops_avx512_f64;
