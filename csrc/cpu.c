@@ -55,7 +55,8 @@ static const char *const fnn_family_names[FNN_FAM_COUNT] = {
     [FNN_FAM_GEMM_F32] = "gemm_f32",     [FNN_FAM_GEMM_F64] = "gemm_f64",
     [FNN_FAM_CONV_F32] = "conv_f32",     [FNN_FAM_CONV_F64] = "conv_f64",
     [FNN_FAM_ACTIVATION] = "activation", [FNN_FAM_DROPOUT] = "dropout",
-    [FNN_FAM_OPTIMIZER] = "optimizer",   [FNN_FAM_ALL_FINITE] = "all_finite"};
+    [FNN_FAM_OPTIMIZER] = "optimizer",   [FNN_FAM_ALL_FINITE] = "all_finite",
+    [FNN_FAM_LOSS] = "loss"};
 
 static const char *const fnn_feature_names[FNN_CPU_FEATURE_COUNT] = {
     [FNN_CPU_AVX2] = "avx2",         [FNN_CPU_FMA] = "fma",

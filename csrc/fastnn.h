@@ -90,7 +90,8 @@ typedef enum {
     FNN_FAM_DROPOUT = 5,
     FNN_FAM_OPTIMIZER = 6,
     FNN_FAM_ALL_FINITE = 7,
-    FNN_FAM_COUNT = 8
+    FNN_FAM_LOSS = 8, /* cross-entropy, mse, bce                             */
+    FNN_FAM_COUNT = 9
 } fnn_family;
 const char *fnn_family_name(int family); /* "gemm_f32", ...; NULL when out of range */
 int fnn_family_isa(int family);          /* the fnn_isa_level it runs at      */

@@ -62,6 +62,12 @@ typedef struct {
     void (*act_row)(T *y, const T *x, int64_t n, int act);
     /* dz[0:n] = da * act'(z) from a = act(z) and (gelu, silu) z; softmax: the row's JVP */
     void (*act_grad_row)(T *dz, const T *da, const T *a, const T *z, int64_t n, int act);
+    /* losses (loss_impl.h documents them), each returning its sum in double and
+     * writing its gradient when grad != NULL: one row of softmax cross-entropy
+     * (label >= 0, else probability row t), mse and bce over [0, n) */
+    double (*ce_row)(T *grad, const T *x, int64_t label, const T *t, int64_t classes, T inv_b);
+    double (*mse)(T *grad, const T *pred, const T *target, int64_t n, T scale);
+    double (*bce)(T *grad, const T *logits, const T *target, int64_t n, T inv_n);
 } SFX(fnn_loops);
 
 /* The conv forward micro-kernel of an ISA (NULL ukr: the conv driver uses the

@@ -290,6 +290,75 @@ FNN_LOOPS_TARGET static void FNN_LP(act_grad_row)(T *dz, const T *da, const T *a
     }
 }
 
+/* One row x (classes,) of softmax cross-entropy: returns lse - x[label] (label >= 0)
+ * or sum_c t_c (lse - x_c) (probability row t); grad (classes,) or NULL =
+ * (softmax * sum_c t_c - t) * inv_b (t one-hot at label for labels). */
+FNN_LOOPS_TARGET static double FNN_LP(ce_row)(T *grad, const T *x, int64_t label, const T *t,
+                                              int64_t classes, T inv_b)
+{
+    T mx = x[0];
+    for (int64_t j = 1; j < classes; j++) mx = x[j] > mx ? x[j] : mx;
+    T s = 0;
+    for (int64_t j = 0; j < classes; j++) s += TM(exp)(x[j] - mx);
+    const T lse = mx + TM(log)(s); /* log-sum-exp */
+    double total;
+    if (label >= 0) {
+        total = (double)(lse - x[label]);
+    } else {
+        double acc = 0;
+        for (int64_t j = 0; j < classes; j++)
+            if (t[j] != 0) acc += (double)t[j] * (double)(lse - x[j]);
+        total = acc;
+    }
+    if (grad) {
+        const T inv_s = (T)1 / s;
+        if (label >= 0) {
+            for (int64_t j = 0; j < classes; j++) grad[j] = TM(exp)(x[j] - mx) * inv_s * inv_b;
+            grad[label] -= inv_b;
+        } else {
+            T tsum = 0;
+            for (int64_t j = 0; j < classes; j++) tsum += t[j];
+            for (int64_t j = 0; j < classes; j++)
+                grad[j] = (TM(exp)(x[j] - mx) * inv_s * tsum - t[j]) * inv_b;
+        }
+    }
+    return total;
+}
+
+/* pred, target (n,): returns sum (pred - target)^2 (in double, in index order);
+ * grad (n,) or NULL = scale (pred - target).  Two passes, so that the gradient
+ * pass vectorizes (the double sum is sequential, as before). */
+FNN_LOOPS_TARGET static double FNN_LP(mse)(T *grad, const T *pred, const T *target, int64_t n,
+                                           T scale)
+{
+    if (grad)
+        for (int64_t i = 0; i < n; i++) grad[i] = scale * (pred[i] - target[i]);
+    double total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const T d = pred[i] - target[i];
+        total += (double)d * (double)d;
+    }
+    return total;
+}
+
+/* logits, target (n,): returns sum max(x,0) - x t + log1p(exp(-|x|)) (in double);
+ * grad (n,) or NULL = (sigmoid(x) - t) * inv_n. */
+FNN_LOOPS_TARGET static double FNN_LP(bce)(T *grad, const T *logits, const T *target, int64_t n,
+                                           T inv_n)
+{
+    double total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const T x = logits[i], t = target[i];
+        const T e = TM(exp)(-TM(fabs)(x)); /* in (0, 1]: never overflows */
+        total += (double)((x > 0 ? x : (T)0) - x * t + TM(log1p)(e));
+        if (grad) {
+            const T sig = x >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
+            grad[i] = (sig - t) * inv_n;
+        }
+    }
+    return total;
+}
+
 /* The level's table, for its registration function. */
 static const SFX(fnn_loops) FNN_LP(loops) = {
     .sgd = FNN_LP(sgd),
@@ -301,6 +370,9 @@ static const SFX(fnn_loops) FNN_LP(loops) = {
     .all_finite = FNN_LP(all_finite),
     .act_row = FNN_LP(act_row),
     .act_grad_row = FNN_LP(act_grad_row),
+    .ce_row = FNN_LP(ce_row),
+    .mse = FNN_LP(mse),
+    .bce = FNN_LP(bce),
 };
 
 #undef FNN_LP

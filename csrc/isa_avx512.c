@@ -75,5 +75,6 @@ void fnn_register_avx512(fnn_isa_ctx *ctx)
     ctx->loops_f64 = fnn_loops_avx512_f64;
     ctx->isa_of[FNN_FAM_ACTIVATION] = ctx->isa_of[FNN_FAM_DROPOUT] = FNN_ISA_AVX512;
     ctx->isa_of[FNN_FAM_OPTIMIZER] = ctx->isa_of[FNN_FAM_ALL_FINITE] = FNN_ISA_AVX512;
+    ctx->isa_of[FNN_FAM_LOSS] = FNN_ISA_AVX512;
 }
 #endif /* FNN_HAVE_X86 */

@@ -25,7 +25,7 @@ from fastnn import reference as R
 
 LEVELS = ["generic", "avx2", "avx512"]
 FAMILIES = ["gemm_f32", "gemm_f64", "conv_f32", "conv_f64", "activation", "dropout",
-            "optimizer", "all_finite"]
+            "optimizer", "all_finite", "loss"]
 SUPPORTED = fastnn.config()["isa_supported"]
 BEST = [lv for lv in LEVELS if SUPPORTED[lv]][-1]
 X86 = _kernels._mxcsr() != 0
