@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -90,6 +91,19 @@ def test_unavailable_level_warns(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "RuntimeWarning" in r.stderr and "not supported" in r.stderr
     assert r.stdout.split()[-1] == BEST
+
+
+def test_unavailable_level_message(monkeypatch):
+    """The warning for a level the CPU lacks, as fastnn gives it at import (the C side's
+    answer stubbed, so that this runs on a CPU that has every level)."""
+    monkeypatch.setenv("FASTNN_ISA", "avx512")
+    monkeypatch.setattr(_kernels, "isa_request", lambda: "unavailable")
+    with pytest.warns(RuntimeWarning, match="'avx512' is not supported by this CPU"):
+        fastnn._config.warn_isa_request()
+    monkeypatch.setattr(_kernels, "isa_request", lambda: "ok")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastnn._config.warn_isa_request()
 
 
 def test_window_out_size_matches_the_layers_formula():
