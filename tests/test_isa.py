@@ -11,9 +11,11 @@ result.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +74,60 @@ def test_forced_level_runs_its_kernels(isa, tmp_path):
     assert all(rank[f] <= rank[isa] for f in fams.split())
     if isa != "generic":  # each level registers at least its elementwise loops
         assert fams.split()[FAMILIES.index("optimizer")] == isa
+
+
+BATTERY = """
+import numpy as np, fastnn
+from fastnn import _kernels, kernels as K, reference as R
+from conftest import assert_close
+rng = np.random.default_rng(5)
+for t in (1, 2):
+    fastnn.set_num_threads(t)
+    for dt in (np.float32, np.float64):
+        x = rng.standard_normal((70, 37)).astype(dt)  # odd sizes: vector tails at every width
+        for act in ("relu", "sigmoid", "tanh", "gelu", "silu", "softmax"):
+            a = K.activation_forward(x, act)
+            assert_close(a, R.activation_forward(x, act), dt, what=act)
+            z = x if act in ("gelu", "silu") else None
+            assert_close(K.activation_backward(x, a, z, act), R.activation_backward(x, a, z, act),
+                         dt, what=act + " backward")
+        n = 100_003  # several per-thread shares
+        w, g = rng.standard_normal(n).astype(dt), rng.standard_normal(n).astype(dt)
+        m, v = np.abs(g) * dt(0.1), g * g
+        w2, m2, v2 = w.copy(), m.copy(), v.copy()
+        K.adam_step(w, g, m, v, step=3)
+        R.adam_step(w2, g, m2, v2, step=3)
+        assert_close(w, w2, dt, what="adam w")
+        assert_close(v, v2, dt, what="adam v")
+        y, mask = K.dropout_forward(g, 0.3, 7)
+        y2, mask2 = R.dropout_forward(g, 0.3, 7)
+        assert np.array_equal(mask, mask2) and np.array_equal(y, y2)
+        assert _kernels.all_finite(g) and not _kernels.all_finite(np.append(g, np.inf).astype(dt))
+        lab = rng.integers(0, 37, 70)
+        l1, g1 = K.cross_entropy(x, lab)
+        l2, g2 = R.cross_entropy(x, lab)
+        assert abs(l1 - l2) <= 1e-5 * abs(l2) and np.allclose(g1, g2, rtol=1e-4, atol=1e-7)
+        xc = rng.standard_normal((3, 5, 13, 11)).astype(dt)
+        wc, bc = rng.standard_normal((7, 5, 3, 3)).astype(dt), rng.standard_normal(7).astype(dt)
+        assert_close(K.conv2d_forward(xc, wc, bc, padding=1, activation="relu"),
+                     R.conv2d_forward(xc, wc, bc, padding=1, activation="relu"), dt, k=45,
+                     what="conv2d")
+print(fastnn.config()["isa"])
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", LEVELS)
+def test_level_kernels_match_reference(isa, tmp_path):
+    """At each level the CPU has: activations, Adam, dropout, all_finite, cross-entropy
+    and conv against their twins, at 1 and 2 threads, in a child forced to that level."""
+    if not SUPPORTED[isa]:
+        pytest.skip(f"this CPU (or its OS) has no {isa}")
+    tests_dir = str(Path(__file__).resolve().parent)
+    r = run_child(BATTERY, tmp_path, FASTNN_ISA=isa,
+                  PYTHONPATH=os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-2:] == [isa, "ok"]
 
 
 def test_unknown_level_warns_and_uses_the_best(tmp_path):
