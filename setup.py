@@ -2,15 +2,17 @@
 
 OpenMP is probed at build time (-fopenmp with GCC/Clang, /openmp with MSVC,
 Apple Clang with libomp); without it the kernels build and run single-threaded.
-No -march flags: the AVX2 micro-kernels carry target attributes and are chosen
-at run time (csrc/cpu.c), so one binary runs on every x86-64 CPU
-(tools/check_isa.sh checks that with objdump).
+No -march flags: the AVX2 and AVX-512 kernels carry target attributes and are
+chosen at run time (csrc/cpu.c's ISA registry), so one binary runs on every
+x86-64 CPU (tools/check_isa.sh checks that with objdump).
 
 Environment:
   FASTNN_NO_OPENMP=1       build without OpenMP.
   FASTNN_REQUIRE_OPENMP=1  fail instead of falling back to a single-threaded
                            build when no OpenMP flag works (release wheels).
   FASTNN_DEBUG=1           keep debug information (default: -g0, small wheels).
+  CFLAGS=-DFNN_SIMDE_AVX512  the test build that runs the AVX-512 code on SIMDe
+                           (tools/simde_check.sh), on CPUs without AVX-512.
   CFLAGS / LDFLAGS         as usual; LDFLAGS also reaches the OpenMP probe, so
                            e.g. -L$(brew --prefix libomp)/lib finds libomp.
 """
@@ -88,7 +90,12 @@ class BuildExt(build_ext):
         else:
             # -fno-trapping-math: no code relies on FP exceptions; it lets the compiler
             # turn compare-selects (relu's mask...) into vector blends instead of branches
-            base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fvisibility=hidden",
+            # -ffp-contract=off: no a * b + c contracted into one FMA behind our back (GCC
+            # does it by default wherever the target has FMA, and AVX-512F alone has it),
+            # so the elementwise loops round alike at every ISA level; kernels that want
+            # FMA write it as an intrinsic
+            base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+                    "-fvisibility=hidden",
                     "-Wno-unused-function", "-Wno-unreachable-code"]
             if not os.environ.get("FASTNN_DEBUG"):
                 base.append("-g0")  # Python's own CFLAGS often carry -g: 2 MB -> 0.4 MB

@@ -8,10 +8,6 @@
 #include <omp.h>
 #endif
 
-/* Tile of the float AVX2 forward micro-kernel (below). */
-#define CONV_FAST_MR 4
-#define CONV_FAST_NR 24
-
 /* Sizes of one convolution, checked once (see fnn_conv_geometry). */
 typedef struct {
     int64_t n, c, h, w, oc, kh, kw, sh, sw, ph, pw, oh, ow;
@@ -40,8 +36,8 @@ static int fnn_conv_geometry(fnn_conv_geom *g, int64_t n, int64_t c, int64_t h, 
     if (h + 2 * ph < kh || w + 2 * pw < kw) return FNN_EINVAL;
     g->n = n, g->c = c, g->h = h, g->w = w, g->oc = oc, g->kh = kh, g->kw = kw;
     g->sh = sh, g->sw = sw, g->ph = ph, g->pw = pw;
-    g->oh = (h + 2 * ph - kh) / sh + 1;
-    g->ow = (w + 2 * pw - kw) / sw + 1;
+    g->oh = fnn_window_out_size(h, kh, sh, ph);
+    g->ow = fnn_window_out_size(w, kw, sw, pw);
     int64_t t, K, P;
     if (fnn_mul_overflows(c, kh, &t) || fnn_mul_overflows(t, kw, &K) ||
         fnn_mul_overflows(g->oh, g->ow, &P) || fnn_mul_overflows(K + 1, P, &t) ||
@@ -75,12 +71,16 @@ static int fnn_conv_workspace_plan(fnn_conv_ws *ws, const fnn_conv_geom *g, size
 {
     int64_t mr, nr, mc, kc, nc;
     fnn_gemm_blocking((int)elem, &mr, &nr, &mc, &kc, &nc);
+    const fnn_isa_ctx *ctx = fnn_ctx();
+    /* the ISA's conv forward kernel, if it has one for this dtype (else the engine's) */
+    const int64_t cmr = elem == 4 ? (ctx->conv_f32.ukr ? ctx->conv_f32.mr : mr)
+                                  : (ctx->conv_f64.ukr ? ctx->conv_f64.mr : mr);
+    const int64_t cnr = elem == 4 ? (ctx->conv_f32.ukr ? ctx->conv_f32.nr : nr)
+                                  : (ctx->conv_f64.ukr ? ctx->conv_f64.nr : nr);
     const int64_t K = g->c * g->kh * g->kw, P = g->oh * g->ow, Ka = K + 1;
-    /* room for the layout of either forward micro-kernel (engine or conv AVX2) */
-    const int64_t Ppad = FNN_MAX((P + nr - 1) / nr * nr,
-                                 (P + CONV_FAST_NR - 1) / CONV_FAST_NR * CONV_FAST_NR);
-    const int64_t Mpad = FNN_MAX((g->oc + mr - 1) / mr * mr,
-                                 (g->oc + CONV_FAST_MR - 1) / CONV_FAST_MR * CONV_FAST_MR);
+    /* room for the layout of either forward micro-kernel (engine or conv) */
+    const int64_t Ppad = FNN_MAX((P + nr - 1) / nr * nr, (P + cnr - 1) / cnr * cnr);
+    const int64_t Mpad = FNN_MAX((g->oc + mr - 1) / mr * mr, (g->oc + cmr - 1) / cmr * cmr);
     const double est = ((double)Ka * Ppad + (double)g->oc * P + (double)Ppad + 2.0 * P +
                         (double)g->oc * K + (double)Mpad * Ka + (double)g->n * g->oc) *
                        (double)elem * (nt < 1 ? 1 : nt);
@@ -124,84 +124,5 @@ int fnn_conv2d_workspace_size(size_t *bytes, int64_t n, int64_t c, int64_t h, in
     return FNN_OK;
 }
 
-/* ---- the AVX2 forward micro-kernel for float ---------------------------- */
-/* A 4 x 24 tile (4 output channels x 24 pixels): 12 ymm accumulators, 3 B
- * vectors and 1 broadcast per k step, 12 FMAs to 7 loads.  Against the GEMM
- * engine's 6 x 16 it wastes no rows when the channel count is a multiple of 4
- * (6 x 16 runs 36 rows for 32 channels), and it starts the accumulators at the
- * bias, so the bias costs nothing (the engine path spends one more K row).
- * Only this function is compiled for AVX2 + FMA; it runs when cpu.c chose the
- * AVX2 path (so FASTNN_ISA=generic turns it off). */
-#ifdef FNN_HAVE_X86
-#include <immintrin.h>
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((target("avx2,fma")))
-#endif
-static void fnn_conv_ukr_avx2_f32(int64_t k, const float *ap, const float *bp, float *c,
-                              int64_t ldc, const float *bias, float beta)
-{
-    __m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
-    if (bias) {
-        c00 = c01 = c02 = _mm256_broadcast_ss(bias + 0);
-        c10 = c11 = c12 = _mm256_broadcast_ss(bias + 1);
-        c20 = c21 = c22 = _mm256_broadcast_ss(bias + 2);
-        c30 = c31 = c32 = _mm256_broadcast_ss(bias + 3);
-    } else {
-        c00 = c01 = c02 = c10 = c11 = c12 = _mm256_setzero_ps();
-        c20 = c21 = c22 = c30 = c31 = c32 = _mm256_setzero_ps();
-    }
-    for (int64_t p = 0; p < k; p++) {
-        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8),
-                     b2 = _mm256_loadu_ps(bp + 16);
-        __m256 a = _mm256_broadcast_ss(ap + 0);
-        c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01),
-        c02 = _mm256_fmadd_ps(a, b2, c02);
-        a = _mm256_broadcast_ss(ap + 1);
-        c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11),
-        c12 = _mm256_fmadd_ps(a, b2, c12);
-        a = _mm256_broadcast_ss(ap + 2);
-        c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21),
-        c22 = _mm256_fmadd_ps(a, b2, c22);
-        a = _mm256_broadcast_ss(ap + 3);
-        c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31),
-        c32 = _mm256_fmadd_ps(a, b2, c32);
-        ap += 4;
-        bp += 24;
-    }
-#define CONV_STORE_ROW(r, v0, v1, v2)                                                          \
-    do {                                                                                       \
-        float *cr = c + (r) * ldc;                                                             \
-        if (beta != 0) {                                                                       \
-            v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));                                       \
-            v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));                                   \
-            v2 = _mm256_add_ps(v2, _mm256_loadu_ps(cr + 16));                                  \
-        }                                                                                      \
-        _mm256_storeu_ps(cr, v0);                                                              \
-        _mm256_storeu_ps(cr + 8, v1);                                                          \
-        _mm256_storeu_ps(cr + 16, v2);                                                         \
-    } while (0)
-    CONV_STORE_ROW(0, c00, c01, c02);
-    CONV_STORE_ROW(1, c10, c11, c12);
-    CONV_STORE_ROW(2, c20, c21, c22);
-    CONV_STORE_ROW(3, c30, c31, c32);
-#undef CONV_STORE_ROW
-}
-#define CONV_FAST_UKR fnn_conv_ukr_avx2_f32
-#endif /* FNN_HAVE_X86 */
-
-#define T float
-#define SFX(f) f##_f32
-#define TM(fn) fn##f
-#include "conv_impl.h"
-#undef T
-#undef SFX
-#undef TM
-#undef CONV_FAST_UKR
-
-#define T double
-#define SFX(f) f##_f64
-#define TM(fn) fn
-#include "conv_impl.h"
-#undef T
-#undef SFX
-#undef TM
+#define FNN_TEMPLATE "conv_impl.h"
+#include "fnn_template.h"

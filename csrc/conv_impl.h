@@ -100,6 +100,7 @@ FNN_INLINE void SFX(copy_nr)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src, int
     case 16: memcpy(dst, src, 16 * sizeof(T)); break;
     case 24: memcpy(dst, src, 24 * sizeof(T)); break;
     case 32: memcpy(dst, src, 32 * sizeof(T)); break;
+    case 48: memcpy(dst, src, 48 * sizeof(T)); break;
     default:
         for (int64_t j = 0; j < nr; j++) dst[j] = src[j];
     }
@@ -211,24 +212,27 @@ static void SFX(softmax_channels_grad)(T *dz, const T *da, const T *a, int64_t o
         for (int64_t p = 0; p < P; p++) dz[o * P + p] = a[o * P + p] * (da[o * P + p] - tmp[p]);
 }
 
-/* The forward's micro-kernel: the AVX2 conv kernel (float, bias in the
- * accumulators) when CONV_FAST_UKR is defined for this type and the CPU path is
- * AVX2, else the GEMM engine's micro-kernel with the bias as a ones row. */
+/* The forward's micro-kernel: the ISA's conv kernel (bias in the
+ * accumulators) when the registry has one for this dtype, else the GEMM
+ * engine's micro-kernel with the bias as a ones row. */
 typedef struct {
     int64_t mr, nr, kc;
-    int fast;
+    SFX(fnn_conv_ukr) conv;
+    SFX(fnn_ukr) ukr;
 } SFX(fnn_conv_kern);
 
 static SFX(fnn_conv_kern) SFX(conv_kern)(void)
 {
-    SFX(fnn_conv_kern) kk = {SFX(fnn_cfg).mr, SFX(fnn_cfg).nr, SFX(fnn_cfg).kc, 0};
-#ifdef CONV_FAST_UKR
-    if (fnn_isa() == FNN_ISA_AVX2) {
-        kk.mr = CONV_FAST_MR;
-        kk.nr = CONV_FAST_NR;
-        kk.fast = 1;
+    const fnn_isa_ctx *ctx = fnn_ctx();
+    const SFX(fnn_conv_cfg) *cc = &ctx->SFX(conv);
+    const SFX(fnn_gemm_cfg) *gc = &ctx->SFX(gemm);
+    SFX(fnn_conv_kern) kk = {.mr = gc->mr, .nr = gc->nr, .kc = gc->kc, .conv = NULL,
+                             .ukr = gc->ukr};
+    if (cc->ukr) {
+        kk.mr = cc->mr;
+        kk.nr = cc->nr;
+        kk.conv = cc->ukr;
     }
-#endif
     return kk;
 }
 
@@ -237,14 +241,11 @@ static SFX(fnn_conv_kern) SFX(conv_kern)(void)
 FNN_INLINE void SFX(conv_tile)(const SFX(fnn_conv_kern) *kk, int64_t k, const T *ap, const T *bp,
                                T *c, int64_t ldc, const T *bias, T beta)
 {
-#ifdef CONV_FAST_UKR
-    if (kk->fast) {
-        CONV_FAST_UKR(k, ap, bp, c, ldc, bias, beta);
+    if (kk->conv) {
+        kk->conv(k, ap, bp, c, ldc, bias, beta);
         return;
     }
-#endif
-    (void)bias;
-    SFX(fnn_cfg).ukr(k, ap, bp, kk->nr, c, ldc, (T)1, beta);
+    kk->ukr(k, ap, bp, kk->nr, c, ldc, (T)1, beta);
 }
 
 /* Pixel panels [q0, q1) of one image for K block pc (see conv_fwd_image). */
@@ -257,7 +258,7 @@ static void SFX(conv_fwd_panels)(const SFX(fnn_conv_kern) *kk, T *outi, T *zi, c
     const int64_t Ppad = (P + NR - 1) / NR * NR, mpan = (oc + MR - 1) / MR, Mpad = mpan * MR;
     const T beta = pc == 0 ? (T)0 : (T)1;
     T tile[FNN_MAX_TILE], bpad[FNN_MAX_TILE];
-    const int use_bias = kk->fast && bias != NULL && pc == 0;
+    const int use_bias = kk->conv != NULL && bias != NULL && pc == 0;
     /* Blocks of QB pixel panels, their B (up to 256 KiB) kept in L2; in a block,
      * channel panel by channel panel, so the tiles walk along 4-6 output rows
      * (pages) at a time.  Panel by panel over all channels instead touches every
@@ -328,9 +329,11 @@ static void SFX(conv_fwd_image)(const SFX(fnn_conv_kern) *kk, T *outi, T *zi, T 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
         {
+            FNN_PAR_ENTER();
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
             SFX(conv_fwd_panels)(kk, outi, zi, bp, ap, bias, npan * tid / nth,
                                  npan * (tid + 1) / nth, pc, kcur, last, P, oc, act_ep, need_ep);
+            FNN_PAR_LEAVE();
         }
 #else
         SFX(conv_fwd_panels)(kk, outi, zi, bp, ap, bias, 0, npan, pc, kcur, last, P, oc, act_ep,
@@ -353,7 +356,7 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
     fnn_init();
     const SFX(fnn_conv_kern) kk = SFX(conv_kern)();
     /* the engine's kernel takes the bias as a ones row of K; the fast one in its accumulators */
-    const int64_t P = g.oh * g.ow, K = c * kh * kw, Ka = K + (b != NULL && !kk.fast);
+    const int64_t P = g.oh * g.ow, K = c * kh * kw, Ka = K + (b != NULL && kk.conv == NULL);
     fnn_conv_ws ws;
     int nt = n_threads < 1 ? 1 : n_threads;
     st = fnn_conv_workspace_plan(&ws, &g, sizeof(T), nt, work_bytes);
@@ -375,6 +378,7 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
 #pragma omp parallel num_threads(ws.slots)
 #endif
     {
+        FNN_PAR_ENTER();
 #ifdef _OPENMP
         const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
 #else
@@ -386,6 +390,7 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
             SFX(conv_fwd_image)(&kk, out + i * img_out, z ? z + i * img_out : NULL, (T *)slot,
                                 (T *)(slot + ws.delta_off), (T *)(slot + ws.tmp_off),
                                 x + i * img_in, ap, b, &g, Ka, act, 1);
+        FNN_PAR_LEAVE();
     }
     return FNN_OK;
 }
@@ -478,6 +483,7 @@ int SFX(fnn_conv2d_backward)(T *dx, T *dw, T *db, void *work, size_t work_bytes,
 #pragma omp parallel num_threads(ws.slots)
 #endif
         {
+            FNN_PAR_ENTER();
 #ifdef _OPENMP
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
 #else
@@ -515,6 +521,7 @@ int SFX(fnn_conv2d_backward)(T *dx, T *dw, T *db, void *work, size_t work_bytes,
                                       ws.dw_off))[j];
                 dw[j] = s;
             }
+            FNN_PAR_LEAVE();
         }
         if (failed != FNN_OK) return failed;
     }

@@ -19,25 +19,19 @@
 
 #include "fnn_internal.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* Hashing is a few multiplies per element: threads pay off from ~16k each. */
 #define FNN_DROPOUT_MIN_PER_THREAD (1 << 14)
 
 static int fnn_dropout_threads(int64_t n, int n_threads)
 {
-    int64_t nt = n_threads < 1 ? 1 : n_threads;
-    const int64_t cap = n / FNN_DROPOUT_MIN_PER_THREAD;
-    if (cap < nt) nt = cap < 1 ? 1 : cap;
-    return (int)nt;
+    return fnn_threads_for((double)n, FNN_DROPOUT_MIN_PER_THREAD, n_threads);
 }
-
-/* The top 24 bits of splitmix64 output number k for `seed` (see above). */
-FNN_INLINE uint64_t fnn_dropout_bits(uint64_t seed, uint64_t k)
-{
-    uint64_t z = seed + (k + 1) * UINT64_C(0x9E3779B97F4A7C15);
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return (z ^ (z >> 31)) >> 40;
-}
+/* (fnn_dropout_bits, the hash above, is in fnn_internal.h: the loops are the
+ * ISA registry's, fnn_loops_impl.h.) */
 
 /* ceil(p * 2^24) for p in [0, 1): keep iff bits >= it.  p * 2^24 is exact. */
 static uint64_t fnn_dropout_threshold(double p) { return (uint64_t)ceil(p * 16777216.0); }

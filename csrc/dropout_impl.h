@@ -1,6 +1,7 @@
 /* dropout_impl.h -- inverted dropout, forward and backward (T, SFX, TM).
  * The keep decision is an integer test on fnn_dropout_bits (dropout.c), the
- * same for both dtypes, so float and double masks agree bit for bit. */
+ * same for both dtypes, so float and double masks agree bit for bit.  The
+ * loops are the ISA registry's (fnn_loops_impl.h). */
 
 /* x, out (n,); mask (n,) or NULL.  out = x * (keep * s) with s = 1/(1-p)
  * rounded to T (as torch: x * (mask / (1-p)), so a dropped inf or nan gives
@@ -12,27 +13,11 @@ int SFX(fnn_dropout_forward)(T *out, uint8_t *mask, const T *x, int64_t n, doubl
     if (n == 0) return FNN_OK;
     if (!out || !x) return FNN_EINVAL;
     const int nt = fnn_dropout_threads(n, n_threads);
-    if (p == 0) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-        for (int64_t i = 0; i < n; i++) {
-            out[i] = x[i];
-            if (mask) mask[i] = 1;
-        }
-        return FNN_OK;
-    }
-    const uint64_t thr = fnn_dropout_threshold(p);
-    const T scale = (T)(1.0 / (1.0 - p));
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int64_t i = 0; i < n; i++) {
-        const int keep = fnn_dropout_bits(seed, offset + (uint64_t)i) >= thr;
-        out[i] = x[i] * ((T)keep * scale); /* branch-free; x * 0 as torch (inf -> nan) */
-        if (mask) mask[i] = (uint8_t)keep;
-    }
-    (void)nt;
+    /* thr == 0 (p == 0) keeps everything: out = x, mask = 1 */
+    const SFX(fnn_dropout_fwd_args) a = {.out = out, .mask = mask, .x = x, .seed = seed,
+                                         .offset = offset, .thr = fnn_dropout_threshold(p),
+                                         .scale = (T)(1.0 / (1.0 - p))};
+    FNN_RUN_RANGES(fnn_ctx()->SFX(loops).dropout_fwd, &a, n, nt);
     return FNN_OK;
 }
 
@@ -45,11 +30,8 @@ int SFX(fnn_dropout_backward)(T *dx, const T *dy, const uint8_t *mask, int64_t n
     if (n == 0) return FNN_OK;
     if (!dx || !dy || !mask) return FNN_EINVAL;
     const int nt = fnn_dropout_threads(n, n_threads);
-    const T scale = (T)(1.0 / (1.0 - p));
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * ((T)(mask[i] != 0) * scale);
-    (void)nt;
+    const SFX(fnn_dropout_bwd_args) a = {.dx = dx, .dy = dy, .mask = mask,
+                                         .scale = (T)(1.0 / (1.0 - p))};
+    FNN_RUN_RANGES(fnn_ctx()->SFX(loops).dropout_bwd, &a, n, nt);
     return FNN_OK;
 }

@@ -1,7 +1,7 @@
 /*
  * fastnn.h -- the whole C API of fastnn's kernels.
  *
- * Conventions (see DESIGN.md):
+ * Conventions:
  *   - row-major, C-contiguous arrays; sizes and leading dimensions explicit;
  *   - outputs first, then inputs, then sizes, then options;
  *   - every kernel exists as _f32 and _f64, generated from one type-generic
@@ -45,21 +45,103 @@ typedef enum {
 /* 1 when act's derivative needs the pre-activation z (not only a = act(z)). */
 int fnn_act_needs_z(int act);
 
-/* ---- run-time CPU dispatch (cpu.c) ------------------------------------- */
-enum { FNN_ISA_GENERIC = 0, FNN_ISA_AVX2 = 1 };
+/* ---- run-time CPU dispatch: the ISA registry (cpu.c, isa_*.c) ----------- */
+/* Instruction-set levels, ranked: a higher value is a superset of the lower
+ * ones, so levels compare with >=.  Each level is one csrc/isa_<name>.c file
+ * that registers everything it provides (GEMM blocking and micro-kernels,
+ * packing, the conv kernel, the elementwise and optimizer loops, all_finite)
+ * into one context; what a level does not provide it inherits from the level
+ * below. */
+typedef enum {
+    FNN_ISA_GENERIC = 0, /* the build's baseline (SSE2 on x86-64, NEON on arm64) */
+    FNN_ISA_AVX2 = 1,    /* AVX2 + FMA                                          */
+    FNN_ISA_AVX512 = 2,  /* AVX-512 F + BW + VL + DQ (with AVX2 + FMA)           */
+    FNN_ISA_COUNT = 3
+} fnn_isa_level;
 
-/* Detect the CPU once and fill the dispatch table.  FASTNN_ISA=generic forces
- * the portable path; FASTNN_ISA=avx2 asks for AVX2 (ignored if the CPU lacks
- * it).  Returns the ISA chosen.  Idempotent; call before any kernel. */
+/* Detect the CPU once (thread-safe) and fill the registry with the best level
+ * that the CPU and the OS support, capped by the environment variable
+ * FASTNN_ISA=generic|avx2|avx512.  An unknown or unavailable value falls back
+ * to the best allowed level; fnn_isa_request() says what happened so that a
+ * caller can warn.  Returns the level chosen.  Idempotent. */
 int fnn_init(void);
 int fnn_isa(void);
+/* "generic", "avx2", "avx512"; "unknown" outside [0, FNN_ISA_COUNT). */
 const char *fnn_isa_name(int isa);
+/* 1 if the CPU and the OS support level isa (the check cpu.c uses). */
+int fnn_isa_supported(int isa);
+
+/* What became of FASTNN_ISA: FNN_ISA_REQ_NONE (unset or empty), _OK (honoured),
+ * _UNKNOWN (not a level name), _UNAVAILABLE (a level this CPU or build lacks). */
+#define FNN_ISA_REQ_NONE 0
+#define FNN_ISA_REQ_OK 1
+#define FNN_ISA_REQ_UNKNOWN 2
+#define FNN_ISA_REQ_UNAVAILABLE 3
+int fnn_isa_request(void);
+
+/* Kernel families and the level each one runs at (a level may leave a family
+ * to a lower level's kernels). */
+typedef enum {
+    FNN_FAM_GEMM_F32 = 0,
+    FNN_FAM_GEMM_F64 = 1,
+    FNN_FAM_CONV_F32 = 2, /* the conv forward micro-kernel (else the GEMM one) */
+    FNN_FAM_CONV_F64 = 3,
+    FNN_FAM_ACTIVATION = 4, /* activation forward/backward rows, GEMM epilogue  */
+    FNN_FAM_DROPOUT = 5,
+    FNN_FAM_OPTIMIZER = 6,
+    FNN_FAM_ALL_FINITE = 7,
+    FNN_FAM_LOSS = 8, /* cross-entropy, mse, bce                             */
+    FNN_FAM_COUNT = 9
+} fnn_family;
+const char *fnn_family_name(int family); /* "gemm_f32", ...; NULL when out of range */
+int fnn_family_isa(int family);          /* the fnn_isa_level it runs at      */
+
+/* CPU features (bit i of fnn_cpu_features(), named by fnn_cpu_feature_name(i)),
+ * each as the CPU reports it and, for register state, as the OS enables it. */
+#define FNN_CPU_AVX2 0
+#define FNN_CPU_FMA 1
+#define FNN_CPU_AVX512F 2
+#define FNN_CPU_AVX512BW 3
+#define FNN_CPU_AVX512VL 4
+#define FNN_CPU_AVX512DQ 5
+#define FNN_CPU_AVX512_BF16 6
+#define FNN_CPU_AMX_TILE 7
+#define FNN_CPU_AMX_BF16 8
+#define FNN_CPU_AMX_INT8 9
+#define FNN_CPU_FEATURE_COUNT 10
+uint32_t fnn_cpu_features(void);
+const char *fnn_cpu_feature_name(int bit); /* NULL when out of range */
 /* 1 if the CPU (and OS) supports AVX2 + FMA. */
 int fnn_cpu_has_avx2(void);
 /* Block sizes of the GEMM engine in use for a dtype (elem_size 4 or 8). */
 void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc,
                        int64_t *nc);
 int fnn_openmp_enabled(void);
+/* 1 in the test build whose AVX-512 code runs on SIMDe (-DFNN_SIMDE_AVX512). */
+int fnn_isa_emulated(void);
+
+/* ---- floating-point environment: subnormals (cpu.c) -------------------- */
+/* With flushing on (the default, as in JAX and TensorFlow), kernels run with
+ * the x86 MXCSR's FTZ (results that would be subnormal become 0) and DAZ
+ * (subnormal inputs read as 0) bits set; off, with both cleared (IEEE gradual
+ * underflow).  A process-wide setting read at each call.  A caller wraps each
+ * kernel call in enter/leave (the Python module does), and the kernels do the
+ * same on every OpenMP worker inside their parallel regions, so every thread
+ * doing the work runs in the chosen mode and the caller's MXCSR is restored
+ * after.  No-ops (enter returns 0) where there is no MXCSR. */
+void fnn_set_flush_denormal(int on);
+int fnn_get_flush_denormal(void);
+unsigned fnn_fpenv_enter(void); /* returns the state to give back to leave */
+void fnn_fpenv_leave(unsigned saved);
+/* The calling thread's MXCSR (0 where there is none) and a setter: test helpers. */
+unsigned fnn_mxcsr_get(void);
+void fnn_mxcsr_set(unsigned v);
+
+/* ---- shared size helpers ------------------------------------------------ */
+/* Output length of a window of size k, stride s, padding p on each side of
+ * an input of length n (floor mode): (n + 2p - k) / s + 1, or -1 when the
+ * sizes are out of domain (n < 0, k < 1, s < 1, p < 0, n + 2p < k). */
+int64_t fnn_window_out_size(int64_t n, int64_t k, int64_t s, int64_t p);
 
 /* ---- GEMM (gemm.c) ----------------------------------------------------- */
 /* Epilogue applied to each tile of C after its last K block, while the tile
@@ -265,20 +347,7 @@ int fnn_mlp_step_f32(double *loss, const fnn_mlp *net, const float *x, const int
 int fnn_mlp_step_f64(double *loss, const fnn_mlp *net, const double *x, const int64_t *labels,
                      const double *target, int64_t batch, int loss_kind, int n_threads);
 
-#ifdef __cplusplus
-}
-#endif
-#endif /* FASTNN_H */
-
-/* ======================================================================== */
 /* ---- convolution and pooling (conv.c, pool.c) --------------------------- */
-/* Appended section with its own guard (the core API above is unchanged).    */
-#ifndef FASTNN_CONV_H
-#define FASTNN_CONV_H
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 /* Shapes (NCHW, PyTorch's layout):
  *   x (n, c, h, w); w (oc, c, kh, kw); b (oc,) or NULL;
  *   out, z, dout (n, oc, oh, ow) with oh = (h + 2 ph - kh) / sh + 1,
@@ -375,4 +444,4 @@ int fnn_global_avgpool_backward_f64(double *dx, const double *dout, int64_t n, i
 #ifdef __cplusplus
 }
 #endif
-#endif /* FASTNN_CONV_H */
+#endif /* FASTNN_H */

@@ -5,9 +5,9 @@
  *   T        the element type (float or double)
  *   SFX(f)   f_f32 / f_f64          (names of generated functions)
  *   TM(f)    f##f / f               (libm function for T: expf / exp)
- * and included twice by `x.c`, once per type:
- *   #define T float / #define SFX(f) f##_f32 / #define TM(f) f##f
- *   #include "x_impl.h"   then #undef all three and repeat for double.
+ * and included twice by `x.c`, once per type, through fnn_template.h:
+ *   #define FNN_TEMPLATE "x_impl.h"
+ *   #include "fnn_template.h"
  */
 #ifndef FNN_INTERNAL_H
 #define FNN_INTERNAL_H
@@ -52,7 +52,7 @@ void fnn_thread_buffers_free(void);
 #define FNN_BUF_PACK_B 1
 #define FNN_BUF_COUNT 2
 
-/* ---- GEMM micro-kernels and dispatch (cpu.c, gemm_kernel_*.c) ----------- */
+/* ---- GEMM micro-kernels and the ISA registry (cpu.c, isa_*.c, gemm_kernel_*.c) */
 /* A micro-kernel computes one MR x NR tile:
  *   C[0:MR, 0:NR] = alpha * Ap @ Bp + beta * C        (beta == 0: C not read)
  * Ap is a packed MR-tall panel, k columns: Ap[p*MR + i].
@@ -79,6 +79,10 @@ typedef void (*fnn_ukr_edge_f64)(int64_t k, int64_t rows, int64_t cols, const do
                                  const double *bp, int64_t ldbp, double *c, int64_t ldc,
                                  double alpha, double beta);
 
+/* Per-dtype GEMM configuration of one ISA: blocking (MR x NR register tile,
+ * MC x KC block of packed A, NC columns of packed B), the micro-kernel, the
+ * optional packing kernels (NULL: the portable loops of gemm_impl.h, which
+ * work for any MR and NR) and the optional edge kernel. */
 typedef struct {
     int64_t mr, nr, mc, kc, nc;
     fnn_ukr_f32 ukr;
@@ -92,12 +96,12 @@ typedef struct {
     fnn_ukr_edge_f64 ukr_edge;
 } fnn_gemm_cfg_f64;
 
-/* The dispatch table: filled once by fnn_init, read-only afterwards. */
-extern fnn_gemm_cfg_f32 fnn_cfg_f32;
-extern fnn_gemm_cfg_f64 fnn_cfg_f64;
+/* The largest MR x NR tile any registered kernel may use (stack tiles in the
+ * GEMM and conv drivers are this size); cpu.c refuses a level whose tiles are
+ * larger.  32 x 32 covers every shape a 32-register AVX-512 kernel can hold. */
+#define FNN_MAX_TILE (32 * 32)
 
-/* Micro-kernels; the largest MR x NR any kernel uses is FNN_MAX_TILE. */
-#define FNN_MAX_TILE (8 * 32)
+/* Portable micro-kernels (gemm_kernel_generic.c). */
 void fnn_ukr_generic_f32(int64_t k, const float *ap, const float *bp, int64_t ldbp, float *c,
                          int64_t ldc, float alpha, float beta);
 void fnn_ukr_generic_f64(int64_t k, const double *ap, const double *bp, int64_t ldbp, double *c,
@@ -107,8 +111,9 @@ void fnn_ukr_generic_f64(int64_t k, const double *ap, const double *bp, int64_t 
 #define FNN_GENERIC_NR_F32 8
 #define FNN_GENERIC_MR_F64 4
 #define FNN_GENERIC_NR_F64 4
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #define FNN_HAVE_X86 1
+/* AVX2 + FMA micro-kernels (gemm_kernel_avx2.c). */
 void fnn_ukr_avx2_f32(int64_t k, const float *ap, const float *bp, int64_t ldbp, float *c,
                       int64_t ldc, float alpha, float beta);
 void fnn_ukr_avx2_f64(int64_t k, const double *ap, const double *bp, int64_t ldbp, double *c,
@@ -118,61 +123,109 @@ void fnn_pack_bt16_avx2_f32(float *dst, const float *b, int64_t ldb, int64_t kc)
 void fnn_ukr_edge_avx2_f32(int64_t k, int64_t rows, int64_t cols, const float *ap,
                            const float *bp, int64_t ldbp, float *c, int64_t ldc, float alpha,
                            float beta);
+/* AVX-512 micro-kernels (gemm_kernel_avx512.c, which includes fnn_simd_avx512.h):
+ * the same fnn_ukr_* / fnn_ukr_edge_* types; registered by fnn_register_avx512. */
+void fnn_ukr_avx512_f32(int64_t k, const float *ap, const float *bp, int64_t ldbp, float *c,
+                        int64_t ldc, float alpha, float beta);
+void fnn_ukr_avx512_f64(int64_t k, const double *ap, const double *bp, int64_t ldbp, double *c,
+                        int64_t ldc, double alpha, double beta);
+void fnn_ukr_edge_avx512_f32(int64_t k, int64_t rows, int64_t cols, const float *ap,
+                             const float *bp, int64_t ldbp, float *c, int64_t ldc, float alpha,
+                             float beta);
+void fnn_ukr_edge_avx512_f64(int64_t k, int64_t rows, int64_t cols, const double *ap,
+                             const double *bp, int64_t ldbp, double *c, int64_t ldc,
+                             double alpha, double beta);
 #endif
 
-/* ---- elementwise kernels compiled twice: baseline ISA and AVX2+FMA ---------- */
-#if defined(FNN_HAVE_X86) && (defined(__GNUC__) || defined(__clang__))
-/* "avx2" without "fma": no multiply-add contraction, so the AVX2 copy rounds exactly
- * as the baseline (SSE2) copy does and results do not depend on the ISA. */
-#define FNN_TARGET_AVX2_FN __attribute__((target("avx2")))
-#define FNN_MULTIVERSIONED 1
-#elif defined(FNN_HAVE_X86) && defined(_MSC_VER)
-#define FNN_TARGET_AVX2_FN /* MSVC: no per-function ISA; the generic copy is used */
+/* The top 24 bits of splitmix64 output number k for `seed` (dropout.c). */
+FNN_INLINE uint64_t fnn_dropout_bits(uint64_t seed, uint64_t k)
+{
+    uint64_t z = seed + (k + 1) * UINT64_C(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return (z ^ (z >> 31)) >> 40;
+}
+
+/* Per-ISA elementwise loops and the conv kernel: the argument blocks of the
+ * range loops and the per-dtype tables (fnn_loops_decl.h, both dtypes). */
+#define FNN_TEMPLATE "fnn_loops_decl.h"
+#include "fnn_template.h"
+
+/* Everything one ISA level provides, filled once by fnn_init (cpu.c) from the
+ * registration functions of the levels up to the chosen one, read-only after.
+ * Fields are named <what>_f32 / <what>_f64, so type-generic code reaches its
+ * own dtype's with SFX(what). */
+typedef struct {
+    fnn_gemm_cfg_f32 gemm_f32;
+    fnn_gemm_cfg_f64 gemm_f64;
+    fnn_conv_cfg_f32 conv_f32;
+    fnn_conv_cfg_f64 conv_f64;
+    fnn_loops_f32 loops_f32;
+    fnn_loops_f64 loops_f64;
+    int isa_of[FNN_FAM_COUNT]; /* the level whose kernels each family runs */
+} fnn_isa_ctx;
+
+/* One line per level in cpu.c's table: the registration function overrides
+ * the context's entries that the level provides (and their isa_of). */
+void fnn_register_generic(fnn_isa_ctx *ctx);
+#ifdef FNN_HAVE_X86
+void fnn_register_avx2(fnn_isa_ctx *ctx);
+void fnn_register_avx512(fnn_isa_ctx *ctx);
+/* The AVX2 level's GEMM configurations (isa_avx2.c), reused by other levels. */
+extern const fnn_gemm_cfg_f32 fnn_gemm_cfg_avx2_f32;
+extern const fnn_gemm_cfg_f64 fnn_gemm_cfg_avx2_f64;
 #endif
 
-/* FNN_MULTIVERSION(BODY, GENERIC, AVX2, RUN, ARGS) defines, for an always-inline
- *   void BODY(const ARGS *a, int64_t lo, int64_t hi)   (the loop over [lo, hi)):
- *   GENERIC, a copy compiled for the build's baseline ISA;
- *   AVX2, a copy the compiler vectorizes 8-wide with AVX2 (x86 GCC/Clang only);
- *   void RUN(const ARGS *a, int64_t n, int nt): splits [0, n) into nt ranges
- *   (boundaries at multiples of 64 elements) and calls the copy fnn_isa() chose.
- * Elements are independent, so results do not depend on nt. */
-#ifdef FNN_MULTIVERSIONED
-#define FNN_MV_AVX2_COPY(BODY, AVX2, ARGS)                                                   \
-    FNN_TARGET_AVX2_FN static void AVX2(const ARGS *a, int64_t lo, int64_t hi)               \
-    {                                                                                        \
-        BODY(a, lo, hi);                                                                     \
-    }
-#define FNN_MV_PICK(GENERIC, AVX2) (fnn_isa() == FNN_ISA_AVX2 ? AVX2 : GENERIC)
-#else
-#define FNN_MV_AVX2_COPY(BODY, AVX2, ARGS)
-#define FNN_MV_PICK(GENERIC, AVX2) GENERIC
-#endif
+/* The registry in use; fnn_ctx() initializes it on first use (thread-safe). */
+extern fnn_isa_ctx fnn_ctx_global;
+int fnn_ctx_ready(void);
+static inline const fnn_isa_ctx *fnn_ctx(void)
+{
+    if (!fnn_ctx_ready()) fnn_init();
+    return &fnn_ctx_global;
+}
+
+/* ---- threads ------------------------------------------------------------ */
+/* Threads for a parallel loop of `work` units with at least `min_per_thread`
+ * units per thread: min(n_threads, work / min_per_thread), at least 1
+ * (n_threads <= 0 means 1). */
+static inline int fnn_threads_for(double work, double min_per_thread, int n_threads)
+{
+    int nt = n_threads < 1 ? 1 : n_threads;
+    const double cap = work / min_per_thread;
+    if (cap < (double)nt) nt = cap < 1.0 ? 1 : (int)cap;
+    return nt;
+}
+
+/* FPU mode of an OpenMP worker: FNN_PAR_ENTER() first in each parallel region's
+ * body, FNN_PAR_LEAVE() last, so every thread of the region runs with the
+ * process's subnormal setting and gets its own MXCSR back (see fastnn.h). */
+#define FNN_PAR_ENTER() const unsigned fnn_par_fe_ = fnn_fpenv_enter()
+#define FNN_PAR_LEAVE() fnn_fpenv_leave(fnn_par_fe_)
+
+/* fn(a, lo, hi) over [0, n) on nt threads, ranges split at multiples of 64
+ * elements; elements are independent, so results do not depend on nt. */
 #ifdef _OPENMP
-#define FNN_MV_PARALLEL_RANGES(fn, a, n, nt)                                                 \
-    _Pragma("omp parallel num_threads(nt)")                                                  \
-    {                                                                                        \
-        const int64_t k_ = omp_get_num_threads(), t_ = omp_get_thread_num();                 \
-        const int64_t blocks_ = (n + 63) / 64;                                               \
-        const int64_t lo_ = FNN_MIN(n, blocks_ * t_ / k_ * 64);                              \
-        const int64_t hi_ = FNN_MIN(n, blocks_ * (t_ + 1) / k_ * 64);                        \
-        if (hi_ > lo_) fn(a, lo_, hi_);                                                      \
-    }
-#else
-#define FNN_MV_PARALLEL_RANGES(fn, a, n, nt) fn(a, 0, n);
-#endif
-#define FNN_MULTIVERSION(BODY, GENERIC, AVX2, RUN, ARGS)                                     \
-    static void GENERIC(const ARGS *a, int64_t lo, int64_t hi) { BODY(a, lo, hi); }          \
-    FNN_MV_AVX2_COPY(BODY, AVX2, ARGS)                                                       \
-    static void RUN(const ARGS *a, int64_t n, int nt)                                        \
-    {                                                                                        \
-        void (*fn)(const ARGS *, int64_t, int64_t) = FNN_MV_PICK(GENERIC, AVX2);             \
-        if (nt <= 1) {                                                                       \
+#define FNN_RUN_RANGES(fn, a, n, nt)                                                         \
+    do {                                                                                     \
+        if ((nt) <= 1) {                                                                     \
             fn(a, 0, n);                                                                     \
-            return;                                                                          \
+            break;                                                                           \
         }                                                                                    \
-        FNN_MV_PARALLEL_RANGES(fn, a, n, nt)                                                 \
-    }
+        _Pragma("omp parallel num_threads(nt)")                                              \
+        {                                                                                    \
+            FNN_PAR_ENTER();                                                                 \
+            const int64_t k_ = omp_get_num_threads(), t_ = omp_get_thread_num();             \
+            const int64_t blocks_ = ((n) + 63) / 64;                                         \
+            const int64_t lo_ = FNN_MIN((n), blocks_ * t_ / k_ * 64);                        \
+            const int64_t hi_ = FNN_MIN((n), blocks_ * (t_ + 1) / k_ * 64);                  \
+            if (hi_ > lo_) fn(a, lo_, hi_);                                                  \
+            FNN_PAR_LEAVE();                                                                 \
+        }                                                                                    \
+    } while (0)
+#else
+#define FNN_RUN_RANGES(fn, a, n, nt) fn(a, 0, n)
+#endif
 
 /* ---- epilogue (activation.c) ------------------------------------------- */
 /* On an (rows, cols) tile of C with row stride ldc;

@@ -1,7 +1,8 @@
 /*
  * gemm.c -- the GEMM engine: per-thread packing buffers and the blocked
  * driver (gemm_impl.h) instantiated for float and double.  All ISA-specific
- * code lives in the micro-kernels (gemm_kernel_*.c), chosen in cpu.c.
+ * code lives in the micro-kernels (gemm_kernel_*.c), registered per ISA level
+ * (isa_*.c) and chosen in cpu.c.
  */
 #define _POSIX_C_SOURCE 200112L
 #include <stdlib.h>
@@ -84,14 +85,5 @@ void fnn_thread_buffers_free(void)
     }
 }
 
-#define T float
-#define SFX(f) f##_f32
-#include "gemm_impl.h"
-#undef T
-#undef SFX
-
-#define T double
-#define SFX(f) f##_f64
-#include "gemm_impl.h"
-#undef T
-#undef SFX
+#define FNN_TEMPLATE "gemm_impl.h"
+#include "fnn_template.h"

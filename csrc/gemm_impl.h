@@ -16,15 +16,38 @@
  * on each tile after its last K block, while the tile is in L1.
  */
 
-/* One full MR-tall panel of non-transposed A (rows a0.., row stride lda),
- * MR a compile-time constant so the row pointers live in registers. */
-#define FNN_PACK_A_ROWS(MRC)                                                                       \
-    do {                                                                                           \
-        const T *rr[MRC];                                                                          \
-        for (int i = 0; i < (MRC); i++) rr[i] = a0 + i * lda;                                      \
-        for (int64_t p = 0; p < kc; p++)                                                           \
-            for (int i = 0; i < (MRC); i++) dst[p * (MRC) + i] = rr[i][p];                         \
-    } while (0)
+/* The packing loops below are written once for any MR / NR.  Each full
+ * panel goes through one always-inline loop whose tile size is a parameter;
+ * FNN_PACK_SIZES lists the sizes it is also compiled for as a constant (so
+ * the loops unroll and the row pointers stay in registers); any other size
+ * runs the same loop with a run-time bound.  An ISA may register its own
+ * kernels for the common full panels (fnn_gemm_cfg's pack_a / pack_bt). */
+#ifndef FNN_PACK_SIZES
+#define FNN_PACK_SIZES(X) X(4) X(6) X(8) X(12) X(14) X(16) X(24) X(32)
+#endif
+
+/* One full MR-tall panel of op(A), kc columns: dst[p*mr + i] = op(A)[i, p],
+ * a0 at element (0, 0) of the panel (row stride lda of the stored A). */
+FNN_INLINE void SFX(pack_a_full)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a0, int64_t lda,
+                                 int trans, int64_t kc, int64_t mr)
+{
+    if (!trans) {
+        for (int64_t p = 0; p < kc; p++)
+            for (int64_t i = 0; i < mr; i++) dst[p * mr + i] = a0[i * lda + p];
+    } else {
+        for (int64_t p = 0; p < kc; p++)
+            for (int64_t i = 0; i < mr; i++) dst[p * mr + i] = a0[p * lda + i];
+    }
+}
+
+/* Full NR-wide panels [q0, qf) of one row of non-transposed B: src is the
+ * row, d its slot in panel q0 (panels kc * nr apart). */
+FNN_INLINE void SFX(pack_b_row)(T *FNN_RESTRICT d, const T *FNN_RESTRICT src, int64_t kc,
+                                int64_t q0, int64_t qf, int64_t nr)
+{
+    for (int64_t q = q0; q < qf; q++)
+        for (int64_t j = 0; j < nr; j++) d[(q - q0) * kc * nr + j] = src[q * nr + j];
+}
 
 /* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-tall panels:
  * panel q holds rows i0+q*MR.., element (i, p) at q*MR*kc + p*MR + i.
@@ -35,36 +58,24 @@ static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t ld
 {
     for (int64_t ip = 0; ip < mc; ip += mr) {
         int64_t ib = FNN_MIN(mr, mc - ip);
-        if (!trans) {
-            const T *a0 = a + (i0 + ip) * lda + p0;
-            if (ib == mr && fast) {
-                fast(dst, a0, lda, kc);
-            } else if (ib == 6 && mr == 6) {
-                FNN_PACK_A_ROWS(6);
-            } else if (ib == 4 && mr == 4) {
-                FNN_PACK_A_ROWS(4);
-            } else {
-                for (int64_t i = 0; i < ib; i++) {
-                    const T *src = a0 + i * lda;
-                    for (int64_t p = 0; p < kc; p++) dst[p * mr + i] = src[p];
-                }
+        const T *a0 = trans ? a + p0 * lda + i0 + ip : a + (i0 + ip) * lda + p0;
+        if (ib == mr && !trans && fast) {
+            fast(dst, a0, lda, kc);
+        } else if (ib == mr) {
+#define FNN_PACK_A_CASE(M)                                                                   \
+    case M: SFX(pack_a_full)(dst, a0, lda, trans, kc, M); break;
+            switch (mr) {
+                FNN_PACK_SIZES(FNN_PACK_A_CASE)
+            default: SFX(pack_a_full)(dst, a0, lda, trans, kc, mr);
             }
+#undef FNN_PACK_A_CASE
         } else {
-            const T *a0 = a + p0 * lda + i0 + ip;
-            if (ib == 6 && mr == 6) {
-                for (int64_t p = 0; p < kc; p++)
-                    for (int i = 0; i < 6; i++) dst[p * 6 + i] = a0[p * lda + i];
-            } else if (ib == 4 && mr == 4) {
-                for (int64_t p = 0; p < kc; p++)
-                    for (int i = 0; i < 4; i++) dst[p * 4 + i] = a0[p * lda + i];
-            } else {
-                for (int64_t p = 0; p < kc; p++)
-                    for (int64_t i = 0; i < ib; i++) dst[p * mr + i] = a0[p * lda + i];
+            for (int64_t p = 0; p < kc; p++) {
+                for (int64_t i = 0; i < ib; i++)
+                    dst[p * mr + i] = trans ? a0[p * lda + i] : a0[i * lda + p];
+                for (int64_t i = ib; i < mr; i++) dst[p * mr + i] = 0;
             }
         }
-        if (ib < mr)
-            for (int64_t p = 0; p < kc; p++)
-                for (int64_t i = ib; i < mr; i++) dst[p * mr + i] = 0;
         dst += mr * kc;
     }
 }
@@ -78,23 +89,19 @@ static void SFX(pack_b)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT b, int64_t ld
                         int64_t nr, SFX(fnn_pack) fast)
 {
     if (q0 >= q1) return;
-    const int64_t qfull = FNN_MIN(q1, ncur / nr); /* panels [q0, qfull) are full */
+    const int64_t qfull = FNN_MAX(q0, FNN_MIN(q1, ncur / nr)); /* [q0, qfull) are full */
     if (!trans) {
         for (int64_t p = 0; p < kc; p++) {
             const T *src = b + (p0 + p) * ldb + j0;
             T *d = dst + p * nr;
-            int64_t q = q0;
-            if (nr == 16) {
-                for (; q < qfull; q++)
-                    for (int j = 0; j < 16; j++) d[(q - q0) * kc * 16 + j] = src[q * 16 + j];
-            } else if (nr == 8) {
-                for (; q < qfull; q++)
-                    for (int j = 0; j < 8; j++) d[(q - q0) * kc * 8 + j] = src[q * 8 + j];
-            } else if (nr == 4) {
-                for (; q < qfull; q++)
-                    for (int j = 0; j < 4; j++) d[(q - q0) * kc * 4 + j] = src[q * 4 + j];
+#define FNN_PACK_B_CASE(N)                                                                   \
+    case N: SFX(pack_b_row)(d, src, kc, q0, qfull, N); break;
+            switch (nr) {
+                FNN_PACK_SIZES(FNN_PACK_B_CASE)
+            default: SFX(pack_b_row)(d, src, kc, q0, qfull, nr);
             }
-            for (; q < q1; q++) {
+#undef FNN_PACK_B_CASE
+            for (int64_t q = qfull; q < q1; q++) {
                 const int64_t nb = FNN_MIN(nr, ncur - q * nr);
                 for (int64_t j = 0; j < nb; j++) d[(q - q0) * kc * nr + j] = src[q * nr + j];
                 for (int64_t j = nb; j < nr; j++) d[(q - q0) * kc * nr + j] = 0;
@@ -175,18 +182,15 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
         return FNN_OK;
     }
 
-    const int64_t MR = SFX(fnn_cfg).mr, NR = SFX(fnn_cfg).nr;
-    const int64_t MC = SFX(fnn_cfg).mc, KC = SFX(fnn_cfg).kc, NC = SFX(fnn_cfg).nc;
-    const SFX(fnn_ukr) ukr = SFX(fnn_cfg).ukr;
-    const SFX(fnn_ukr_edge) ukr_edge = SFX(fnn_cfg).ukr_edge;
+    const SFX(fnn_gemm_cfg) *cfg = &fnn_ctx()->SFX(gemm);
+    const int64_t MR = cfg->mr, NR = cfg->nr;
+    const int64_t MC = cfg->mc, KC = cfg->kc, NC = cfg->nc;
+    const SFX(fnn_ukr) ukr = cfg->ukr;
+    const SFX(fnn_ukr_edge) ukr_edge = cfg->ukr_edge;
 
     /* Threads: at least FNN_GEMM_MIN_WORK multiply-adds each. */
-    int nt = n_threads < 1 ? 1 : n_threads;
-    {
-        double work = (double)m * (double)n * (double)k;
-        int64_t cap = (int64_t)(work / FNN_GEMM_MIN_WORK);
-        if (cap < nt) nt = cap < 1 ? 1 : (int)cap;
-    }
+    const int nt = fnn_threads_for((double)m * (double)n * (double)k, FNN_GEMM_MIN_WORK,
+                                   n_threads);
 
     /* Balanced blocks: k split into ceil(k/KC) near-equal slices (784 -> 4 x 196,
      * not 3 x 256 + 16), rounded up to a multiple of 8. */
@@ -230,6 +234,7 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
+        FNN_PAR_ENTER();
 #ifdef _OPENMP
         const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
 #else
@@ -268,11 +273,11 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                     const int last = pc + kcur == k;
                     if (!one_ic && q0 < q1)
                         SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, q0, q1, NR,
-                                    SFX(fnn_cfg).pack_bt);
+                                    cfg->pack_bt);
                     for (int64_t ic = r0; ic < r1; ic += mc_bal) {
                         const int64_t mcur = FNN_MIN(mc_bal, r1 - ic);
                         SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR,
-                                    SFX(fnn_cfg).pack_a);
+                                    cfg->pack_a);
                         for (int64_t q = q0; q < q1; q++) {
                             const int64_t j = jc + q * NR;
                             const int64_t nb = FNN_MIN(NR, ncur - q * NR);
@@ -285,7 +290,7 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                                 ldbp = ldb;
                             } else {
                                 SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, q, q + 1,
-                                            NR, SFX(fnn_cfg).pack_bt);
+                                            NR, cfg->pack_bt);
                                 bp = bpack;
                             }
                             for (int64_t ip = 0; ip < mcur; ip += MR) {
@@ -314,6 +319,7 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
                 }
             }
         }
+        FNN_PAR_LEAVE();
     }
     return failed ? FNN_ENOMEM : FNN_OK;
 }

@@ -1,4 +1,6 @@
-/* loss_impl.h -- losses with value and gradient in one pass (T, SFX, TM). */
+/* loss_impl.h -- losses with value and gradient in one pass (T, SFX, TM).
+ * The loops are the ISA registry's (fnn_loops_impl.h); the loss value is
+ * accumulated in double in index order at every ISA level. */
 
 /* logits (batch, classes); labels (batch,) or target (batch, classes);
  * loss = mean over the batch of -sum_c t_c log softmax(logits)_c;
@@ -10,39 +12,13 @@ int SFX(fnn_cross_entropy)(double *loss, T *grad, const T *logits, const int64_t
     if (labels)
         for (int64_t i = 0; i < batch; i++)
             if (labels[i] < 0 || labels[i] >= classes) return FNN_ELABEL;
+    double (*ce_row)(T *, const T *, int64_t, const T *, int64_t, T) = fnn_ctx()->SFX(loops).ce_row;
     double total = 0;
     const T inv_b = batch > 0 ? (T)1 / (T)batch : (T)0;
-    for (int64_t i = 0; i < batch; i++) {
-        const T *x = logits + i * classes;
-        T mx = x[0];
-        for (int64_t j = 1; j < classes; j++) mx = x[j] > mx ? x[j] : mx;
-        T s = 0;
-        for (int64_t j = 0; j < classes; j++) s += TM(exp)(x[j] - mx);
-        const T lse = mx + TM(log)(s); /* log-sum-exp */
-        if (labels) {
-            total += (double)(lse - x[labels[i]]);
-        } else {
-            const T *t = target + i * classes;
-            double acc = 0;
-            for (int64_t j = 0; j < classes; j++)
-                if (t[j] != 0) acc += (double)t[j] * (double)(lse - x[j]);
-            total += acc;
-        }
-        if (grad) {
-            T *g = grad + i * classes;
-            const T inv_s = (T)1 / s;
-            if (labels) {
-                for (int64_t j = 0; j < classes; j++) g[j] = TM(exp)(x[j] - mx) * inv_s * inv_b;
-                g[labels[i]] -= inv_b;
-            } else {
-                const T *t = target + i * classes;
-                T tsum = 0;
-                for (int64_t j = 0; j < classes; j++) tsum += t[j];
-                for (int64_t j = 0; j < classes; j++)
-                    g[j] = (TM(exp)(x[j] - mx) * inv_s * tsum - t[j]) * inv_b;
-            }
-        }
-    }
+    for (int64_t i = 0; i < batch; i++)
+        total += ce_row(grad ? grad + i * classes : NULL, logits + i * classes,
+                        labels ? labels[i] : -1, labels ? NULL : target + i * classes, classes,
+                        inv_b);
     *loss = batch > 0 ? total / (double)batch : 0.0;
     return FNN_OK;
 }
@@ -51,13 +27,8 @@ int SFX(fnn_cross_entropy)(double *loss, T *grad, const T *logits, const int64_t
 int SFX(fnn_mse)(double *loss, T *grad, const T *pred, const T *target, int64_t n)
 {
     if (n < 0) return FNN_EINVAL;
-    double total = 0;
     const T scale = n > 0 ? (T)2 / (T)n : (T)0;
-    for (int64_t i = 0; i < n; i++) {
-        T d = pred[i] - target[i];
-        total += (double)d * (double)d;
-        if (grad) grad[i] = scale * d;
-    }
+    const double total = n > 0 ? fnn_ctx()->SFX(loops).mse(grad, pred, target, n, scale) : 0.0;
     *loss = n > 0 ? total / (double)n : 0.0;
     return FNN_OK;
 }
@@ -67,17 +38,8 @@ int SFX(fnn_mse)(double *loss, T *grad, const T *pred, const T *target, int64_t 
 int SFX(fnn_bce_logits)(double *loss, T *grad, const T *logits, const T *target, int64_t n)
 {
     if (n < 0) return FNN_EINVAL;
-    double total = 0;
     const T inv_n = n > 0 ? (T)1 / (T)n : (T)0;
-    for (int64_t i = 0; i < n; i++) {
-        const T x = logits[i], t = target[i];
-        const T e = TM(exp)(-TM(fabs)(x)); /* in (0, 1]: never overflows */
-        total += (double)((x > 0 ? x : (T)0) - x * t + TM(log1p)(e));
-        if (grad) {
-            const T sig = x >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
-            grad[i] = (sig - t) * inv_n;
-        }
-    }
+    const double total = n > 0 ? fnn_ctx()->SFX(loops).bce(grad, logits, target, n, inv_n) : 0.0;
     *loss = n > 0 ? total / (double)n : 0.0;
     return FNN_OK;
 }

@@ -14,10 +14,7 @@
 
 static int fnn_elemwise_threads(int64_t n, int n_threads)
 {
-    int64_t nt = n_threads < 1 ? 1 : n_threads;
-    const int64_t cap = n / FNN_OPTIM_MIN_PER_THREAD;
-    if (cap < nt) nt = cap < 1 ? 1 : cap;
-    return (int)nt;
+    return fnn_threads_for((double)n, FNN_OPTIM_MIN_PER_THREAD, n_threads);
 }
 
 #define FNN_TEMPLATE "optim_impl.h"

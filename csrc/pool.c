@@ -4,7 +4,11 @@
 
 #include "fnn_internal.h"
 
-/* Below this many elements touched a pooling kernel stays on one thread. */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Elements touched per thread below which a pooling kernel uses fewer threads. */
 #define FNN_POOL_MIN_WORK (1 << 16)
 
 typedef struct {
@@ -24,8 +28,8 @@ static int fnn_pool_geometry(fnn_pool_geom *g, int64_t n, int64_t c, int64_t h, 
     if (kh > INT64_MAX / 4 || kw > INT64_MAX / 4 || h > INT64_MAX / 4 || w > INT64_MAX / 4)
         return FNN_EOVERFLOW;
     int64_t t;
-    g->oh = (h + 2 * ph - kh) / sh + 1;
-    g->ow = (w + 2 * pw - kw) / sw + 1;
+    g->oh = fnn_window_out_size(h, kh, sh, ph);
+    g->ow = fnn_window_out_size(w, kw, sw, pw);
     /* array sizes only: kh * kw (a window may be far larger than the input it covers)
      * is never formed in integers */
     if (fnn_mul_overflows(n, c, &g->planes) || fnn_mul_overflows(h, w, &t) ||
@@ -35,11 +39,18 @@ static int fnn_pool_geometry(fnn_pool_geom *g, int64_t n, int64_t c, int64_t h, 
     return FNN_OK;
 }
 
-static int fnn_pool_threads(const fnn_pool_geom *g, int n_threads)
+/* Threads for a pooling pass touching `work` elements: FNN_POOL_MIN_WORK each. */
+static int fnn_pool_threads(double work, int n_threads)
 {
-    double work = (double)g->planes * (double)g->oh * (double)g->ow;
-    int nt = n_threads < 1 ? 1 : n_threads;
-    return work < FNN_POOL_MIN_WORK ? 1 : nt;
+    return fnn_threads_for(work, FNN_POOL_MIN_WORK, n_threads);
+}
+
+/* [*lo, *hi): the input positions in [0, n) that a window of size k starting
+ * at position start (may be negative: padding) covers. */
+FNN_INLINE void fnn_pool_window(int64_t start, int64_t k, int64_t n, int64_t *lo, int64_t *hi)
+{
+    *lo = FNN_MAX(start, 0);
+    *hi = FNN_MIN(start + k, n);
 }
 
 #define FNN_TEMPLATE "pool_impl.h"

@@ -15,33 +15,42 @@ int SFX(fnn_maxpool2d_forward)(T *out, int64_t *idx, const T *x, int64_t n, int6
     fnn_pool_geom g;
     int st = fnn_pool_geometry(&g, n, c, h, w, kh, kw, sh, sw, ph, pw);
     if (st != FNN_OK || g.planes == 0 || g.oh == 0 || g.ow == 0) return st;
-    const int nt = fnn_pool_threads(&g, n_threads);
+    const int nt = fnn_pool_threads((double)g.planes * (double)g.oh * (double)g.ow, n_threads);
     (void)nt;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
-    for (int64_t pl = 0; pl < g.planes; pl++) {
-        const T *xp = x + pl * h * w;
-        T *op = out + pl * g.oh * g.ow;
-        int64_t *ip = idx ? idx + pl * g.oh * g.ow : NULL;
-        for (int64_t oy = 0; oy < g.oh; oy++) {
-            const int64_t y0 = FNN_MAX(oy * sh - ph, 0), y1 = FNN_MIN(oy * sh - ph + kh, h);
-            for (int64_t ox = 0; ox < g.ow; ox++) {
-                const int64_t x0 = FNN_MAX(ox * sw - pw, 0), x1 = FNN_MIN(ox * sw - pw + kw, w);
-                int64_t best = y0 * w + x0;
-                T m = -(T)INFINITY;
-                for (int64_t yy = y0; yy < y1; yy++)
-                    for (int64_t xx = x0; xx < x1; xx++) {
-                        const T v = xp[yy * w + xx];
-                        if (v > m || v != v) {
-                            m = v;
-                            best = yy * w + xx;
+    {
+        FNN_PAR_ENTER();
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t pl = 0; pl < g.planes; pl++) {
+            const T *xp = x + pl * h * w;
+            T *op = out + pl * g.oh * g.ow;
+            int64_t *ip = idx ? idx + pl * g.oh * g.ow : NULL;
+            for (int64_t oy = 0; oy < g.oh; oy++) {
+                int64_t y0, y1;
+                fnn_pool_window(oy * sh - ph, kh, h, &y0, &y1);
+                for (int64_t ox = 0; ox < g.ow; ox++) {
+                    int64_t x0, x1;
+                    fnn_pool_window(ox * sw - pw, kw, w, &x0, &x1);
+                    int64_t best = y0 * w + x0;
+                    T m = -(T)INFINITY;
+                    for (int64_t yy = y0; yy < y1; yy++)
+                        for (int64_t xx = x0; xx < x1; xx++) {
+                            const T v = xp[yy * w + xx];
+                            if (v > m || v != v) {
+                                m = v;
+                                best = yy * w + xx;
+                            }
                         }
-                    }
-                op[oy * g.ow + ox] = m;
-                if (ip) ip[oy * g.ow + ox] = best;
+                    op[oy * g.ow + ox] = m;
+                    if (ip) ip[oy * g.ow + ox] = best;
+                }
             }
         }
+        FNN_PAR_LEAVE();
     }
     return FNN_OK;
 }
@@ -58,26 +67,32 @@ int SFX(fnn_maxpool2d_backward)(T *dx, const T *dout, const int64_t *idx, int64_
         fnn_mul_overflows(planes, ohw, &t))
         return FNN_EOVERFLOW;
     if (planes == 0 || hw == 0) return FNN_OK;
-    int nt = n_threads < 1 ? 1 : n_threads;
-    if ((double)planes * (double)(hw + ohw) < FNN_POOL_MIN_WORK) nt = 1;
+    const int nt = fnn_pool_threads((double)planes * (double)(hw + ohw), n_threads);
     int bad = 0;
     (void)nt;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1) reduction(| : bad)
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : bad)
 #endif
-    for (int64_t pl = 0; pl < planes; pl++) {
-        T *dp = dx + pl * hw;
-        const T *gp = dout + pl * ohw;
-        const int64_t *ip = idx + pl * ohw;
-        memset(dp, 0, (size_t)hw * sizeof(T));
-        for (int64_t j = 0; j < ohw; j++) {
-            const int64_t k = ip[j];
-            if (k < 0 || k >= hw) {
-                bad |= 1;
-                continue;
+    {
+        FNN_PAR_ENTER();
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t pl = 0; pl < planes; pl++) {
+            T *dp = dx + pl * hw;
+            const T *gp = dout + pl * ohw;
+            const int64_t *ip = idx + pl * ohw;
+            memset(dp, 0, (size_t)hw * sizeof(T));
+            for (int64_t j = 0; j < ohw; j++) {
+                const int64_t k = ip[j];
+                if (k < 0 || k >= hw) {
+                    bad |= 1;
+                    continue;
+                }
+                dp[k] += gp[j];
             }
-            dp[k] += gp[j];
         }
+        FNN_PAR_LEAVE();
     }
     return bad ? FNN_EINVAL : FNN_OK;
 }
@@ -90,25 +105,34 @@ int SFX(fnn_avgpool2d_forward)(T *out, const T *x, int64_t n, int64_t c, int64_t
     fnn_pool_geom g;
     int st = fnn_pool_geometry(&g, n, c, h, w, kh, kw, sh, sw, ph, pw);
     if (st != FNN_OK || g.planes == 0 || g.oh == 0 || g.ow == 0) return st;
-    const int nt = fnn_pool_threads(&g, n_threads);
+    const int nt = fnn_pool_threads((double)g.planes * (double)g.oh * (double)g.ow, n_threads);
     const T inv = (T)1 / ((T)kh * (T)kw); /* in T: kh * kw may not fit in int64 */
     (void)nt;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
-    for (int64_t pl = 0; pl < g.planes; pl++) {
-        const T *xp = x + pl * h * w;
-        T *op = out + pl * g.oh * g.ow;
-        for (int64_t oy = 0; oy < g.oh; oy++) {
-            const int64_t y0 = FNN_MAX(oy * sh - ph, 0), y1 = FNN_MIN(oy * sh - ph + kh, h);
-            for (int64_t ox = 0; ox < g.ow; ox++) {
-                const int64_t x0 = FNN_MAX(ox * sw - pw, 0), x1 = FNN_MIN(ox * sw - pw + kw, w);
-                T s = 0;
-                for (int64_t yy = y0; yy < y1; yy++)
-                    for (int64_t xx = x0; xx < x1; xx++) s += xp[yy * w + xx];
-                op[oy * g.ow + ox] = s * inv;
+    {
+        FNN_PAR_ENTER();
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t pl = 0; pl < g.planes; pl++) {
+            const T *xp = x + pl * h * w;
+            T *op = out + pl * g.oh * g.ow;
+            for (int64_t oy = 0; oy < g.oh; oy++) {
+                int64_t y0, y1;
+                fnn_pool_window(oy * sh - ph, kh, h, &y0, &y1);
+                for (int64_t ox = 0; ox < g.ow; ox++) {
+                    int64_t x0, x1;
+                    fnn_pool_window(ox * sw - pw, kw, w, &x0, &x1);
+                    T s = 0;
+                    for (int64_t yy = y0; yy < y1; yy++)
+                        for (int64_t xx = x0; xx < x1; xx++) s += xp[yy * w + xx];
+                    op[oy * g.ow + ox] = s * inv;
+                }
             }
         }
+        FNN_PAR_LEAVE();
     }
     return FNN_OK;
 }
@@ -121,25 +145,34 @@ int SFX(fnn_avgpool2d_backward)(T *dx, const T *dout, int64_t n, int64_t c, int6
     fnn_pool_geom g;
     int st = fnn_pool_geometry(&g, n, c, h, w, kh, kw, sh, sw, ph, pw);
     if (st != FNN_OK || g.planes == 0 || h * w == 0) return st;
-    const int nt = fnn_pool_threads(&g, n_threads);
+    const int nt = fnn_pool_threads((double)g.planes * (double)g.oh * (double)g.ow, n_threads);
     const T inv = (T)1 / ((T)kh * (T)kw); /* in T: kh * kw may not fit in int64 */
     (void)nt;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
-    for (int64_t pl = 0; pl < g.planes; pl++) {
-        T *dp = dx + pl * h * w;
-        const T *gp = dout + pl * g.oh * g.ow;
-        memset(dp, 0, (size_t)(h * w) * sizeof(T));
-        for (int64_t oy = 0; oy < g.oh; oy++) {
-            const int64_t y0 = FNN_MAX(oy * sh - ph, 0), y1 = FNN_MIN(oy * sh - ph + kh, h);
-            for (int64_t ox = 0; ox < g.ow; ox++) {
-                const int64_t x0 = FNN_MAX(ox * sw - pw, 0), x1 = FNN_MIN(ox * sw - pw + kw, w);
-                const T v = gp[oy * g.ow + ox] * inv;
-                for (int64_t yy = y0; yy < y1; yy++)
-                    for (int64_t xx = x0; xx < x1; xx++) dp[yy * w + xx] += v;
+    {
+        FNN_PAR_ENTER();
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t pl = 0; pl < g.planes; pl++) {
+            T *dp = dx + pl * h * w;
+            const T *gp = dout + pl * g.oh * g.ow;
+            memset(dp, 0, (size_t)(h * w) * sizeof(T));
+            for (int64_t oy = 0; oy < g.oh; oy++) {
+                int64_t y0, y1;
+                fnn_pool_window(oy * sh - ph, kh, h, &y0, &y1);
+                for (int64_t ox = 0; ox < g.ow; ox++) {
+                    int64_t x0, x1;
+                    fnn_pool_window(ox * sw - pw, kw, w, &x0, &x1);
+                    const T v = gp[oy * g.ow + ox] * inv;
+                    for (int64_t yy = y0; yy < y1; yy++)
+                        for (int64_t xx = x0; xx < x1; xx++) dp[yy * w + xx] += v;
+                }
             }
         }
+        FNN_PAR_LEAVE();
     }
     return FNN_OK;
 }
@@ -153,18 +186,24 @@ int SFX(fnn_global_avgpool_forward)(T *out, const T *x, int64_t n, int64_t c, in
     if (fnn_mul_overflows(n, c, &planes) || fnn_mul_overflows(h, w, &hw) ||
         fnn_mul_overflows(planes, hw, &t))
         return FNN_EOVERFLOW;
-    int nt = n_threads < 1 ? 1 : n_threads;
-    if ((double)planes * (double)hw < FNN_POOL_MIN_WORK) nt = 1;
+    const int nt = fnn_pool_threads((double)planes * (double)hw, n_threads);
     const T inv = hw ? (T)1 / (T)hw : (T)0;
     (void)nt;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
-    for (int64_t pl = 0; pl < planes; pl++) {
-        const T *xp = x + pl * hw;
-        T s = 0;
-        for (int64_t j = 0; j < hw; j++) s += xp[j];
-        out[pl] = s * inv;
+    {
+        FNN_PAR_ENTER();
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t pl = 0; pl < planes; pl++) {
+            const T *xp = x + pl * hw;
+            T s = 0;
+            for (int64_t j = 0; j < hw; j++) s += xp[j];
+            out[pl] = s * inv;
+        }
+        FNN_PAR_LEAVE();
     }
     return FNN_OK;
 }
@@ -178,17 +217,23 @@ int SFX(fnn_global_avgpool_backward)(T *dx, const T *dout, int64_t n, int64_t c,
     if (fnn_mul_overflows(n, c, &planes) || fnn_mul_overflows(h, w, &hw) ||
         fnn_mul_overflows(planes, hw, &t))
         return FNN_EOVERFLOW;
-    int nt = n_threads < 1 ? 1 : n_threads;
-    if ((double)planes * (double)hw < FNN_POOL_MIN_WORK) nt = 1;
+    const int nt = fnn_pool_threads((double)planes * (double)hw, n_threads);
     const T inv = hw ? (T)1 / (T)hw : (T)0;
     (void)nt;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
-    for (int64_t pl = 0; pl < planes; pl++) {
-        T *dp = dx + pl * hw;
-        const T v = dout[pl] * inv;
-        for (int64_t j = 0; j < hw; j++) dp[j] = v;
+    {
+        FNN_PAR_ENTER();
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t pl = 0; pl < planes; pl++) {
+            T *dp = dx + pl * hw;
+            const T v = dout[pl] * inv;
+            for (int64_t j = 0; j < hw; j++) dp[j] = v;
+        }
+        FNN_PAR_LEAVE();
     }
     return FNN_OK;
 }

@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Check that a compiled fastnn runs on any x86-64 CPU: disassemble the extension
-# and fail if an AVX-or-later instruction lies outside the functions that are
-# only called after the CPU was checked for them (csrc/cpu.c's dispatch).
+# and fail if an instruction above the baseline lies outside the functions that
+# are only called after the CPU was checked for it (csrc/cpu.c's ISA registry).
 #
 #   tools/check_isa.sh PATH        PATH: a .whl, or the _kernels*.so itself
+#                                  (e.g. src/fastnn/_kernels*.so of an in-place build)
 #
-# The rule is a naming convention: a function compiled for an ISA above the
-# baseline is named fnn_<what>_<isa>_<dtype> (fnn_ukr_avx2_f32, fnn_ukr_avx2_f64,
-# later e.g. fnn_ukr_avx512_f32 or fnn_act_avx2_f64), optionally with a
-# compiler clone suffix (.part.0, .cold).  ALLOW, an extended regex, matches
-# those names; every other function must be plain x86-64 (SSE2): the CPU check
-# itself (fnn_cpu_has_avx2) included.
-# Flagged: VEX/EVEX-encoded instructions (v-prefixed mnemonics such as vfmadd,
-# vbroadcast, vmovups, vzeroupper), any %ymm/%zmm/%k register, and the
-# BMI/LZCNT/POPCNT/MOVBE instructions that -march=x86-64 never emits.
-# Exits 0 on success (prints the functions that do use AVX), 1 on a violation,
-# 2 on bad usage or when there is nothing to check (no symbols, not x86-64).
+# The rule is a naming convention: a function compiled for an ISA level above the
+# baseline is named fnn_<what>_<isa>_<dtype> (fnn_ukr_avx2_f32, fnn_adam_avx512_f64,
+# fnn_conv_ukr_avx512_f32), optionally with a compiler clone suffix (.part.0,
+# .cold, .constprop.0).  The encoding is read from the instruction bytes:
+#   EVEX (AVX-512: first opcode byte 0x62, or a %zmm, %k or xmm/ymm16-31 register)
+#        only in functions matching ALLOW_EVEX (default: *_avx512_*);
+#   VEX (AVX, AVX2, FMA: first opcode byte 0xc4 or 0xc5, any v-prefixed mnemonic,
+#        any %ymm register) and the BMI/LZCNT/POPCNT/MOVBE instructions that
+#        -march=x86-64 never emits only in functions matching ALLOW (default:
+#        *_avx2_* or *_avx512_*).
+# Every other function must be plain x86-64 (SSE2): the CPU checks in cpu.c included.
+# So an AVX2-level kernel that the compiler vectorized with zmm registers, or an
+# AVX-512 instruction leaking into a baseline function, fails the check.
+# Exits 0 on success (prints the functions that use VEX/EVEX with their counts),
+# 1 on a violation, 2 on bad usage or when there is nothing to check.
 set -euo pipefail
 
 if [ $# -ne 1 ] || [ ! -f "$1" ]; then
@@ -23,6 +28,7 @@ if [ $# -ne 1 ] || [ ! -f "$1" ]; then
     exit 2
 fi
 allow=${ALLOW:-'^fnn_[a-z0-9_]+_avx(2|512)_(f32|f64)([.].*)?$'}
+allow_evex=${ALLOW_EVEX:-'^fnn_[a-z0-9_]+_avx512_(f32|f64)([.].*)?$'}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -42,21 +48,30 @@ if ! objdump -f "$so" | grep -q "x86-64"; then
     exit 2
 fi
 
-objdump -d --no-show-raw-insn "$so" > "$tmp/dis.txt"
+objdump -d "$so" > "$tmp/dis.txt"
 
-# One line per offending instruction: "function<TAB>instruction".
+# One line per instruction above the baseline: "function<TAB>class<TAB>instruction",
+# class evex, vex or bmi.  objdump prints "addr:<TAB>bytes<TAB>insn"; an instruction
+# longer than 7 bytes continues its bytes on a line with no insn field (skipped).
 awk -F'\t' '
     /^[0-9a-f]+ <.*>:$/ { fn = $0; sub(/^[0-9a-f]+ </, "", fn); sub(/>:$/, "", fn); next }
-    /^ *[0-9a-f]+:\t/ {
-        insn = $2
+    /^ *[0-9a-f]+:\t/ && NF >= 3 {
+        nb = split($2, b, / +/)
+        j = 1   # skip legacy prefixes (operand/address size, rep, lock, segments)
+        while (j < nb && b[j] ~ /^(66|67|f2|f3|f0|2e|36|3e|26|64|65)$/) j++
+        insn = $3
         n = split(insn, w, /[ \t]+/)
         i = 1   # skip prefixes to reach the mnemonic
-        while (i < n && w[i] ~ /^(rep|repz|repe|repnz|repne|lock|notrack|bnd|data16|addr32|cs|ds|es|ss|fs|gs|rex(\.[a-z]+)?)$/) i++
+        while (i < n && w[i] ~ /^(rep|repz|repe|repnz|repne|lock|notrack|bnd|data16|addr32|cs|ds|es|ss|fs|gs|rex(\.[a-z]+)?|\{evex\}|\{vex\}|\{vex3\})$/) i++
         m = w[i]
-        if ((m ~ /^v/ && m !~ /^(verr|verw|vmcall|vmlaunch|vmresume|vmxoff|vmread|vmwrite|vmptrld|vmclear)$/) ||
-            insn ~ /%[yz]mm[0-9]/ || insn ~ /%k[0-7]/ ||
-            m ~ /^(andn|bextr|blsi|blsmsk|blsr|bzhi|mulx|pdep|pext|rorx|sarx|shlx|shrx|lzcnt|tzcnt|popcnt|movbe)[bwlq]?$/)
-            print fn "\t" insn
+        if (b[j] == "62" || insn ~ /\{evex\}/ || insn ~ /%zmm[0-9]/ || insn ~ /%k[0-7]/ ||
+            insn ~ /%[xy]mm(1[6-9]|2[0-9]|3[01])/)
+            print fn "\tevex\t" insn
+        else if (b[j] == "c4" || b[j] == "c5" || insn ~ /%ymm[0-9]/ ||
+                 (m ~ /^v/ && m !~ /^(verr|verw|vmcall|vmlaunch|vmresume|vmxoff|vmread|vmwrite|vmptrld|vmclear)$/))
+            print fn "\tvex\t" insn
+        else if (m ~ /^(andn|bextr|blsi|blsmsk|blsr|bzhi|mulx|pdep|pext|rorx|sarx|shlx|shrx|lzcnt|tzcnt|popcnt|movbe)[bwlq]?$/)
+            print fn "\tbmi\t" insn
     }' "$tmp/dis.txt" > "$tmp/avx.txt"
 
 allowed_fns=$(sed -nE 's/^[0-9a-f]+ <(.*)>:$/\1/p' "$tmp/dis.txt" | grep -E "$allow" | sort -u || true)
@@ -66,19 +81,31 @@ if [ -z "$allowed_fns" ]; then
     exit 2
 fi
 
-echo "check_isa: functions allowed AVX (/$allow/), with their AVX instruction counts:"
+echo "check_isa: functions allowed VEX (/$allow/) and EVEX (/$allow_evex/), with counts:"
+printf '  %-44s %6s %6s\n' function vex evex
 for f in $allowed_fns; do
-    printf '  %-40s %5d\n' "$f" "$(awk -F'\t' -v f="$f" '$1 == f' "$tmp/avx.txt" | wc -l)"
+    printf '  %-44s %6d %6d\n' "$f" \
+        "$(awk -F'\t' -v f="$f" '$1 == f && $2 != "evex"' "$tmp/avx.txt" | wc -l)" \
+        "$(awk -F'\t' -v f="$f" '$1 == f && $2 == "evex"' "$tmp/avx.txt" | wc -l)"
 done
-bad=$(awk -F'\t' -v re="$allow" '$1 !~ re' "$tmp/avx.txt")
-if [ -n "$bad" ]; then
-    echo "check_isa: FAIL: AVX-or-later instructions outside the dispatched kernels:" >&2
-    printf '%s\n' "$bad" | awk -F'\t' '{c[$1]++; if (!(($1) in ex)) ex[$1] = $2}
+report() { # $1: message; stdin: "function<TAB>class<TAB>insn" lines
+    local bad
+    bad=$(cat)
+    [ -z "$bad" ] && return 0
+    echo "check_isa: FAIL: $1:" >&2
+    printf '%s\n' "$bad" | awk -F'\t' '{c[$1]++; if (!(($1) in ex)) ex[$1] = $3}
         END {for (f in c) printf "%d\t%s\t%s\n", c[f], f, ex[f]}' |
         sort -t"$(printf '\t')" -k1,1nr | head -n 25 |
         awk -F'\t' '{printf "  %-40s %5d  e.g. %s\n", $2, $1, $3}' >&2
     echo "  ($(printf '%s\n' "$bad" | cut -f1 | sort -u | wc -l) functions; the first 25 by count)" >&2
-    exit 1
-fi
+    return 1
+}
+status=0
+awk -F'\t' -v re="$allow_evex" '$2 == "evex" && $1 !~ re' "$tmp/avx.txt" |
+    report "EVEX (AVX-512) instructions outside the *_avx512_* kernels" || status=1
+awk -F'\t' -v re="$allow" '$2 != "evex" && $1 !~ re' "$tmp/avx.txt" |
+    report "VEX (AVX/AVX2/FMA) or BMI instructions outside the dispatched kernels" || status=1
+[ "$status" -eq 0 ] || exit 1
 total=$(grep -c . "$tmp/avx.txt" || true)
-echo "check_isa: OK: all $total AVX instructions of $(basename "$1") lie in the dispatched kernels"
+evex=$(awk -F'\t' '$2 == "evex"' "$tmp/avx.txt" | wc -l)
+echo "check_isa: OK: all $total VEX/EVEX instructions of $(basename "$1") lie in the dispatched kernels ($evex EVEX ones, all in *_avx512_* functions)"

@@ -6,13 +6,15 @@
 #      the sdist is proven to build from scratch); the sdist's contents checked.
 #   2. Linux: `auditwheel repair` (libgomp vendored into fastnn.libs/, a
 #      manylinux tag) and `auditwheel show`; the wheel's size.
-#   3. x86-64: tools/check_isa.sh on the repaired wheel: AVX code only in the
-#      dispatched kernels, so the wheel imports and runs on a CPU without AVX2.
+#   3. x86-64: tools/check_isa.sh on the repaired wheel: VEX code only in the
+#      dispatched AVX2/AVX-512 kernels, EVEX code only in the AVX-512 ones, so the
+#      wheel imports and runs on any x86-64 CPU.
 #   4. A fresh venv with `pip install "<wheel>[test]"`; pytest on a copy of
 #      tests/ in a temporary directory where the source tree cannot be
 #      imported (fastnn.__file__ and its OpenMP runtime must come from the
-#      venv), then again with FASTNN_ISA=generic, then once more with the
-#      oldest NumPy that the metadata allows.
+#      venv), then again with FASTNN_ISA=generic, the kernel tests at every
+#      other ISA level the CPU has (avx2 on an AVX-512 machine), then once more
+#      with the oldest NumPy that the metadata allows.
 #
 # Usage: tools/check_wheel.sh [--keep]   (--keep: leave the work directory)
 # Env:   PYTHON (default python3); CHECK_WHEEL_DIR (work directory, default a
@@ -167,6 +169,21 @@ isa=$(FASTNN_ISA=generic python -c 'import fastnn; print(fastnn.config()["isa"])
 [ "$isa" = generic ] || fail "FASTNN_ISA=generic selected $isa"
 FASTNN_ISA=generic python -m pytest tests -q -p no:cacheprovider 2>&1 | tail -n 3
 test "${PIPESTATUS[0]}" -eq 0 || fail "pytest with FASTNN_ISA=generic"
+
+# every other level this machine has (avx2 on an AVX-512 machine): the kernel and
+# engine tests, at the level asked for (asserted), at 1 and 2 threads (their fixture)
+best=$(python -c 'import fastnn; print(fastnn.config()["isa"])')
+for level in $(python -c 'import fastnn
+print(" ".join(k for k, ok in fastnn.config()["isa_supported"].items() if ok))'); do
+    [ "$level" = generic ] || [ "$level" = "$best" ] && continue
+    step "kernel tests with FASTNN_ISA=$level"
+    isa=$(FASTNN_ISA=$level python -c 'import fastnn; print(fastnn.config()["isa"])')
+    [ "$isa" = "$level" ] || fail "FASTNN_ISA=$level selected $isa"
+    FASTNN_ISA=$level python -m pytest tests/test_kernels.py tests/test_gemm_engine.py \
+        tests/test_conv_kernels.py tests/test_dropout_kernels.py tests/test_optim_kernels.py \
+        tests/test_hard_inputs.py tests/test_isa.py -q -p no:cacheprovider 2>&1 | tail -n 1
+    test "${PIPESTATUS[0]}" -eq 0 || fail "kernel tests with FASTNN_ISA=$level"
+done
 
 # The NumPy floor in the metadata is a claim: test it.  (The extension uses no
 # NumPy C API, only the buffer protocol, so the floor is set by the Python code.)

@@ -13,7 +13,14 @@ from . import (
     schedules,
     training,
 )
-from ._config import get_num_threads, set_num_threads, threads
+from ._config import (
+    get_flush_denormal,
+    get_num_threads,
+    set_flush_denormal,
+    set_num_threads,
+    threads,
+    warn_isa_request,
+)
 from ._kernels import ACTIVATIONS
 from ._validation import check_finite
 from ._version import __version__
@@ -55,6 +62,8 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "threads",
+    "get_flush_denormal",
+    "set_flush_denormal",
     "show_config",
     "config",
     "check_finite",
@@ -62,7 +71,19 @@ __all__ = [
 
 
 def config() -> dict:
-    """The configuration in use: version, ISA, GEMM blocking, threads, OpenMP, NumPy."""
+    """The configuration in use.
+
+    Returns
+    -------
+    dict
+        ``isa`` ("generic", "avx2" or "avx512": the level chosen at import),
+        ``kernels`` (the level each kernel family runs at: gemm_f32, gemm_f64,
+        conv_f32, conv_f64, activation, dropout, optimizer, all_finite, loss),
+        ``cpu_features`` (avx2, fma, avx512f/bw/vl/dq, avx512_bf16, amx_*: bool),
+        ``isa_supported`` (level -> bool), ``cpu_has_avx2``, ``float32`` /
+        ``float64`` (GEMM blocking MR, NR, MC, KC, NC), ``flush_denormal``,
+        ``openmp``, ``threads``, ``version``, ``numpy``.
+    """
     import numpy as np
 
     from . import _kernels
@@ -75,12 +96,22 @@ def config() -> dict:
 
 
 def show_config() -> None:
-    """Print the ISA, block sizes and thread count fastnn uses on this machine."""
+    """Print the ISA of each kernel family, the CPU's features, block sizes and threads."""
     cfg = config()
     print(f"fastnn {cfg['version']}")
-    print(f"  isa        : {cfg['isa']} (cpu has avx2+fma: {cfg['cpu_has_avx2']})")
+    levels = ", ".join(k for k, ok in cfg["isa_supported"].items() if ok)
+    print(f"  isa        : {cfg['isa']} (levels this CPU runs: {levels})")
+    feats = cfg["cpu_features"]
+    print("  cpu        : " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in feats.items()))
+    for fam, isa in cfg["kernels"].items():
+        print(f"  kernels    : {fam:<11s} {isa}")
     print(f"  threads    : {cfg['threads']} (OpenMP {'on' if cfg['openmp'] else 'off'})")
     for dt in ("float32", "float64"):
         b = cfg[dt]
         print(f"  gemm {dt}: MR={b['MR']} NR={b['NR']} MC={b['MC']} KC={b['KC']} NC={b['NC']}")
+    mode = "flushed to zero (FTZ+DAZ)" if cfg["flush_denormal"] else "IEEE gradual underflow"
+    print(f"  subnormals : {mode}")
     print(f"  numpy      : {cfg['numpy']}")
+
+
+warn_isa_request()

@@ -118,3 +118,55 @@ def threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         _local.n = prev
+
+
+def set_flush_denormal(on: bool) -> None:
+    """Choose how fastnn's kernels treat subnormal (denormal) numbers.
+
+    Parameters
+    ----------
+    on : bool
+        True (the default, as in JAX and TensorFlow): every kernel call runs with
+        the x86 MXCSR's FTZ and DAZ bits set on every thread doing its work, so a
+        result below the smallest normal number (1.2e-38 in float32, 2.2e-308 in
+        float64) becomes 0 and a subnormal input reads as 0; Intel cores take a
+        slow microcode assist on each subnormal otherwise (an Adam step over
+        decayed state runs ~10x slower).  False: IEEE gradual underflow.  The
+        caller's MXCSR is restored after each call either way, so NumPy code
+        around the kernels is unaffected.  Process-wide, read at each call.
+        No effect on CPUs without an MXCSR (non-x86 builds).
+
+    """
+    from . import _kernels
+
+    if not isinstance(on, bool | __import__("numpy").bool_):
+        raise TypeError(f"set_flush_denormal: on must be a bool, got {type(on).__name__}")
+    _kernels.set_flush_denormal(bool(on))
+
+
+def get_flush_denormal() -> bool:
+    """True when kernels flush subnormals to zero (see :func:`set_flush_denormal`)."""
+    from . import _kernels
+
+    return bool(_kernels.get_flush_denormal())
+
+
+def warn_isa_request() -> None:
+    """Warn (``RuntimeWarning``) when ``FASTNN_ISA`` names an unknown level or one
+    this CPU or build lacks; the kernels then run at the best level allowed.
+    """
+    import warnings
+
+    from . import _kernels
+
+    status = _kernels.isa_request()
+    if status in ("none", "ok"):
+        return
+    got = _kernels.config()["isa"]
+    value = os.environ.get("FASTNN_ISA", "")
+    if status == "unknown":
+        why = "is not one of generic, avx2, avx512"
+    else:
+        why = "is not supported by this CPU (or its OS)"
+    warnings.warn(f"fastnn: FASTNN_ISA={value!r} {why}; using {got!r}, the best level "
+                  "available", RuntimeWarning, stacklevel=2)

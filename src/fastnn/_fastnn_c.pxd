@@ -35,6 +35,20 @@ cdef extern from "fastnn.h" nogil:
     int fnn_isa()
     const char *fnn_isa_name(int isa)
     int fnn_cpu_has_avx2()
+    int fnn_isa_supported(int isa)
+    int fnn_isa_request()
+    int fnn_isa_emulated()
+    int FNN_ISA_COUNT, FNN_FAM_COUNT, FNN_CPU_FEATURE_COUNT
+    int FNN_ISA_REQ_NONE, FNN_ISA_REQ_OK, FNN_ISA_REQ_UNKNOWN, FNN_ISA_REQ_UNAVAILABLE
+    const char *fnn_family_name(int family)
+    int fnn_family_isa(int family)
+    unsigned int fnn_cpu_features()
+    const char *fnn_cpu_feature_name(int bit)
+    void fnn_set_flush_denormal(int on)
+    int fnn_get_flush_denormal()
+    unsigned int fnn_mxcsr_get()
+    void fnn_mxcsr_set(unsigned int v)
+    int64_t fnn_window_out_size(int64_t n, int64_t k, int64_t s, int64_t p)
     void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc,
                            int64_t *nc)
     int fnn_openmp_enabled()
@@ -200,3 +214,8 @@ cdef extern from "fastnn.h" nogil:
                          const int64_t *labels, const double *target, int64_t batch,
                          int loss_kind, int n_threads)
 
+
+cdef extern from "fnn_fpenv_py.h" nogil:
+    # the calling thread's MXCSR set for a kernel call and restored after it
+    void fnn_fpenv_push()
+    void fnn_fpenv_pop()

@@ -127,14 +127,63 @@ cdef inline int _r1(const floating[::1] v, int64_t n, bint optional, str kernel,
 
 
 def config():
-    """The engine's configuration: ISA, OpenMP, GEMM block sizes per dtype."""
+    """The engine's configuration: ISA, OpenMP, GEMM block sizes per dtype, the ISA of
+    each kernel family (``kernels``), the CPU's features and the subnormal mode."""
     cdef int64_t mr, nr, mc, kc, nc
+    cdef int i
+    cdef unsigned int feat = fnn_cpu_features()
     out = {"isa": fnn_isa_name(fnn_isa()).decode(), "cpu_has_avx2": bool(fnn_cpu_has_avx2()),
            "openmp": bool(fnn_openmp_enabled())}
     for name, size in (("float32", 4), ("float64", 8)):
         fnn_gemm_blocking(size, &mr, &nr, &mc, &kc, &nc)
         out[name] = {"MR": mr, "NR": nr, "MC": mc, "KC": kc, "NC": nc}
+    out["kernels"] = {fnn_family_name(i).decode(): fnn_isa_name(fnn_family_isa(i)).decode()
+                      for i in range(FNN_FAM_COUNT)}
+    out["cpu_features"] = {fnn_cpu_feature_name(i).decode(): bool((feat >> i) & 1)
+                           for i in range(FNN_CPU_FEATURE_COUNT)}
+    out["isa_supported"] = {fnn_isa_name(i).decode(): bool(fnn_isa_supported(i))
+                            for i in range(FNN_ISA_COUNT)}
+    out["flush_denormal"] = bool(fnn_get_flush_denormal())
+    out["avx512_emulated"] = bool(fnn_isa_emulated())
     return out
+
+
+def isa_request():
+    """What became of FASTNN_ISA: "none", "ok", "unknown" or "unavailable"."""
+    cdef int r = fnn_isa_request()
+    if r == FNN_ISA_REQ_OK:
+        return "ok"
+    if r == FNN_ISA_REQ_UNKNOWN:
+        return "unknown"
+    if r == FNN_ISA_REQ_UNAVAILABLE:
+        return "unavailable"
+    return "none"
+
+
+def set_flush_denormal(bint on):
+    """Process-wide: kernels run with FTZ+DAZ (True) or IEEE gradual underflow (False)."""
+    fnn_set_flush_denormal(on)
+
+
+def get_flush_denormal():
+    """True when kernels flush subnormals (FTZ+DAZ) during their calls."""
+    return bool(fnn_get_flush_denormal())
+
+
+def _mxcsr():
+    """The calling thread's MXCSR (0 where the CPU has none); a test helper."""
+    return fnn_mxcsr_get()
+
+
+def _set_mxcsr(unsigned int value):
+    """Set the calling thread's MXCSR (a test helper: restore what you read)."""
+    fnn_mxcsr_set(value)
+
+
+def window_out_size(int64_t n, int64_t k, int64_t s, int64_t p):
+    """Output length of a window k, stride s, padding p over length n (floor mode);
+    -1 when the sizes are out of domain (the C kernels' formula)."""
+    return fnn_window_out_size(n, k, s, p)
 
 
 def act_needs_z(int act):
@@ -166,12 +215,14 @@ def gemm(floating[:, ::1] c, const floating[:, ::1] a, const floating[:, ::1] b,
     if ldb == 0:
         ldb = 1
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_gemm_f32(&c[0, 0], _c2(a), _c2(b), m, n, k, lda, ldb, n, trans_a, trans_b,
                               <float>alpha, <float>beta, NULL, n_threads)
         else:
             st = fnn_gemm_f64(&c[0, 0], _c2(a), _c2(b), m, n, k, lda, ldb, n, trans_a, trans_b,
                               alpha, beta, NULL, n_threads)
+        fnn_fpenv_pop()
     _check(st, "gemm")
 
 
@@ -187,12 +238,14 @@ def dense_forward(floating[:, ::1] a, floating[:, ::1] z, const floating[:, ::1]
     _w2(a, batch, out, False, "dense_forward", "out")
     _w2(z, batch, out, True, "dense_forward", "z")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_dense_forward_f32(_p2(a), _p2(z), _c2(x), _c2(w), _c1(b), batch, inp, out,
                                        act, n_threads)
         else:
             st = fnn_dense_forward_f64(_p2(a), _p2(z), _c2(x), _c2(w), _c1(b), batch, inp, out,
                                        act, n_threads)
+        fnn_fpenv_pop()
     _check(st, "dense_forward")
 
 
@@ -214,6 +267,7 @@ def dense_backward(floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db,
     _w2(dw, inp, out, True, "dense_backward", "dw")
     _w1(db, out, True, "dense_backward", "db")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_dense_backward_f32(_p2(dx), _p2(dw), _p1(db), _p2(delta), _c2(da), _c2(a),
                                         _c2(z), _c2(x), _c2(w), batch, inp, out, act,
@@ -222,6 +276,7 @@ def dense_backward(floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db,
             st = fnn_dense_backward_f64(_p2(dx), _p2(dw), _p1(db), _p2(delta), _c2(da), _c2(a),
                                         _c2(z), _c2(x), _c2(w), batch, inp, out, act, beta_w,
                                         n_threads)
+        fnn_fpenv_pop()
     _check(st, "dense_backward")
 
 
@@ -232,10 +287,12 @@ def act_forward(floating[:, ::1] out, const floating[:, ::1] x, int act):
         raise ValueError("activation_forward: x is required")
     _w2(out, x.shape[0], x.shape[1], False, "activation_forward", "out")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_act_forward_f32(_p2(out), _c2(x), x.shape[0], x.shape[1], act)
         else:
             st = fnn_act_forward_f64(_p2(out), _c2(x), x.shape[0], x.shape[1], act)
+        fnn_fpenv_pop()
     _check(st, "activation_forward")
 
 
@@ -251,12 +308,14 @@ def act_backward(floating[:, ::1] dz, floating[::1] dbias, const floating[:, ::1
     _r2(a, rows, cols, True, "activation_backward", "out_act")
     _r2(z, rows, cols, True, "activation_backward", "pre_act")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_act_backward_f32(_p2(dz), _p1(dbias), _c2(da), _c2(a), _c2(z), da.shape[0],
                                       da.shape[1], act)
         else:
             st = fnn_act_backward_f64(_p2(dz), _p1(dbias), _c2(da), _c2(a), _c2(z), da.shape[0],
                                       da.shape[1], act)
+        fnn_fpenv_pop()
     _check(st, "activation_backward")
 
 
@@ -281,12 +340,14 @@ def cross_entropy(floating[:, ::1] grad, const floating[:, ::1] logits,
     _r2(target, logits.shape[0], logits.shape[1], True, "cross_entropy", "target")
     _w2(grad, logits.shape[0], logits.shape[1], True, "cross_entropy", "grad_out")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_cross_entropy_f32(&loss, _p2(grad), _c2(logits), lab, _c2(target),
                                        logits.shape[0], logits.shape[1])
         else:
             st = fnn_cross_entropy_f64(&loss, _p2(grad), _c2(logits), lab, _c2(target),
                                        logits.shape[0], logits.shape[1])
+        fnn_fpenv_pop()
     _check(st, "cross_entropy")
     return loss
 
@@ -300,10 +361,12 @@ def mse(floating[::1] grad, const floating[::1] pred, const floating[::1] target
     _r1(target, pred.shape[0], False, "mse", "target")
     _w1(grad, pred.shape[0], True, "mse", "grad_out")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_mse_f32(&loss, _p1(grad), _c1(pred), _c1(target), pred.shape[0])
         else:
             st = fnn_mse_f64(&loss, _p1(grad), _c1(pred), _c1(target), pred.shape[0])
+        fnn_fpenv_pop()
     _check(st, "mse")
     return loss
 
@@ -317,10 +380,12 @@ def bce_logits(floating[::1] grad, const floating[::1] logits, const floating[::
     _r1(target, logits.shape[0], False, "binary_cross_entropy", "target")
     _w1(grad, logits.shape[0], True, "binary_cross_entropy", "grad_out")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_bce_logits_f32(&loss, _p1(grad), _c1(logits), _c1(target), logits.shape[0])
         else:
             st = fnn_bce_logits_f64(&loss, _p1(grad), _c1(logits), _c1(target), logits.shape[0])
+        fnn_fpenv_pop()
     _check(st, "binary_cross_entropy")
     return loss
 
@@ -332,10 +397,12 @@ def sgd_update(floating[::1] w, const floating[::1] dw, double lr):
         raise ValueError("sgd_update: w is required")
     _r1(dw, w.shape[0], False, "sgd_update", "dw")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_sgd_update_f32(_p1(w), _c1(dw), w.shape[0], <float>lr)
         else:
             st = fnn_sgd_update_f64(_p1(w), _c1(dw), w.shape[0], lr)
+        fnn_fpenv_pop()
     _check(st, "sgd_update")
 
 
@@ -361,6 +428,7 @@ def sgd_step(floating[::1] w, const floating[::1] g, floating[::1] buf, double l
     if buf is not None:
         _same_len(n, buf.shape[0], "sgd_step", "buf")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_sgd_step_f32(_p1(w), _p1(buf), _c1(g), n, <float>lr, <float>momentum,
                                   <float>dampening, nesterov, <float>weight_decay, first_step,
@@ -368,6 +436,7 @@ def sgd_step(floating[::1] w, const floating[::1] g, floating[::1] buf, double l
         else:
             st = fnn_sgd_step_f64(_p1(w), _p1(buf), _c1(g), n, lr, momentum, dampening,
                                   nesterov, weight_decay, first_step, n_threads)
+        fnn_fpenv_pop()
     _check(st, "sgd_step")
 
 
@@ -383,6 +452,7 @@ def adam_step(floating[::1] w, const floating[::1] g, floating[::1] m, floating[
     if vmax is not None:
         _same_len(n, vmax.shape[0], "adam_step", "vmax")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_adam_step_f32(_p1(w), _p1(m), _p1(v), _p1(vmax), _c1(g), n, <float>lr,
                                    <float>beta1, <float>beta2, <float>eps,
@@ -390,6 +460,7 @@ def adam_step(floating[::1] w, const floating[::1] g, floating[::1] m, floating[
         else:
             st = fnn_adam_step_f64(_p1(w), _p1(m), _p1(v), _p1(vmax), _c1(g), n, lr, beta1,
                                    beta2, eps, weight_decay, decoupled, step, n_threads)
+        fnn_fpenv_pop()
     _check(st, "adam_step")
 
 
@@ -406,6 +477,7 @@ def rmsprop_step(floating[::1] w, const floating[::1] g, floating[::1] sq, float
     if gavg is not None:
         _same_len(n, gavg.shape[0], "rmsprop_step", "gavg")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_rmsprop_step_f32(_p1(w), _p1(sq), _p1(buf), _p1(gavg), _c1(g), n,
                                       <float>lr, <float>alpha, <float>eps,
@@ -414,6 +486,7 @@ def rmsprop_step(floating[::1] w, const floating[::1] g, floating[::1] sq, float
         else:
             st = fnn_rmsprop_step_f64(_p1(w), _p1(sq), _p1(buf), _p1(gavg), _c1(g), n, lr,
                                       alpha, eps, weight_decay, momentum, centered, n_threads)
+        fnn_fpenv_pop()
     _check(st, "rmsprop_step")
 
 
@@ -425,6 +498,7 @@ def adagrad_step(floating[::1] w, const floating[::1] g, floating[::1] sum_sq, i
     _same_len(n, g.shape[0], "adagrad_step", "g")
     _same_len(n, sum_sq.shape[0], "adagrad_step", "sum_sq")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_adagrad_step_f32(_p1(w), _p1(sum_sq), _c1(g), n, <float>lr,
                                       <float>lr_decay, <float>weight_decay, <float>eps, step,
@@ -432,6 +506,7 @@ def adagrad_step(floating[::1] w, const floating[::1] g, floating[::1] sum_sq, i
         else:
             st = fnn_adagrad_step_f64(_p1(w), _p1(sum_sq), _c1(g), n, lr, lr_decay,
                                       weight_decay, eps, step, n_threads)
+        fnn_fpenv_pop()
     _check(st, "adagrad_step")
 
 
@@ -447,10 +522,12 @@ def dropout_forward(floating[::1] out, uint8_t[::1] mask, const floating[::1] x,
         if n > 0:
             mp = &mask[0]
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_dropout_forward_f32(_p1(out), mp, _c1(x), n, p, seed, offset, n_threads)
         else:
             st = fnn_dropout_forward_f64(_p1(out), mp, _c1(x), n, p, seed, offset, n_threads)
+        fnn_fpenv_pop()
     _check(st, "dropout_forward")
 
 
@@ -465,10 +542,12 @@ def dropout_backward(floating[::1] dx, const floating[::1] dy, const uint8_t[::1
     if n > 0:
         mp = &mask[0]
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_dropout_backward_f32(_p1(dx), _c1(dy), mp, n, p, n_threads)
         else:
             st = fnn_dropout_backward_f64(_p1(dx), _c1(dy), mp, n, p, n_threads)
+        fnn_fpenv_pop()
     _check(st, "dropout_backward")
 # ---------------------------------------------------------------------------
 # Convolution and pooling (csrc/conv.c, csrc/pool.c), NCHW arrays.
@@ -556,6 +635,7 @@ def conv2d_forward(floating[:, :, :, ::1] out, floating[:, :, :, ::1] z,
     _same4(out, n, oc, oh, ow, "out")
     _same4(z, n, oc, oh, ow, "z")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_conv2d_forward_f32(_p4(out), _p4(z), &work[0] if work.shape[0] else NULL,
                                         work.shape[0], _c4(x), _c4(w), _c1(b), n, c, h, wd, oc,
@@ -564,6 +644,7 @@ def conv2d_forward(floating[:, :, :, ::1] out, floating[:, :, :, ::1] z,
             st = fnn_conv2d_forward_f64(_p4(out), _p4(z), &work[0] if work.shape[0] else NULL,
                                         work.shape[0], _c4(x), _c4(w), _c1(b), n, c, h, wd, oc,
                                         kh, kw, sh, sw, ph, pw, act, n_threads)
+        fnn_fpenv_pop()
     _check(st, "conv2d_forward")
 
 
@@ -601,6 +682,7 @@ def conv2d_backward(floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floati
     if act != 0 and a is None:
         raise ValueError("conv2d_backward: a (the forward's output) is needed for this act")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_conv2d_backward_f32(_p4(dx), _p4(dw), _p1(db),
                                          &work[0] if work.shape[0] else NULL, work.shape[0],
@@ -612,6 +694,7 @@ def conv2d_backward(floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floati
                                          &work[0] if work.shape[0] else NULL, work.shape[0],
                                          _c4(dout), _c4(a), _c4(z), _c4(x), _c4(w), n, c, h, wd,
                                          oc, kh, kw, sh, sw, ph, pw, act, beta_w, n_threads)
+        fnn_fpenv_pop()
     _check(st, "conv2d_backward")
 
 
@@ -631,12 +714,14 @@ def maxpool2d_forward(floating[:, :, :, ::1] out, int64_t[:, :, :, ::1] idx,
     _same4(out, n, c, oh, ow, "out")
     _same4(idx, n, c, oh, ow, "idx")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_maxpool2d_forward_f32(_p4(out), _i4(idx), _c4(x), n, c, h, wd, kh, kw, sh,
                                            sw, ph, pw, n_threads)
         else:
             st = fnn_maxpool2d_forward_f64(_p4(out), _i4(idx), _c4(x), n, c, h, wd, kh, kw, sh,
                                            sw, ph, pw, n_threads)
+        fnn_fpenv_pop()
     _check(st, "maxpool2d_forward")
 
 
@@ -652,6 +737,7 @@ def maxpool2d_backward(floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] d
     if dx.shape[0] != dout.shape[0] or dx.shape[1] != dout.shape[1]:
         raise ValueError("maxpool2d_backward: dx and dout differ in batch or channels")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_maxpool2d_backward_f32(_p4(dx), _c4(dout), _ci4(idx), dx.shape[0],
                                             dx.shape[1], dx.shape[2], dx.shape[3],
@@ -660,6 +746,7 @@ def maxpool2d_backward(floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] d
             st = fnn_maxpool2d_backward_f64(_p4(dx), _c4(dout), _ci4(idx), dx.shape[0],
                                             dx.shape[1], dx.shape[2], dx.shape[3],
                                             dout.shape[2], dout.shape[3], n_threads)
+        fnn_fpenv_pop()
     _check(st, "maxpool2d_backward (an index is outside its input plane)")
 
 
@@ -676,12 +763,14 @@ def avgpool2d_forward(floating[:, :, :, ::1] out, const floating[:, :, :, ::1] x
         raise ValueError("avgpool2d_forward: kernel larger than the padded input, or stride < 1")
     _same4(out, n, c, oh, ow, "out")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_avgpool2d_forward_f32(_p4(out), _c4(x), n, c, h, wd, kh, kw, sh, sw, ph, pw,
                                            n_threads)
         else:
             st = fnn_avgpool2d_forward_f64(_p4(out), _c4(x), n, c, h, wd, kh, kw, sh, sw, ph, pw,
                                            n_threads)
+        fnn_fpenv_pop()
     _check(st, "avgpool2d_forward")
 
 
@@ -699,12 +788,14 @@ def avgpool2d_backward(floating[:, :, :, ::1] dx, const floating[:, :, :, ::1] d
         raise ValueError("avgpool2d_backward: kernel larger than the padded input, or stride < 1")
     _same4(dout, n, c, oh, ow, "dout")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_avgpool2d_backward_f32(_p4(dx), _c4(dout), n, c, h, wd, kh, kw, sh, sw, ph,
                                             pw, n_threads)
         else:
             st = fnn_avgpool2d_backward_f64(_p4(dx), _c4(dout), n, c, h, wd, kh, kw, sh, sw, ph,
                                             pw, n_threads)
+        fnn_fpenv_pop()
     _check(st, "avgpool2d_backward")
 
 
@@ -715,12 +806,14 @@ def global_avgpool_forward(floating[:, ::1] out, const floating[:, :, :, ::1] x,
         raise ValueError(f"out must have shape {(x.shape[0], x.shape[1])}, "
                          f"got {(out.shape[0], out.shape[1])}")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_global_avgpool_forward_f32(_p2(out), _c4(x), x.shape[0], x.shape[1],
                                                 x.shape[2], x.shape[3], n_threads)
         else:
             st = fnn_global_avgpool_forward_f64(_p2(out), _c4(x), x.shape[0], x.shape[1],
                                                 x.shape[2], x.shape[3], n_threads)
+        fnn_fpenv_pop()
     _check(st, "global_avgpool_forward")
 
 
@@ -732,12 +825,14 @@ def global_avgpool_backward(floating[:, :, :, ::1] dx, const floating[:, ::1] do
         raise ValueError(f"dout must have shape {(dx.shape[0], dx.shape[1])}, "
                          f"got {(dout.shape[0], dout.shape[1])}")
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             st = fnn_global_avgpool_backward_f32(_p4(dx), _c2(dout), dx.shape[0], dx.shape[1],
                                                  dx.shape[2], dx.shape[3], n_threads)
         else:
             st = fnn_global_avgpool_backward_f64(_p4(dx), _c2(dout), dx.shape[0], dx.shape[1],
                                                  dx.shape[2], dx.shape[3], n_threads)
+        fnn_fpenv_pop()
     _check(st, "global_avgpool_backward")
 
 
@@ -855,17 +950,21 @@ cdef class MLPPlan:
             if target is not None:
                 t32 = target
             with nogil:
+                fnn_fpenv_push()
                 st = fnn_mlp_step_f32(&loss, &self.net, &x32[0, 0], labp,
                                       &t32[0, 0] if target is not None else NULL, self.batch,
                                       loss_kind, n_threads)
+                fnn_fpenv_pop()
         else:
             x64 = x
             if target is not None:
                 t64 = target
             with nogil:
+                fnn_fpenv_push()
                 st = fnn_mlp_step_f64(&loss, &self.net, &x64[0, 0], labp,
                                       &t64[0, 0] if target is not None else NULL, self.batch,
                                       loss_kind, n_threads)
+                fnn_fpenv_pop()
         _check(st, "train_step")
         return loss
 
@@ -874,8 +973,10 @@ def all_finite(const floating[::1] x):
     """True when every element of the flat array x (n,) is finite (one C pass)."""
     cdef int ok
     with nogil:
+        fnn_fpenv_push()
         if floating is float:
             ok = fnn_all_finite_f32(_c1(x), x.shape[0])
         else:
             ok = fnn_all_finite_f64(_c1(x), x.shape[0])
+        fnn_fpenv_pop()
     return bool(ok)
