@@ -11,10 +11,11 @@ What it measures (float32 unless noted, 1 and 2 threads):
   * the fused dense forward relu(x W + b), batch 128, 784 -> 256, against
     NumPy's three steps np.maximum(x @ W + b, 0);
   * dgemm 1024^3 against numpy (OpenBLAS dgemm);
-  * the machine's FMA peak: by default a small AVX2 loop written here (12
-    independent vfmadd231ps chains per thread, OpenMP), compiled with the C
-    compiler at run time; or the output of a compiled fma_peak tool given
-    with --fma-peak-tool (its "best" GFLOP/s lines are parsed).
+  * the machine's FMA peak: by default measured by fastnn itself
+    (fastnn._kernels.fma_peak: 12 independent FMA chains per thread with the
+    widest vectors of the ISA level in use, 512-bit on AVX-512, 256-bit on AVX2);
+    or the output of a compiled fma_peak tool given with --fma-peak-tool (its
+    "best" GFLOP/s lines are parsed).
 
 Method: every contestant is warmed up and calibrated so that one measurement
 lasts about --target-s; then --reps rounds run every contestant once, in an
@@ -39,10 +40,8 @@ if any(v in os.environ for v in _DROP):  # before numpy (OpenBLAS) is loaded
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -56,72 +55,22 @@ SHAPES = [(64, 784, 256), (256, 784, 256), (1024, 784, 256), (256, 256, 256),
 TRAINING = [("x W", 128, 784, 256, False, False), ("x^T d", 784, 128, 256, True, False),
             ("d W^T", 128, 256, 784, False, True), ("x W out", 128, 256, 10, False, False)]
 
-FMA_SRC = r"""
-#include <immintrin.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <omp.h>
-#include <time.h>
-/* 12 independent FMA chains (4-cycle latency x 2 pipes needs >= 8) per thread. */
-__attribute__((noinline)) static __m256 chains(long n, __m256 m, __m256 add) {
-    __m256 x0 = _mm256_set1_ps(0.1f), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0;
-    __m256 x6 = x0, x7 = x0, x8 = x0, x9 = x0, x10 = x0, x11 = x0;
-    for (long i = 0; i < n; i++) {
-#define F(x) x = _mm256_fmadd_ps(x, m, add);
-        F(x0) F(x1) F(x2) F(x3) F(x4) F(x5) F(x6) F(x7) F(x8) F(x9) F(x10) F(x11)
-    }
-    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)),
-                             _mm256_add_ps(_mm256_add_ps(x4, x5), _mm256_add_ps(x6, x7)));
-    return _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(x8, x9), _mm256_add_ps(x10, x11)));
-}
-int main(int argc, char **argv) {
-    int nt = atoi(argv[1]); long n = atol(argv[2]); int reps = atoi(argv[3]);
-    float sink = 0;
-    for (int r = 0; r < reps; r++) {
-        double t = omp_get_wtime(), cpu_rate = 0;
-        #pragma omp parallel num_threads(nt) reduction(+:sink, cpu_rate)
-        {
-            struct timespec c0, c1;
-            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
-            float v[8];
-            _mm256_storeu_ps(v, chains(n, _mm256_set1_ps(0.999f), _mm256_set1_ps(0.001f)));
-            sink += v[0];
-            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
-            double s = (c1.tv_sec - c0.tv_sec) + 1e-9 * (c1.tv_nsec - c0.tv_nsec);
-            cpu_rate += 12.0 * 16.0 * n / s / 1e9;
-        }
-        t = omp_get_wtime() - t;
-        /* wall-clock rate, and the sum of per-thread rates per CPU-second */
-        printf("%f %f\n", 12.0 * 16.0 * n * nt / t / 1e9, cpu_rate);
-    }
-    fprintf(stderr, "%f\n", sink);
-    return 0;
-}
-"""
 
 
 def measure_fma_peak(threads: list[int]) -> dict[str, dict[int, float]]:
-    """FMA peak GFLOP/s at each thread count, from the loop above compiled here:
-    {"wall": best wall-clock rate, "cpu": best sum of per-thread rates per
-    CPU-second (the peak while running, even when other processes share the
-    cores)}, each the best of 5 repetitions."""
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        return {}
-    with tempfile.TemporaryDirectory(prefix="fastnn-fma-") as tmp:
-        src, exe = os.path.join(tmp, "fma.c"), os.path.join(tmp, "fma")
-        with open(src, "w") as f:
-            f.write(FMA_SRC)
-        r = subprocess.run([cc, "-O2", "-mavx2", "-mfma", "-fopenmp", src, "-o", exe],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            return {}
-        out = {"wall": {}, "cpu": {}}
-        for t in threads:
-            r = subprocess.run([exe, str(t), "100000000", "5"], capture_output=True, text=True)
-            rows = [line.split() for line in r.stdout.splitlines() if line.strip()]
-            out["wall"][t] = max(float(x[0]) for x in rows)
-            out["cpu"][t] = max(float(x[1]) for x in rows)
+    """FMA peak GFLOP/s at each thread count, measured by fastnn itself with the widest
+    FMA vectors of the ISA level it runs (512-bit on AVX-512, 256-bit on AVX2):
+    {"wall": best wall-clock rate, "cpu": best sum of per-thread rates per CPU-second
+    (the peak while running, even when other processes share the cores)}, each the
+    best of 5 repetitions."""
+    from fastnn import _kernels
+
+    out = {"wall": {}, "cpu": {}}
+    for t in threads:
+        runs = [_kernels.fma_peak(0.3, t) for _ in range(5)]
+        out["wall"][t] = max(r["wall"] for r in runs)
+        out["cpu"][t] = max(r["cpu"] for r in runs)
+    print(f"FMA peak: {runs[0]['width']}-bit FMAs ({runs[0]['isa']})")
     return out
 
 

@@ -119,6 +119,11 @@ void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int
 int fnn_openmp_enabled(void);
 /* 1 in the test build whose AVX-512 code runs on SIMDe (-DFNN_SIMDE_AVX512). */
 int fnn_isa_emulated(void);
+/* The float32 FMA peak with the widest vectors of the level in use (fma_peak.c):
+ * 12 chains per thread for about `seconds`; *wall = GFLOP/s of all n_threads
+ * threads by the wall clock, *cpu = the sum of the threads' rates per CPU-second,
+ * *width = vector bits used (512, 256, or 0 for the compiler's baseline code). */
+int fnn_fma_peak(double *wall, double *cpu, int *width, double seconds, int n_threads);
 
 /* ---- floating-point environment: subnormals (cpu.c) -------------------- */
 /* With flushing on (the default, as in JAX and TensorFlow), kernels run with

@@ -49,6 +49,7 @@ cdef extern from "fastnn.h" nogil:
     unsigned int fnn_mxcsr_get()
     void fnn_mxcsr_set(unsigned int v)
     int64_t fnn_window_out_size(int64_t n, int64_t k, int64_t s, int64_t p)
+    int fnn_fma_peak(double *wall, double *cpu, int *width, double seconds, int n_threads)
     void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc,
                            int64_t *nc)
     int fnn_openmp_enabled()

@@ -180,6 +180,22 @@ def _set_mxcsr(unsigned int value):
     fnn_mxcsr_set(value)
 
 
+def fma_peak(double seconds=0.3, int n_threads=1):
+    """The float32 FMA peak, measured with the widest vectors of the ISA level in use.
+
+    Returns a dict: ``wall`` (GFLOP/s of all threads by the wall clock), ``cpu`` (the
+    sum of the threads' rates per CPU-second, the peak while running even on a shared
+    machine), ``width`` (vector bits: 512, 256, or 0 for the baseline code), ``isa``.
+    """
+    cdef double wall = 0.0, cpu = 0.0
+    cdef int width = 0, st
+    with nogil:
+        st = fnn_fma_peak(&wall, &cpu, &width, seconds, n_threads)
+    _check(st, "fma_peak")
+    return {"wall": wall, "cpu": cpu, "width": width,
+            "isa": fnn_isa_name(fnn_isa()).decode()}
+
+
 def window_out_size(int64_t n, int64_t k, int64_t s, int64_t p):
     """Output length of a window k, stride s, padding p over length n (floor mode);
     -1 when the sizes are out of domain (the C kernels' formula)."""

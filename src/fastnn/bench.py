@@ -390,6 +390,34 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def measure_fma_peak(threads: tuple[int, ...], reps: int = 3) -> tuple[dict[str, float], int]:
+    """The float32 FMA peak per thread count, with the widest vectors fastnn runs here.
+
+    Parameters
+    ----------
+    threads : tuple of int
+        Thread counts to measure.
+    reps : int
+        Repetitions; the best is kept.
+
+    Returns
+    -------
+    peaks : dict
+        Thread count (as a string, like the result's keys) -> GFLOP/s: the sum of the
+        threads' rates per CPU-second, the peak while running even on a shared machine.
+    width : int
+        The vector width measured, in bits (512 on AVX-512, 256 on AVX2).
+    """
+    from . import _kernels
+
+    peaks, width = {}, 0
+    for t in threads:
+        runs = [_kernels.fma_peak(0.2, t) for _ in range(reps)]
+        peaks[str(t)] = max(r["cpu"] for r in runs)
+        width = runs[0]["width"]
+    return peaks, width
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line (``python -m fastnn bench`` forwards here)."""
     p = argparse.ArgumentParser(prog="python -m fastnn bench", description=__doc__,
@@ -401,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--target-s", type=float, default=0.25)
     p.add_argument("--fma-peak", default=None,
-                   help="GFLOP/s of the FMA peak per thread count, e.g. '1:92,2:180'")
+                   help="GFLOP/s of the FMA peak per thread count, e.g. '1:92,2:180' "
+                        "(default: measured with the widest FMA vectors this CPU runs)")
     p.add_argument("--json", default=None, help="also write the raw measurements here")
     p.add_argument("--plot", default=None, help="also draw samples/s against batch size "
                                                 "(a PNG; needs matplotlib)")
@@ -418,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.fma_peak:
         res["fma_peak_gflops"] = {k: float(v) for k, v in
                                   (kv.split(":") for kv in a.fma_peak.split(","))}
+    else:
+        res["fma_peak_gflops"], res["fma_peak_width"] = measure_fma_peak(
+            tuple(int(t) for t in a.threads.split(",")))
+        print(f"FMA peak ({res['fma_peak_width']}-bit FMAs, float32): " + ", ".join(
+            f"{t} thread(s) {g:.1f} GFLOP/s" for t, g in res["fma_peak_gflops"].items()))
     print(table(res))
     if a.json:
         with open(a.json, "w") as f:
