@@ -87,9 +87,9 @@ cdef int _bad1(str kernel, str name, int64_t n, Py_ssize_t g, bint missing) exce
     raise ValueError(f"{kernel}: {name} must have shape ({n},), got ({g},)")
 
 
-cdef inline int _w2(floating[:, ::1] v, int64_t r, int64_t c, bint optional, str kernel,
+cdef inline int _s2(const floating[:, ::1] v, int64_t r, int64_t c, bint optional, str kernel,
                     str name) except -1:
-    """ValueError unless the writable 2-D view v is (r, c) (or None when optional)."""
+    """ValueError unless the 2-D view v (read or written) is (r, c), or None when optional."""
     if v is None:
         return 0 if optional else _bad2(kernel, name, r, c, 0, 0, True)
     if v.shape[0] != r or v.shape[1] != c:
@@ -97,28 +97,10 @@ cdef inline int _w2(floating[:, ::1] v, int64_t r, int64_t c, bint optional, str
     return 0
 
 
-cdef inline int _r2(const floating[:, ::1] v, int64_t r, int64_t c, bint optional, str kernel,
+cdef inline int _s1(const floating[::1] v, int64_t n, bint optional, str kernel,
                     str name) except -1:
-    """ValueError unless the read-only 2-D view v is (r, c) (or None when optional)."""
-    if v is None:
-        return 0 if optional else _bad2(kernel, name, r, c, 0, 0, True)
-    if v.shape[0] != r or v.shape[1] != c:
-        _bad2(kernel, name, r, c, v.shape[0], v.shape[1], False)
-    return 0
-
-
-cdef inline int _w1(floating[::1] v, int64_t n, bint optional, str kernel, str name) except -1:
-    """ValueError unless the writable 1-D view v has n elements (or is None when optional)."""
-    if v is None:
-        return 0 if optional else _bad1(kernel, name, n, 0, True)
-    if v.shape[0] != n:
-        _bad1(kernel, name, n, v.shape[0], False)
-    return 0
-
-
-cdef inline int _r1(const floating[::1] v, int64_t n, bint optional, str kernel,
-                    str name) except -1:
-    """ValueError unless the read-only 1-D view v has n elements (or is None when optional)."""
+    """ValueError unless the 1-D view v (read or written) has n elements, or is None when
+    optional."""
     if v is None:
         return 0 if optional else _bad1(kernel, name, n, 0, True)
     if v.shape[0] != n:
@@ -217,13 +199,13 @@ def gemm(floating[:, ::1] c, const floating[:, ::1] a, const floating[:, ::1] b,
     cdef int64_t lda = a.shape[1], ldb = b.shape[1]
     cdef int st
     if trans_a:
-        _r2(a, k, m, False, "gemm", "a (transposed)")
+        _s2(a, k, m, False, "gemm", "a (transposed)")
     else:
-        _r2(a, m, k, False, "gemm", "a")
+        _s2(a, m, k, False, "gemm", "a")
     if trans_b:
-        _r2(b, n, k, False, "gemm", "b (transposed)")
+        _s2(b, n, k, False, "gemm", "b (transposed)")
     else:
-        _r2(b, k, n, False, "gemm", "b")
+        _s2(b, k, n, False, "gemm", "b")
     if m == 0 or n == 0:
         return
     if lda == 0:
@@ -249,10 +231,10 @@ def dense_forward(floating[:, ::1] a, floating[:, ::1] z, const floating[:, ::1]
         raise ValueError("dense_forward: x and w are required")
     cdef int64_t batch = x.shape[0], inp = x.shape[1], out = w.shape[1]
     cdef int st
-    _r2(w, inp, out, False, "dense_forward", "w")
-    _r1(b, out, True, "dense_forward", "b")
-    _w2(a, batch, out, False, "dense_forward", "out")
-    _w2(z, batch, out, True, "dense_forward", "z")
+    _s2(w, inp, out, False, "dense_forward", "w")
+    _s1(b, out, True, "dense_forward", "b")
+    _s2(a, batch, out, False, "dense_forward", "out")
+    _s2(z, batch, out, True, "dense_forward", "z")
     with nogil:
         fnn_fpenv_push()
         if floating is float:
@@ -274,14 +256,14 @@ def dense_backward(floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db,
         raise ValueError("dense_backward: x and w are required")
     cdef int64_t batch = x.shape[0], inp = x.shape[1], out = w.shape[1]
     cdef int st
-    _r2(w, inp, out, False, "dense_backward", "w")
-    _r2(da, batch, out, False, "dense_backward", "grad_out")
-    _r2(a, batch, out, True, "dense_backward", "out_act")
-    _r2(z, batch, out, True, "dense_backward", "pre_act")
-    _w2(delta, batch, out, True, "dense_backward", "delta")
-    _w2(dx, batch, inp, True, "dense_backward", "dx")
-    _w2(dw, inp, out, True, "dense_backward", "dw")
-    _w1(db, out, True, "dense_backward", "db")
+    _s2(w, inp, out, False, "dense_backward", "w")
+    _s2(da, batch, out, False, "dense_backward", "grad_out")
+    _s2(a, batch, out, True, "dense_backward", "out_act")
+    _s2(z, batch, out, True, "dense_backward", "pre_act")
+    _s2(delta, batch, out, True, "dense_backward", "delta")
+    _s2(dx, batch, inp, True, "dense_backward", "dx")
+    _s2(dw, inp, out, True, "dense_backward", "dw")
+    _s1(db, out, True, "dense_backward", "db")
     with nogil:
         fnn_fpenv_push()
         if floating is float:
@@ -301,7 +283,7 @@ def act_forward(floating[:, ::1] out, const floating[:, ::1] x, int act):
     cdef int st
     if x is None:
         raise ValueError("activation_forward: x is required")
-    _w2(out, x.shape[0], x.shape[1], False, "activation_forward", "out")
+    _s2(out, x.shape[0], x.shape[1], False, "activation_forward", "out")
     with nogil:
         fnn_fpenv_push()
         if floating is float:
@@ -319,10 +301,10 @@ def act_backward(floating[:, ::1] dz, floating[::1] dbias, const floating[:, ::1
     if da is None:
         raise ValueError("activation_backward: grad_out is required")
     cdef int64_t rows = da.shape[0], cols = da.shape[1]
-    _w2(dz, rows, cols, False, "activation_backward", "out")
-    _w1(dbias, cols, True, "activation_backward", "dbias")
-    _r2(a, rows, cols, True, "activation_backward", "out_act")
-    _r2(z, rows, cols, True, "activation_backward", "pre_act")
+    _s2(dz, rows, cols, False, "activation_backward", "out")
+    _s1(dbias, cols, True, "activation_backward", "dbias")
+    _s2(a, rows, cols, True, "activation_backward", "out_act")
+    _s2(z, rows, cols, True, "activation_backward", "pre_act")
     with nogil:
         fnn_fpenv_push()
         if floating is float:
@@ -353,8 +335,8 @@ def cross_entropy(floating[:, ::1] grad, const floating[:, ::1] logits,
     if labels is not None and labels.shape[0] != logits.shape[0]:
         raise ValueError(f"cross_entropy: labels must have shape ({logits.shape[0]},), got "
                          f"({labels.shape[0]},)")
-    _r2(target, logits.shape[0], logits.shape[1], True, "cross_entropy", "target")
-    _w2(grad, logits.shape[0], logits.shape[1], True, "cross_entropy", "grad_out")
+    _s2(target, logits.shape[0], logits.shape[1], True, "cross_entropy", "target")
+    _s2(grad, logits.shape[0], logits.shape[1], True, "cross_entropy", "grad_out")
     with nogil:
         fnn_fpenv_push()
         if floating is float:
@@ -374,8 +356,8 @@ def mse(floating[::1] grad, const floating[::1] pred, const floating[::1] target
     cdef int st
     if pred is None:
         raise ValueError("mse: pred is required")
-    _r1(target, pred.shape[0], False, "mse", "target")
-    _w1(grad, pred.shape[0], True, "mse", "grad_out")
+    _s1(target, pred.shape[0], False, "mse", "target")
+    _s1(grad, pred.shape[0], True, "mse", "grad_out")
     with nogil:
         fnn_fpenv_push()
         if floating is float:
@@ -393,8 +375,8 @@ def bce_logits(floating[::1] grad, const floating[::1] logits, const floating[::
     cdef int st
     if logits is None:
         raise ValueError("binary_cross_entropy: logits is required")
-    _r1(target, logits.shape[0], False, "binary_cross_entropy", "target")
-    _w1(grad, logits.shape[0], True, "binary_cross_entropy", "grad_out")
+    _s1(target, logits.shape[0], False, "binary_cross_entropy", "target")
+    _s1(grad, logits.shape[0], True, "binary_cross_entropy", "grad_out")
     with nogil:
         fnn_fpenv_push()
         if floating is float:
@@ -411,7 +393,7 @@ def sgd_update(floating[::1] w, const floating[::1] dw, double lr):
     cdef int st
     if w is None:
         raise ValueError("sgd_update: w is required")
-    _r1(dw, w.shape[0], False, "sgd_update", "dw")
+    _s1(dw, w.shape[0], False, "sgd_update", "dw")
     with nogil:
         fnn_fpenv_push()
         if floating is float:
