@@ -2,11 +2,28 @@
 
 Reductions follow PyTorch's defaults: ``cross_entropy`` averages over the batch,
 ``mse`` and ``binary_cross_entropy`` over all elements.
+
+The output layer and the loss (Keras' ``from_logits``, decided for the user)
+------------------------------------------------------------------------------
+``cross_entropy`` and ``binary_cross_entropy`` are computed from logits.  When the
+model's last layer ends in the matching activation (softmax for cross_entropy,
+sigmoid for binary_cross_entropy), training takes the loss from that layer's
+*pre-activation*, fused and stable, and ``predict`` still returns probabilities:
+``Dense(.., 1, activation="sigmoid")`` + ``"binary_cross_entropy"`` trains as
+``BCEWithLogitsLoss`` on the logits.  :func:`output_mode` decides this and rejects
+the combinations that cannot be right (a softmax output with binary_cross_entropy,
+a sigmoid output with cross_entropy, cross_entropy on one output) with a ValueError
+saying why; an output activation that only distorts logits (relu, tanh...) warns.
+
+Sample weights: :meth:`Loss.weighted` gives ``sum_i w_i * loss_i / n`` (Keras'
+``sum_over_batch_size``), each sample's loss being the mean over its elements.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import warnings
 
 import numpy as np
 
@@ -21,6 +38,8 @@ class Loss:
 
     name = ""
     is_classification = False
+    #: the output activation this loss fuses with (its "from logits" partner), if any
+    logit_activation: str | None = None
 
     def prepare(self, y: Any, n_rows: int, out_shape: tuple[int, ...], dtype: np.dtype,
                 argname: str = "y") -> np.ndarray:
@@ -38,6 +57,21 @@ class Loss:
     def kind(self, y: np.ndarray) -> int:
         """The C code of this loss for prepared targets y (FNN_LOSS_* in fastnn.h)."""
         raise NotImplementedError
+
+    def per_sample(self, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Loss of each sample (n,), float64; its mean is ``self(out, y, None)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not support sample weights "
+                                  "(define per_sample)")
+
+    def weighted(self, out: np.ndarray, y: np.ndarray, w: np.ndarray,
+                 grad: np.ndarray | None) -> float:
+        """``sum_i w_i * loss_i / n`` and its gradient (the unweighted one, row i scaled by
+        ``w_i``), as Keras' sample weights.
+        """
+        if grad is not None:
+            self(out, y, grad)
+            grad *= w.reshape((-1,) + (1,) * (grad.ndim - 1)).astype(grad.dtype, copy=False)
+        return float(np.dot(w, self.per_sample(out, y)) / out.shape[0])
 
 
 def _float_targets(y: Any, n_rows: int, out_shape: tuple[int, ...], dtype: np.dtype,
@@ -66,6 +100,7 @@ class CrossEntropy(Loss):
 
     name = "cross_entropy"
     is_classification = True
+    logit_activation = "softmax"
 
     def prepare(self, y, n_rows, out_shape, dtype, argname="y"):
         """int64 labels in [0, classes), or float rows of the output's shape."""
@@ -73,8 +108,18 @@ class CrossEntropy(Loss):
             raise ValueError(f"cross_entropy needs 2-D model outputs (batch, classes), "
                              f"got per-sample shape {out_shape}")
         arr = np.asarray(y)
-        if arr.ndim == 2:
+        if arr.ndim == 2 and arr.shape[1] == 1 and out_shape[0] != 1:
+            arr = arr[:, 0]  # (n, 1) integer labels, as Keras' sparse_categorical_crossentropy
+        elif arr.ndim == 2:
+            if arr.shape != (n_rows, out_shape[0]):
+                raise ValueError(
+                    f"{argname} for cross_entropy must be integer class labels (n,) or (n, 1), "
+                    f"or one-hot / probability rows (n, {out_shape[0]}); got shape {arr.shape} "
+                    f"for {n_rows} samples")
             return _float_targets(arr, n_rows, out_shape, dtype, argname)
+        elif arr.ndim > 2:
+            raise ValueError(f"{argname} for cross_entropy must be integer class labels (n,) or "
+                             f"(n, 1), or one-hot rows (n, {out_shape[0]}); got shape {arr.shape}")
         return labels_array(arr, n_rows, out_shape[0], argname)
 
     def __call__(self, out, y, grad):
@@ -87,6 +132,15 @@ class CrossEntropy(Loss):
         """0: integer labels, 1: probability rows."""
         return 0 if y.ndim == 1 else 1
 
+    def per_sample(self, out, y):
+        """logsumexp(z) - z[label] (or -sum t log softmax(z) for rows)."""
+        z = out.astype(np.float64)
+        zmax = z.max(axis=1, keepdims=True)
+        logp = z - zmax - np.log(np.exp(z - zmax).sum(axis=1, keepdims=True))
+        if y.ndim == 1:
+            return -logp[np.arange(len(y)), y]
+        return -(y * logp).sum(axis=1)
+
     def accuracy(self, out, y):
         """Top-1 accuracy."""
         labels = y if y.ndim == 1 else y.argmax(axis=1)
@@ -97,6 +151,11 @@ class MSE(Loss):
     """Mean squared error over all elements (``torch.nn.MSELoss``)."""
 
     name = "mse"
+
+    def per_sample(self, out, y):
+        """Mean of (out - y)^2 over each sample's elements."""
+        d = out.reshape(out.shape[0], -1).astype(np.float64) - y.reshape(out.shape[0], -1)
+        return np.mean(d * d, axis=1)
 
     def prepare(self, y, n_rows, out_shape, dtype, argname="y"):
         """Float targets of the output's shape ((n,) accepted for one output)."""
@@ -117,6 +176,13 @@ class BinaryCrossEntropy(Loss):
 
     name = "binary_cross_entropy"
     is_classification = True
+    logit_activation = "sigmoid"
+
+    def per_sample(self, out, y):
+        """Mean over each sample's elements of max(z, 0) - z y + log1p(exp(-|z|))."""
+        z = out.reshape(out.shape[0], -1).astype(np.float64)
+        t = y.reshape(out.shape[0], -1)
+        return np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z))), axis=1)
 
     def prepare(self, y, n_rows, out_shape, dtype, argname="y"):
         """Float targets in [0, 1] of the output's shape."""
@@ -158,3 +224,67 @@ def get_loss(loss: str | Loss) -> Loss:
         raise ValueError(f"unknown loss {loss!r}; expected one of "
                          f"['binary_cross_entropy', 'cross_entropy', 'mse']")
     return LOSSES[loss]()
+
+
+#: output activations that bound or clip what a logit loss then reads as logits
+_DISTORTING = ("relu", "leaky_relu", "elu", "gelu", "softplus", "silu", "tanh")
+
+
+def output_mode(loss: Loss, activation: str, out_shape: tuple[int | None, ...] | None,
+                warn: bool = True) -> str:
+    """How the model's output meets the loss (Keras' ``from_logits``, decided for the user).
+
+    Parameters
+    ----------
+    loss : Loss
+    activation : str
+        The last layer's activation ("identity" when it has none).
+    out_shape : tuple, optional
+        The per-sample output shape, if known.
+    warn : bool
+        Emit the UserWarning for a doubtful combination.
+
+    Returns
+    -------
+    str
+        "fused": the last layer's activation is the loss's own (sigmoid with
+        binary_cross_entropy, softmax with cross_entropy); the loss is taken from the
+        pre-activation and the outputs are probabilities.  "logits": the outputs are
+        logits for the loss.  "values": a loss without logits (mse, custom losses).
+
+    Raises
+    ------
+    ValueError
+        For a combination that cannot train correctly, saying why and what to use.
+    """
+    partner = loss.logit_activation
+    if partner is None:
+        return "values"
+    n_out = None if not out_shape or out_shape[-1] is None else int(np.prod(out_shape))
+    if loss.name == "cross_entropy" and n_out == 1:
+        raise ValueError(
+            "cross_entropy on a single output is always 0 (softmax over one class is 1) and "
+            "has no gradient: for two classes use Dense(..., 1, activation='sigmoid') with "
+            "loss='binary_cross_entropy', or two outputs with cross_entropy")
+    if activation == partner:
+        return "fused"
+    if loss.name == "binary_cross_entropy" and activation == "softmax":
+        raise ValueError(
+            "a softmax output with binary_cross_entropy cannot be right: softmax makes the "
+            "outputs sum to 1 (a single softmax output is always 1), while "
+            "binary_cross_entropy scores each output as an independent probability; use "
+            "activation='sigmoid' (independent yes/no labels) or loss='cross_entropy' (one "
+            "class per sample)")
+    if loss.name == "cross_entropy" and activation == "sigmoid":
+        raise ValueError(
+            "a sigmoid output with cross_entropy cannot be right: cross_entropy applies "
+            "softmax to the logits itself, and sigmoid outputs in (0, 1) are not logits; use "
+            "activation='softmax' or None (one class per sample) or "
+            "loss='binary_cross_entropy' (independent labels)")
+    if activation in _DISTORTING and warn:
+        warnings.warn(
+            f"the last layer's activation {activation!r} feeds {loss.name}, which reads the "
+            f"outputs as logits ({activation} bounds or clips them, which slows or stalls "
+            f"training); use activation=None (logits) or {partner!r}", UserWarning,
+            stacklevel=3)
+    return "logits"

@@ -17,7 +17,8 @@ from ._config import get_num_threads
 from ._names import NEEDS_Z
 from .callbacks import Callback, History, ProgressBar
 from .layers import SPEC, Dense, Layer
-from .losses import Loss, get_loss
+from .losses import Loss, get_loss, output_mode
+from .metrics import Metric, get_metrics
 from .optim import Optimizer, get_optimizer
 
 
@@ -95,6 +96,10 @@ class Sequential:
         self._layers: list[Layer] = []
         self.optimizer: Optimizer | None = None
         self.loss: Loss | None = None
+        self.metrics: list[Metric] = []
+        self._metric_specs: Any = None
+        self._mode_key: tuple | None = None
+        self._mode = "values"
         self.stop_training = False
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimizer steps
@@ -269,16 +274,26 @@ class Sequential:
 
     # ---- configuration -----------------------------------------------------
     def compile(self, optimizer: str | Optimizer = "adam",
-                loss: str | Loss = "cross_entropy") -> Sequential:
-        """Choose the optimizer and the loss.
+                loss: str | Loss = "cross_entropy",
+                metrics: Sequence[str | Metric | Any] | None = None) -> Sequential:
+        """Choose the optimizer, the loss and the metrics.
 
         Parameters
         ----------
         optimizer : str or Optimizer
             e.g. ``fnn.optim.Adam(lr=1e-3)`` or "sgd", "adam", "adamw", "rmsprop", "adagrad".
         loss : str or Loss
-            "cross_entropy" (logits; integer labels or one-hot rows), "mse" or
-            "binary_cross_entropy" (logits).
+            "cross_entropy" (integer labels (n,) or (n, 1), or one-hot rows), "mse" or
+            "binary_cross_entropy".  Both cross-entropies work from logits: after a
+            linear last layer, or after the matching activation (softmax /
+            sigmoid), whose pre-activation the loss then uses, fused and stable (Keras'
+            ``from_logits`` decided from the last layer).  Combinations that cannot be
+            right raise a ValueError saying why (see :func:`fastnn.losses.output_mode`).
+        metrics : list, optional
+            Names ("accuracy", "top_k_accuracy", "mse", "mae"), :mod:`fastnn.metrics`
+            objects or callables ``(y_true, y_pred) -> float``; logged per epoch (and
+            with a ``val_`` prefix on validation data).  Default: ``["accuracy"]``
+            for the classification losses, none otherwise.
 
         Returns
         -------
@@ -286,10 +301,58 @@ class Sequential:
             self.
         """
         opt = get_optimizer(optimizer)
-        self.loss = get_loss(loss)
+        loss_obj = get_loss(loss)
+        if metrics is None:
+            metric_objs = get_metrics(["accuracy"] if loss_obj.is_classification else [])
+        else:
+            metric_objs = get_metrics(metrics)
+        before = (self.loss, self.optimizer, self.metrics, self._metric_specs, self._opt_key,
+                  self._mode_key)
+        self.loss = loss_obj
         self.optimizer = opt
+        self.metrics, self._metric_specs = metric_objs, metrics
         self._opt_key = None
+        self._mode_key = None
+        try:  # a wrong output/loss pair is refused, and the model left as it was
+            self._output_mode()
+        except ValueError:
+            (self.loss, self.optimizer, self.metrics, self._metric_specs, self._opt_key,
+             self._mode_key) = before
+            raise
         return self
+
+    # ---- the output layer and the loss (see fastnn.losses.output_mode) -------
+    def _last_activation(self) -> str:
+        last = self._layers[-1] if self._layers else None
+        return getattr(last, "activation", None) or "identity"
+
+    def _output_mode(self) -> str:
+        """"fused" (loss from the last layer's pre-activation), "logits" or "values";
+        checked once per (loss, last layer, output shape), warnings given once.
+        """
+        if self.loss is None or not self._layers:
+            return "values"
+        key = (id(self.loss), id(self._layers[-1]), self._last_activation(),
+               self.output_shape)
+        if key != self._mode_key:
+            self._mode = output_mode(self.loss, self._last_activation(), self.output_shape)
+            self._mode_key = key
+            shown = "logits" if self._mode == "logits" else (
+                "probabilities" if self._mode == "fused" else "values")
+            for m in self.metrics:
+                m.configure(self.loss.name, shown)
+        return self._mode
+
+    def _present(self, out: np.ndarray) -> np.ndarray:
+        """What ``predict`` would return for training-forward outputs ``out`` (the
+        activation applied to the logits when the loss is fused with it).
+        """
+        if self._mode != "fused":
+            return out
+        rows = out.reshape(-1, out.shape[-1])
+        res = np.empty_like(rows)
+        _k.act_forward[SPEC[self.dtype]](res, rows, self._layers[-1]._act)
+        return res.reshape(out.shape)
 
     def _ensure_optimizer(self) -> Optimizer:
         if self.optimizer is None or self.loss is None:
@@ -299,6 +362,7 @@ class Sequential:
             ranges = [r for layer, r in zip(self._layers, self._ranges) if layer.trainable]
             self.optimizer.setup(self._flat_params, self._flat_grads, ranges)
             self._opt_key = key
+        self._output_mode()
         return self.optimizer
 
     # ---- boundary checks ---------------------------------------------------
@@ -323,9 +387,12 @@ class Sequential:
         return self.loss.prepare(y, n, tuple(self.output_shape), self.dtype, argname)
 
     # ---- computation ---------------------------------------------------------
-    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        for layer in self._layers:
-            x = layer.forward(x, training)
+    def _forward(self, x: np.ndarray, training: bool, logits: bool = False) -> np.ndarray:
+        """Run every layer; ``logits=True`` stops before the last layer's activation."""
+        last = len(self._layers) - 1
+        for i, layer in enumerate(self._layers):
+            x = layer.forward(x, training, logits=True) if logits and i == last else \
+                layer.forward(x, training)
         return x
 
     def _backward(self, g: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
@@ -357,7 +424,8 @@ class Sequential:
         """
         if not self._plan_eligible:
             return None
-        key = (n, tuple(layer.trainable for layer in self._layers),
+        fused = self._mode == "fused"
+        key = (n, fused, tuple(layer.trainable for layer in self._layers),
                tuple(id(g) for layer in self._layers for g in layer.grads))
         plan = self._plans.get(key)
         if plan is None:
@@ -373,7 +441,8 @@ class Sequential:
             acts = [buf((n, la.out_features)) for la in layers]
             plan = MLPPlan(
                 dt == np.float32, n, first, [la.in_features for la in layers],
-                [la.out_features for la in layers], [la._act for la in layers],
+                [la.out_features for la in layers],
+                [la._act for la in layers[:-1]] + [0 if fused else layers[-1]._act],
                 [la.params[0] for la in layers], [la.bias for la in layers],
                 [la.grads[0] if la.trainable else None for la in layers],
                 [la.grad_bias if la.trainable else None for la in layers], acts,
@@ -387,11 +456,17 @@ class Sequential:
             plan = self._plans[key] = (plan, acts[-1])
         return plan
 
-    def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    def _loss_and_grads(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+                        ) -> tuple[float, np.ndarray]:
         """Forward, loss and backward.  The loss is returned as NaN when it or any gradient
         is not finite (so that no update is applied from it).
+
+        ``w``: per-sample weights (n,) or None.  With a fused output (see
+        :meth:`_output_mode`) the loss is taken from the last pre-activation and ``out``
+        holds logits (:meth:`_present` turns them into the model's outputs).
         """
-        planned = self._mlp_plan(x.shape[0])
+        logits = self._output_mode() == "fused"
+        planned = self._mlp_plan(x.shape[0]) if w is None else None
         if planned is not None:  # a Dense-only model: forward, loss, backward in one C call
             plan, out = planned
             kind = self.loss.kind(y)
@@ -402,9 +477,10 @@ class Sequential:
                 self._prep_y(y, x.shape[0])  # unchecked labels: raise the detailed error
                 raise
         else:
-            out = self._forward(x, True)
+            out = self._forward(x, True, logits=logits)
             g = self._grad_buffer(out.shape)
-            loss = self.loss(out, y, g) + self._penalty()
+            loss = self.loss(out, y, g) if w is None else self.loss.weighted(out, y, w, g)
+            loss += self._penalty()
             if math.isfinite(loss):
                 self._backward(g)
         self._bad_grads = False
@@ -434,6 +510,12 @@ class Sequential:
         """
         return self._forward(self._prep_x(X), training).copy()
 
+    def __call__(self, X: Any, training: bool = False) -> np.ndarray:
+        """``model(X)``: the model's output for a batch, as :meth:`forward` (Keras' and
+        PyTorch's call; ``training=True`` applies dropout).
+        """
+        return self.forward(X, training)
+
     def backward(self, grad_out: Any) -> np.ndarray:
         """Backpropagate dL/d(output) of the last :meth:`forward`; fill every trainable
         layer's gradients and return dL/dX.
@@ -446,6 +528,11 @@ class Sequential:
         -------
         ndarray, the shape of the last forward's input
         """
+        if not self._layers:
+            raise RuntimeError("backward on a model without layers")
+        if not all(layer.has_forward() for layer in self._layers):
+            raise RuntimeError("backward() needs a forward() first, on the same thread: call "
+                               "model.forward(X, training=True), then model.backward(grad_out)")
         last = self._layers[-1]
         expected = getattr(last, "_bufs", {}).get("a", None)
         g = np.array(grad_out, dtype=self.dtype, order="C", copy=True)
@@ -509,33 +596,54 @@ class Sequential:
             out[s:s + o.shape[0]] = o
         return out
 
-    def evaluate(self, X: Any, y: Any, batch_size: int | None = None) -> dict[str, float]:
-        """Mean loss (with penalties) and, for classification losses, accuracy.
+    def evaluate(self, X: Any, y: Any, batch_size: int | None = None,
+                 sample_weight: Any = None) -> dict[str, float]:
+        """Mean loss (with penalties) and the compiled metrics.
+
+        Parameters
+        ----------
+        X, y : array_like
+        batch_size : int, optional (default 1024)
+        sample_weight : array_like (n,), optional
+            Weights the loss (``sum_i w_i loss_i / n``, as Keras) and the metrics.
 
         Returns
         -------
         dict
-            ``{"loss": ..., "accuracy": ...}``
+            ``{"loss": ..., "accuracy": ..., <metric name>: ...}``
         """
         if self.loss is None:
             raise RuntimeError("call model.compile(...) before evaluate")
         x = self._prep_x(X)
         yy = self._prep_y(y, x.shape[0])
-        return self._evaluate(x, yy, _batch_size(batch_size, 1024))
+        w = None
+        if sample_weight is not None:
+            from .data import check_sample_weight
 
-    def _evaluate(self, x: np.ndarray, y: np.ndarray, bs: int) -> dict[str, float]:
+            w = check_sample_weight(sample_weight, x.shape[0])
+        return self._evaluate(x, yy, _batch_size(batch_size, 1024), w)
+
+    def _evaluate(self, x: np.ndarray, y: np.ndarray, bs: int,
+                  w: np.ndarray | None = None) -> dict[str, float]:
         n = x.shape[0]
-        total, correct = 0.0, 0.0
+        logits = self._output_mode() == "fused"
+        for m in self.metrics:
+            m.reset()
+        total = 0.0
         for s in range(0, n, bs):
-            o = self._forward(x[s:s + bs], False)
+            o = self._forward(x[s:s + bs], False, logits=logits)
             m = o.shape[0]
-            total += self.loss(o, y[s:s + m], None) * m
-            acc = self.loss.accuracy(o, y[s:s + m])
-            if acc is not None:
-                correct += acc * m
+            ys = y[s:s + m]
+            ws = None if w is None else w[s:s + m]
+            total += (self.loss(o, ys, None) * m if ws is None
+                      else self.loss.weighted(o, ys, ws, None) * m)
+            if self.metrics:
+                shown = self._present(o)
+                for met in self.metrics:
+                    met.update(ys, shown, ws)
         res = {"loss": total / n + self._penalty()}
-        if self.loss.is_classification:
-            res["accuracy"] = correct / n
+        for met in self.metrics:
+            res[met.name] = met.result()
         return res
 
     def _fit_data(self, X: Any, y: Any, validation_data: tuple[Any, Any] | None,
@@ -566,28 +674,36 @@ class Sequential:
         return x, yy, val
 
     # ---- fit -----------------------------------------------------------------
-    def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32,
-            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+    def fit(self, X: Any, y: Any = None, epochs: int = 1, batch_size: int = 32,
+            validation_data: tuple[Any, ...] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, callbacks: Sequence[Callback] | None = None,
             verbose: int = 1, initial_epoch: int = 0, check_finite: bool = True,
-            distributed: bool = False) -> History:
+            distributed: bool = False, sample_weight: Any = None, class_weight: Any = None,
+            steps_per_epoch: int | None = None) -> History:
         """Train for ``epochs`` passes over (X, y).
 
         Parameters
         ----------
-        X : array_like, (n, *input_shape)
+        X : array_like (n, *input_shape), a memory-mapped array, or an iterable of batches
+            Arrays in memory are converted once.  A memory-mapped array
+            (``np.load(path, mmap_mode="r")``, ``np.memmap``) is read batch by batch
+            (shuffled, each batch's rows read in file order), never whole.  A
+            generator or iterable of ``(x, y)`` or ``(x, y, sample_weight)`` batches
+            (``y`` then omitted) is consumed as it comes (see ``steps_per_epoch``).
         y : array_like
-            Integer labels (n,) or one-hot rows for cross_entropy; targets of the
-            output's shape for mse / binary_cross_entropy.
+            Integer labels (n,) or (n, 1), or one-hot rows for cross_entropy; targets
+            of the output's shape for mse / binary_cross_entropy.
         epochs, batch_size : int
-        validation_data : (X_val, y_val), optional
+        validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
         validation_split : float
             Fraction of the *last* samples (before shuffling) held out, as Keras.
         shuffle : bool
             Reshuffle every epoch with the model's seeded Generator.
         callbacks : list of Callback
         verbose : int
-            0 silent; 1 progress bar (tqdm, on a terminal) or one line per epoch.
+            As Keras: 0 silent; 1 a progress bar per batch on a terminal (tqdm: ETA,
+            samples/s, loss and metrics), one line per epoch otherwise; 2 one line
+            per epoch.
         initial_epoch : int
             Epoch to start from, as Keras: epochs ``initial_epoch .. epochs-1`` run.
             To resume a loaded checkpoint exactly, pass ``initial_epoch=model.epoch``
@@ -595,17 +711,28 @@ class Sequential:
         check_finite : bool
             Check X, y and the validation data for NaN and infinity once, before
             training (ValueError naming the array and the first bad index), as
-            scikit-learn does.  One pass over the data; pass False to skip it.
+            scikit-learn does (batch by batch for memory-mapped data and iterables).
         distributed : bool
             Data-parallel training over MPI (``mpiexec -n 4 python train.py``): the
             same as ``fastnn.distributed.DataParallel(model).fit(...)`` on
             ``MPI.COMM_WORLD``; ``batch_size`` is then the global batch.  Needs the
             ``mpi`` extra.
+        sample_weight : array_like (n,), optional
+            Per-sample weights of the loss (``sum_i w_i loss_i / n``, Keras'
+            reduction) and of the metrics.
+        class_weight : dict {class: weight} or "balanced", optional
+            Multiplies each sample's weight by its class's ("balanced":
+            ``n / (n_classes * count)``, as scikit-learn).
+        steps_per_epoch : int, optional
+            Batches per epoch when X is a generator (a one-shot iterator continues
+            where the last epoch stopped); default one pass.
 
         Returns
         -------
         History
             ``history.history["loss"]``, ``["accuracy"]``, ``["val_loss"]``, ``["lr"]``...
+            Only completed epochs are recorded: a fit stopped in its first batch
+            records none.
 
         Notes
         -----
@@ -614,10 +741,14 @@ class Sequential:
         Ctrl-C (KeyboardInterrupt) never lands inside a weight update: the model
         keeps the weights of the last completed step, the progress bar is closed
         and the KeyboardInterrupt is re-raised; a later ``fit`` continues from there.
+        Sample weights take the layer-by-layer path (not the one-call MLP step).
         """
         if distributed:
             from .distributed import DataParallel
 
+            if sample_weight is not None or class_weight is not None or steps_per_epoch:
+                raise ValueError("distributed fit does not take sample_weight, class_weight "
+                                 "or steps_per_epoch yet")
             with DataParallel(self) as dp:
                 return dp.fit(X, y, epochs=epochs, batch_size=batch_size,
                               validation_data=validation_data,
@@ -627,45 +758,37 @@ class Sequential:
 
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
-        x, yy, val = self._fit_data(X, y, validation_data, validation_split)
-        if check_finite:
-            from ._validation import check_finite as _check_finite
-
-            _check_finite(x, yy, names=["X", "y"])
-            if val is not None:
-                _check_finite(*val, names=["validation X", "validation y"])
-        n = x.shape[0]
-        bs = min(batch_size, n)
-        xb = np.empty((bs, *x.shape[1:]), self.dtype)
-        yb = np.empty((bs, *yy.shape[1:]), yy.dtype)
-        history = History()
-        bar = ProgressBar(epochs, n, verbose)
-        cbs = [history, *(callbacks or []), bar]
-        for cb in cbs:
-            cb.model = self
+        if steps_per_epoch is not None:
+            steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch")
         start = int(initial_epoch)
         if not 0 <= start < epochs:
             raise ValueError(f"initial_epoch must lie in [0, epochs={epochs}), got {start}")
+        source, val = self._fit_source(X, y, batch_size, shuffle, validation_data,
+                                       validation_split, check_finite, sample_weight,
+                                       class_weight, steps_per_epoch)
+        history = History()
+        bar = ProgressBar(epochs, source.num_samples, verbose, steps=source.num_batches)
+        cbs = [history, *(callbacks or []), bar]
+        for cb in cbs:
+            cb.model = self
         self.stop_training = False
         opt = self.optimizer
         logs: dict[str, float] = {}
+        val_bs = max(getattr(source, "batch_size", batch_size), 256)
         try:
             for cb in cbs:
                 cb.on_train_begin()
             for epoch in range(start, epochs):
                 for cb in cbs:
                     cb.on_epoch_begin(epoch)
-                order = self.rng.permutation(n) if shuffle else None
-                tot_loss, tot_correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()
-                for bi, s in enumerate(range(0, n, bs)):
-                    m = min(bs, n - s)
-                    if order is not None:
-                        idx = order[s:s + m]
-                        xs = np.take(x, idx, axis=0, out=xb[:m])
-                        ys = np.take(yy, idx, axis=0, out=yb[:m])
-                    else:
-                        xs, ys = x[s:s + m], yy[s:s + m]
-                    loss, out = self._loss_and_grads(xs, ys)
+                for met in self.metrics:
+                    met.reset()
+                tot_loss, seen, t0 = 0.0, 0, time.perf_counter()
+                for bi, (xs, ys, ws) in enumerate(source.epoch(self.rng)):
+                    m = xs.shape[0]
+                    for cb in cbs:
+                        cb.on_batch_begin(bi, {"batch": bi, "size": m})
+                    loss, out = self._loss_and_grads(xs, ys, ws)
                     if not math.isfinite(loss):
                         import warnings
 
@@ -677,26 +800,35 @@ class Sequential:
                         break
                     self._apply_step(opt)
                     tot_loss += loss * m
-                    acc = self.loss.accuracy(out, ys)
-                    if acc is not None:
-                        tot_correct += acc * m
                     seen += m
+                    batch_logs = {"loss": loss, "size": m}
+                    if self.metrics:
+                        shown = self._present(out)
+                        for met in self.metrics:
+                            met.update(ys, shown, ws)
+                            batch_logs[met.name] = met.result()  # running, as Keras
                     for cb in cbs:
-                        cb.on_batch_end(bi, {"loss": loss, "size": m})
+                        cb.on_batch_end(bi, batch_logs)
                     if self.stop_training:
                         break
-                logs = {"loss": tot_loss / max(seen, 1)}
-                if self.loss.is_classification:
-                    logs["accuracy"] = tot_correct / max(seen, 1)
+                if not seen:  # no step completed: nothing to record, nothing to go on with
+                    if not self.stop_training:
+                        _warn_no_data(epoch)
+                    break
+                logs = {"loss": tot_loss / seen}
+                for met in self.metrics:
+                    logs[met.name] = met.result()
                 if val is not None:
-                    for k, v in self._evaluate(val[0], val[1], max(bs, 256)).items():
+                    for k, v in self._evaluate(val[0], val[1], val_bs, val[2]).items():
                         logs["val_" + k] = v
                 logs["lr"] = opt.lr
                 logs["samples_per_second"] = seen / max(time.perf_counter() - t0, 1e-9)
-                if seen:
-                    self.epoch = epoch + 1
+                self.epoch = epoch + 1
                 for cb in cbs:
                     cb.on_epoch_end(epoch, logs)
+                if getattr(source, "exhausted", False) and (source.short or epoch + 1 < epochs):
+                    _warn_no_data(epoch, source.short)
+                    self.stop_training = True
                 if self.stop_training:
                     break
         finally:
@@ -704,6 +836,112 @@ class Sequential:
             for cb in cbs:
                 cb.on_train_end(logs)
         return history
+
+    def _fit_source(self, X: Any, y: Any, batch_size: int, shuffle: bool,
+                    validation_data: tuple[Any, ...] | None, validation_split: float,
+                    check_finite: bool, sample_weight: Any, class_weight: Any,
+                    steps_per_epoch: int | None) -> tuple[Any, tuple | None]:
+        """The batch source of a fit (see :mod:`fastnn.data`) and its validation triple
+        ``(X_val, y_val, w_val or None)`` or None.
+        """
+        from . import data
+
+        self._ensure_optimizer()
+        wv = None
+        if validation_data is not None:
+            if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be (X_val, y_val) or "
+                                 "(X_val, y_val, sample_weight_val)")
+            if len(validation_data) == 3:
+                wv = validation_data[2]
+                validation_data = tuple(validation_data[:2])
+        if y is None and not isinstance(X, np.ndarray) and hasattr(X, "__iter__"):
+            if validation_split:
+                raise ValueError("validation_split needs arrays; with batches from an "
+                                 "iterable give validation_data")
+            if sample_weight is not None:
+                raise ValueError("with batches from an iterable, give sample weights as the "
+                                 "third element of each batch (x, y, sample_weight)")
+            source: Any = data.IterableBatches(X, steps_per_epoch,
+                                               self._batch_preparer(check_finite),
+                                               class_weight)
+            val = None
+            if validation_data is not None:
+                xv = self._prep_x(validation_data[0], "validation_data[0]")
+                val = (xv, self._prep_y(validation_data[1], xv.shape[0], "validation_data[1]"))
+        elif y is None:
+            raise ValueError("fit needs y with an array X (or X an iterable of (x, y) batches)")
+        elif data.is_memmap(X) or data.is_memmap(y):
+            n = X.shape[0]
+            ya = y if data.is_memmap(y) else np.asarray(y)
+            if not 0.0 <= validation_split < 1.0:
+                raise ValueError(f"validation_split must lie in [0, 1), got {validation_split}")
+            if validation_data is not None and validation_split:
+                raise ValueError("give validation_data or validation_split, not both")
+            if len(ya) != n:
+                raise ValueError(f"X has {n} samples but y has {len(ya)}")
+            self._check_input_shape(tuple(X.shape[1:]))
+            n_val = int(math.ceil(n * validation_split)) if validation_split else 0
+            if n_val >= n:
+                raise ValueError("validation_split leaves no training samples")
+            w = data.sample_weights(n, None, sample_weight, None)
+            if class_weight is not None:  # labels are small: read once (chunk-wise by NumPy)
+                cw = data.class_weight_array(class_weight, data.labels_of(
+                    self._prep_y(np.asarray(ya[:n - n_val]), n - n_val)))
+                cw = np.concatenate([cw, np.ones(n_val)]) if n_val else cw
+                w = cw if w is None else w * cw
+            if n_val:  # the held-out rows are read into memory once
+                validation_data = (X[n - n_val:], ya[n - n_val:])
+                wv = None if w is None else w[n - n_val:]
+                X, ya, w = X[:n - n_val], ya[:n - n_val], None if w is None else w[:n - n_val]
+            source = data.MemmapBatches(X, ya, w, batch_size, shuffle,
+                                        self._batch_preparer(check_finite))
+            val = None
+            if validation_data is not None:
+                xv = self._prep_x(validation_data[0], "validation_data[0]")
+                val = (xv, self._prep_y(validation_data[1], xv.shape[0], "validation_data[1]"))
+        else:
+            n_all = len(X) if hasattr(X, "__len__") else None
+            x, yy, val = self._fit_data(X, y, validation_data, validation_split)
+            if check_finite:
+                from ._validation import check_finite as _check_finite
+
+                _check_finite(x, yy, names=["X", "y"])
+                if val is not None:
+                    _check_finite(*val, names=["validation X", "validation y"])
+            w = None
+            if sample_weight is not None:
+                w = data.check_sample_weight(sample_weight, n_all if n_all else x.shape[0])
+                if validation_split:
+                    wv, w = w[x.shape[0]:], w[:x.shape[0]]
+            if class_weight is not None:
+                cw = data.class_weight_array(class_weight, data.labels_of(yy))
+                w = cw if w is None else w * cw
+            source = data.ArrayBatches(x, yy, w, batch_size, shuffle)
+        if val is not None:
+            if wv is not None:
+                wv = data.check_sample_weight(wv, val[0].shape[0], "validation sample_weight")
+            val = (val[0], val[1], wv)
+        return source, val
+
+    def _batch_preparer(self, check: bool) -> Any:
+        """(x, y, w, where) -> one batch checked and converted (memory-mapped or iterable
+        data, whose batches are seen one at a time).
+        """
+        from .data import check_sample_weight
+
+        def prepare(xb: Any, yb: Any, wb: Any, where: str):
+            x = self._prep_x(xb, f"X ({where})")
+            yv = self._prep_y(yb, x.shape[0], f"y ({where})")
+            w = None if wb is None else check_sample_weight(wb, x.shape[0],
+                                                            f"sample_weight ({where})")
+            if check:
+                from ._validation import check_finite as _check_finite
+
+                _check_finite(x, yv, names=[f"X ({where})", f"y ({where})"])
+            return x, yv, w
+
+        return prepare
 
     # ---- description -----------------------------------------------------------
     def summary(self, print_fn: Any = print) -> str:
@@ -763,6 +1001,15 @@ class Sequential:
 
     def __repr__(self) -> str:
         return f"Sequential({self._layers!r}, dtype={self.dtype.name!r}, seed={self.seed!r})"
+
+
+def _warn_no_data(epoch: int, short: bool = False) -> None:
+    import warnings
+
+    warnings.warn(f"fit: the data ran out in epoch {epoch + 1}"
+                  + (" before steps_per_epoch batches" if short else "")
+                  + "; stopping training (give a re-iterable, or fewer steps_per_epoch or "
+                  "epochs)", UserWarning, stacklevel=3)
 
 
 def _batch_size(bs: int | None, default: int) -> int:
