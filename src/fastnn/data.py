@@ -210,7 +210,8 @@ class IterableBatches:
     A re-iterable (a list, a dataset object with ``__iter__``) starts over every
     epoch; a one-shot iterator (a generator) is consumed ``steps_per_epoch`` batches
     per epoch, as Keras does.  When it runs out before the last epoch (or short of
-    ``steps_per_epoch``), training stops with a warning (ask for fewer steps or epochs, or give a re-iterable).
+    ``steps_per_epoch``), training stops with a warning (ask for fewer steps or
+    epochs, or give a re-iterable).
 
     Parameters
     ----------

@@ -21,9 +21,8 @@ Sample weights: :meth:`Loss.weighted` gives ``sum_i w_i * loss_i / n`` (Keras'
 
 from __future__ import annotations
 
-from typing import Any
-
 import warnings
+from typing import Any
 
 import numpy as np
 
