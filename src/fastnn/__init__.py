@@ -14,9 +14,11 @@ from __future__ import annotations
 from . import (
     _buildcheck,  # noqa: F401, I001
     callbacks,
+    data,
     init,
     kernels,
     losses,
+    metrics,
     optim,
     reference,
     schedules,
@@ -47,6 +49,8 @@ __all__ = [
     "callbacks",
     "init",
     "losses",
+    "metrics",
+    "data",
     "optim",
     "schedules",
     "Sequential",
@@ -66,6 +70,25 @@ __all__ = [
     "config",
     "check_finite",
 ]
+
+
+#: Submodules with an optional dependency, imported on first attribute access
+#: (PEP 562): ``import fastnn`` imports none of them (nor torch, scikit-learn, mpi4py).
+_LAZY_SUBMODULES = ("interop", "sklearn", "distributed", "wrappers")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
 
 
 def config() -> dict:

@@ -44,6 +44,9 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync, then rename."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise FileNotFoundError(2, f"cannot save {path!r}: directory {d!r} does not exist "
+                                   "(create it first)", d)
     fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=d)
     try:
         # mkstemp creates 0600: keep an existing file's mode, else what open() would give
@@ -75,6 +78,25 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
 
 def save_model(model: Any, path: str | os.PathLike) -> None:
     """Write ``model`` to ``path`` (see the module docstring for the format)."""
+    atomic_write(path, lambda f: _write_model(model, f))
+
+
+def model_to_bytes(model: Any) -> bytes:
+    """The model file's bytes, in memory (what pickling and deep copies use)."""
+    buf = io.BytesIO()
+    _write_model(model, buf)
+    return buf.getvalue()
+
+
+def model_from_bytes(data: bytes, loss: Any = None) -> Any:
+    """A model from :func:`model_to_bytes`' bytes (``loss``: a Loss object to use instead
+    of the stored name, for losses that are not built in).
+    """
+    return _load(io.BytesIO(data), "<bytes>", loss)
+
+
+def _write_model(model: Any, f: Any) -> None:
+    """Write the model file's zip to the binary file object ``f``."""
     params = [p for layer in model.layers for p in layer.params]
     opt = model.optimizer
     meta = {
@@ -93,16 +115,13 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
             "step_count": opt.step_count, "state": sorted(opt.state)},
     }
 
-    def write(f):
-        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
-            z.writestr("fastnn.json", json.dumps(meta, indent=1))
-            for i, p in enumerate(params):
-                z.writestr(f"params/{i:04d}.npy", _npy_bytes(p))
-            if opt is not None:
-                for name, arr in opt.state.items():
-                    z.writestr(f"optim/{name}.npy", _npy_bytes(arr))
-
-    atomic_write(path, write)
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("fastnn.json", json.dumps(meta, indent=1))
+        for i, p in enumerate(params):
+            z.writestr(f"params/{i:04d}.npy", _npy_bytes(p))
+        if opt is not None:
+            for name, arr in opt.state.items():
+                z.writestr(f"optim/{name}.npy", _npy_bytes(arr))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -138,12 +157,16 @@ def _read_npy(z: zipfile.ZipFile, name: str, max_elements: int | None = None) ->
 
 def load_model(path: str | os.PathLike) -> Any:
     """Read a model written by :func:`save_model`; ValueError for any bad file."""
+    return _load(path, os.fspath(path), None)
+
+
+def _load(path: Any, shown: str, loss: Any) -> Any:
     try:
         z = zipfile.ZipFile(path)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Exception as exc:  # noqa: BLE001 -- zipfile raises many types on foreign bytes
-        raise ValueError(f"{os.fspath(path)!r} is not a fastnn model file (not a readable zip: "
+        raise ValueError(f"{shown!r} is not a fastnn model file (not a readable zip: "
                          f"{type(exc).__name__}: {exc})") from None
     try:
         with z:
@@ -165,7 +188,7 @@ def load_model(path: str | os.PathLike) -> Any:
             if meta.get("version") != VERSION:
                 raise ValueError(f"unsupported fastnn model file version {meta.get('version')!r}"
                                  f" (this fastnn reads version {VERSION})")
-            return _build(z, meta)
+            return _build(z, meta, loss)
     except ValueError:
         raise
     except MemoryError:
@@ -174,7 +197,7 @@ def load_model(path: str | os.PathLike) -> Any:
         raise ValueError(f"model file is malformed: {type(exc).__name__}: {exc}") from None
 
 
-def _build(z: zipfile.ZipFile, meta: dict) -> Any:
+def _build(z: zipfile.ZipFile, meta: dict, loss: Any = None) -> Any:
     from . import layers as layers_mod
     from . import optim as optim_mod
     from .model import Sequential
@@ -222,15 +245,15 @@ def _build(z: zipfile.ZipFile, meta: dict) -> Any:
         conf = dict(opt_meta["config"])
         if "betas" in conf:
             conf["betas"] = tuple(conf["betas"])
-        model.compile(optimizer=cls(**conf), loss=meta["loss"] or "cross_entropy")
+        model.compile(optimizer=cls(**conf), loss=loss or meta["loss"] or "cross_entropy")
         model._ensure_optimizer()
         n_opt = model._flat_params.size
         state = {name: _read_npy(z, f"optim/{name}.npy", n_opt) for name in opt_meta["state"]}
         model.optimizer.load_state_dict({"step_count": opt_meta["step_count"], "state": state})
-    elif meta.get("loss"):
+    elif loss is not None or meta.get("loss"):
         from .losses import get_loss
 
-        model.loss = get_loss(meta["loss"])
+        model.loss = get_loss(loss or meta["loss"])
     return model
 
 

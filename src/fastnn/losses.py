@@ -287,3 +287,17 @@ def output_mode(loss: Loss, activation: str, out_shape: tuple[int | None, ...] |
             f"training); use activation=None (logits) or {partner!r}", UserWarning,
             stacklevel=3)
     return "logits"
+
+
+def to_probabilities(out: np.ndarray, loss: str, activation: str) -> np.ndarray:
+    """Probabilities from a classifier's outputs ``out`` (what ``predict`` returned):
+    as they are after the loss's own activation (sigmoid / softmax), else the
+    activation the loss implies applied to the logits (float64).
+    """
+    z = np.asarray(out, np.float64)
+    if loss in ("binary_cross_entropy", "binary_crossentropy"):
+        return z if activation == "sigmoid" else 0.5 * (1.0 + np.tanh(0.5 * z))
+    if activation == "softmax":
+        return z
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)

@@ -999,8 +999,40 @@ class Sequential:
 
         return load_weights(self, path, skip_mismatch)
 
+    # ---- pickling and copies ---------------------------------------------------
+    def __reduce__(self) -> tuple:
+        """Pickle (and ``copy.deepcopy``) through the safe model format, in memory.
+
+        Everything :meth:`save` keeps (architecture, weights, optimizer state, RNG
+        state, counters, dropout state) travels as the model file's bytes, so the
+        copy predicts bitwise the same and continues training exactly as the
+        original would.  Caches (the one-call MLP plan, work buffers) are not
+        copied; they are rebuilt on first use.  The compiled metrics and a custom
+        Loss object are pickled beside the bytes.
+        """
+        from .io import model_to_bytes
+        from .losses import LOSSES
+
+        custom_loss = (self.loss if self.loss is not None
+                       and LOSSES.get(self.loss.name) is not type(self.loss) else None)
+        extra = {"metrics": self.metrics, "metric_specs": self._metric_specs,
+                 "loss": custom_loss, "stop_training": self.stop_training}
+        return (_restore, (model_to_bytes(self), extra))
+
     def __repr__(self) -> str:
         return f"Sequential({self._layers!r}, dtype={self.dtype.name!r}, seed={self.seed!r})"
+
+
+def _restore(blob: bytes, extra: dict[str, Any]) -> Sequential:
+    """Unpickle a :class:`Sequential` (see :meth:`Sequential.__reduce__`)."""
+    from .io import model_from_bytes
+
+    model = model_from_bytes(blob, extra.get("loss"))
+    model.metrics = list(extra.get("metrics") or [])
+    model._metric_specs = extra.get("metric_specs")
+    model._mode_key = None
+    model.stop_training = bool(extra.get("stop_training", False))
+    return model
 
 
 def _warn_no_data(epoch: int, short: bool = False) -> None:
