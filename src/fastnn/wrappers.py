@@ -229,6 +229,7 @@ class SequentialClassifier(ClassifierMixin, _SequentialEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each row, in the labels' own type."""
+        check_is_fitted(self, "model_")
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
