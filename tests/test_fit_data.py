@@ -295,21 +295,23 @@ def _rss_anon() -> int | None:
 
 def test_out_of_core_fit_reads_a_batch_sized_window(tmp_path):
     """A memory-mapped file larger than anything the fit allocates: the peak of new
-    allocations during an epoch is a small multiple of one batch, far below the file."""
+    allocations during an epoch is a small multiple of one batch, far below the file.
+    The file is float64 and the model float32, so every row must be converted: only
+    the batch being read is."""
     n, d, bs = 100_000, 64, 256
     path = tmp_path / "big.npy"
-    xm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
+    xm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n, d))
     rng = np.random.default_rng(0)
     for s in range(0, n, 10_000):
-        xm[s:s + 10_000] = rng.standard_normal((10_000, d), dtype=np.float32)
+        xm[s:s + 10_000] = rng.standard_normal((10_000, d))
     xm.flush()
     del xm
     yfile = tmp_path / "y.npy"
     np.save(yfile, rng.integers(0, 3, n))
     x = np.load(path, mmap_mode="r")
     y = np.load(yfile, mmap_mode="r")
-    file_bytes = x.nbytes  # 25.6 MB
-    batch_bytes = bs * d * 4  # 64 KiB
+    file_bytes = x.nbytes  # 51.2 MB
+    batch_bytes = bs * d * 8  # 128 KiB (as read; 64 KiB converted)
     model = fnn.Sequential([fnn.Dense(d, 32, activation="relu"), fnn.Dense(32, 3)], seed=0)
     model.compile("adam", "cross_entropy")
     model.fit(x[:2048], y[:2048], epochs=1, batch_size=bs, verbose=0)  # warm the buffers
@@ -322,6 +324,9 @@ def test_out_of_core_fit_reads_a_batch_sized_window(tmp_path):
         tracemalloc.stop()
     rss1 = _rss_anon()
     # the shuffle's permutation is 8 bytes per sample (not per element of the file)
+    print(f"peak traced {peak / 1e6:.2f} MB, RSS(anon) growth "
+          f"{(rss1 - rss0) / 1e6 if rss0 is not None else float('nan'):.2f} MB, "
+          f"file {file_bytes / 1e6:.1f} MB, batch {batch_bytes / 1e3:.0f} kB")
     assert peak < 8 * n + 16 * batch_bytes, (peak, batch_bytes)
     assert peak < file_bytes / 10
     if rss0 is not None and sys.platform.startswith("linux"):
