@@ -334,6 +334,24 @@ def test_out_of_core_fit_reads_a_batch_sized_window(tmp_path):
     assert model.step == 2048 // bs + -(-n // bs)
 
 
+def test_predict_and_evaluate_read_a_memmap_batch_by_batch(tmp_path):
+    x, y = _blobs(5000, d=64, dtype=np.float64)
+    np.save(tmp_path / "x.npy", x)
+    xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    model = _mlp(d=64).compile("adam", "cross_entropy")
+    ref_p, ref_e = model.predict(x), model.evaluate(x, y)
+    tracemalloc.start()
+    try:
+        p = model.predict(xm, batch_size=256)
+        e = model.evaluate(xm, y, batch_size=256)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(p, ref_p)
+    assert e == pytest.approx(ref_e)
+    assert peak < x.nbytes / 4  # a converted copy of X would be x.nbytes / 2
+
+
 def test_memmap_with_class_weight(tmp_path):
     x, y = _blobs(96)
     np.save(tmp_path / "x.npy", x)

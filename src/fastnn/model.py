@@ -382,6 +382,17 @@ class Sequential:
         with np.errstate(over="ignore"):  # too large for float32 -> inf (fit's check names it)
             return np.ascontiguousarray(arr, dtype=self.dtype)
 
+    def _prep_rows(self, X: Any, argname: str = "X") -> Any:
+        """X prepared, except a memory-mapped X: shape-checked and left on disk (then read
+        and converted batch by batch, see :func:`_rows`).
+        """
+        from .data import is_memmap
+
+        if not is_memmap(X) or X.ndim < 2 or X.shape[0] == 0:
+            return self._prep_x(X, argname)  # (and the usual errors)
+        self._check_input_shape(tuple(X.shape[1:]), argname)
+        return X
+
     def _prep_y(self, y: Any, n: int, argname: str = "y") -> np.ndarray:
         assert self.loss is not None
         return self.loss.prepare(y, n, tuple(self.output_shape), self.dtype, argname)
@@ -575,22 +586,24 @@ class Sequential:
         return float(loss)
 
     def predict(self, X: Any, batch_size: int | None = None) -> np.ndarray:
-        """Outputs for every row of X (logits for the logit losses), in batches.
+        """Outputs for every row of X, in batches: what the last layer outputs
+        (probabilities after a sigmoid/softmax output layer, logits after a linear one).
 
         Parameters
         ----------
         X : array_like, (n, *input_shape)
+            A memory-mapped array is read and converted batch by batch.
         batch_size : int, optional (default 1024)
 
         Returns
         -------
         ndarray, (n, *output_shape)
         """
-        x = self._prep_x(X)
+        x = self._prep_rows(X)
         bs = _batch_size(batch_size, 1024)
         out = None
         for s in range(0, x.shape[0], bs):
-            o = self._forward(x[s:s + bs], False)
+            o = self._forward(_rows(x, s, bs, self.dtype), False)
             if out is None:
                 out = np.empty((x.shape[0], *o.shape[1:]), self.dtype)
             out[s:s + o.shape[0]] = o
@@ -614,7 +627,7 @@ class Sequential:
         """
         if self.loss is None:
             raise RuntimeError("call model.compile(...) before evaluate")
-        x = self._prep_x(X)
+        x = self._prep_rows(X)
         yy = self._prep_y(y, x.shape[0])
         w = None
         if sample_weight is not None:
@@ -631,7 +644,7 @@ class Sequential:
             m.reset()
         total = 0.0
         for s in range(0, n, bs):
-            o = self._forward(x[s:s + bs], False, logits=logits)
+            o = self._forward(_rows(x, s, bs, self.dtype), False, logits=logits)
             m = o.shape[0]
             ys = y[s:s + m]
             ws = None if w is None else w[s:s + m]
@@ -890,15 +903,15 @@ class Sequential:
                     self._prep_y(np.asarray(ya[:n - n_val]), n - n_val)))
                 cw = np.concatenate([cw, np.ones(n_val)]) if n_val else cw
                 w = cw if w is None else w * cw
-            if n_val:  # the held-out rows are read into memory once
+            if n_val:
                 validation_data = (X[n - n_val:], ya[n - n_val:])
                 wv = None if w is None else w[n - n_val:]
                 X, ya, w = X[:n - n_val], ya[:n - n_val], None if w is None else w[:n - n_val]
             source = data.MemmapBatches(X, ya, w, batch_size, shuffle,
                                         self._batch_preparer(check_finite))
             val = None
-            if validation_data is not None:
-                xv = self._prep_x(validation_data[0], "validation_data[0]")
+            if validation_data is not None:  # a memory-mapped part stays on disk
+                xv = self._prep_rows(validation_data[0], "validation_data[0]")
                 val = (xv, self._prep_y(validation_data[1], xv.shape[0], "validation_data[1]"))
         else:
             n_all = len(X) if hasattr(X, "__len__") else None
@@ -1033,6 +1046,15 @@ def _restore(blob: bytes, extra: dict[str, Any]) -> Sequential:
     model._mode_key = None
     model.stop_training = bool(extra.get("stop_training", False))
     return model
+
+
+def _rows(x: Any, s: int, bs: int, dtype: np.dtype) -> np.ndarray:
+    """Rows ``s:s+bs`` of x, C-contiguous in ``dtype`` (only them converted)."""
+    xb = x[s:s + bs]
+    if xb.dtype != dtype or not xb.flags.c_contiguous:
+        with np.errstate(over="ignore"):
+            xb = np.ascontiguousarray(xb, dtype=dtype)
+    return xb
 
 
 def _warn_no_data(epoch: int, short: bool = False) -> None:
