@@ -75,8 +75,8 @@ def test_get_set_params_and_clone():
     c.set_params(model__hidden=4, epochs=2, model__extra=None)
     assert c.model__hidden == 4 and c.epochs == 2 and clf.model__hidden == 8
     assert "model__extra" in c.get_params()
-    with pytest.raises(TypeError, match="unexpected argument 'hiden'"):
-        SequentialClassifier(build, hiden=3)
+    with pytest.raises(TypeError, match=r"unexpected arguments \['hiden'\]"):
+        SequentialClassifier(build, hiden=3).fit(*_clf_data())
     with pytest.raises(ValueError, match="Invalid parameter"):
         clf.set_params(nope=1)
 
@@ -123,3 +123,19 @@ def test_errors():
 
     with pytest.raises(NotFittedError):
         SequentialClassifier(build).predict(X)
+
+
+def net(n_features_in=None, n_classes=None, n_outputs=None):
+    return fnn.Sequential([fnn.Dense(n_features_in, 8, activation="relu"),
+                           fnn.Dense(8, n_classes or n_outputs)], dtype="float64", seed=0)
+
+
+def test_scikit_learn_estimator_checks():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    known = {"check_no_attributes_set_in_init", "check_sample_weight_equivalence_on_dense_data"}
+    for est in (SequentialClassifier(net, epochs=20, optimizer__lr=0.02, random_state=0),
+                SequentialRegressor(net, epochs=20, optimizer__lr=0.02, random_state=0)):
+        res = check_estimator(est, on_fail=None)
+        failed = {r["check_name"] for r in res if r["status"] == "failed"}
+        assert failed <= known, (type(est).__name__, failed - known)

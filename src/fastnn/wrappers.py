@@ -20,6 +20,13 @@ classifier) / ``n_outputs`` (the regressor) and ``meta`` (a dict of those) when 
 signature names them.  Every parameter is reported by ``get_params`` and settable
 by ``set_params``, so ``sklearn.base.clone``, pipelines and searches work.
 
+``sample_weight`` weights the loss as Keras does (``sum_i w_i loss_i / n`` per
+batch), so a weight of 2 is not the same fit as a repeated row (scikit-learn's
+``check_sample_weight_equivalence`` fails, as for scikeras); and the routed
+``model__...`` parameters are attributes that the constructor's signature does not
+list (``check_no_attributes_set_in_init`` fails, as for scikeras).  The other
+``check_estimator`` checks pass.
+
 This module imports scikit-learn (the ``sklearn`` extra); ``import fastnn`` does not.
 For ready-made MLP estimators with scikit-learn's own parameters, see
 :mod:`fastnn.sklearn`.
@@ -34,7 +41,7 @@ import numpy as np
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-    from sklearn.utils.validation import check_array, check_is_fitted
+    from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastnn.wrappers needs scikit-learn: pip install 'fastnn[sklearn]'"
                       ) from exc
@@ -67,10 +74,7 @@ class _SequentialEstimator(BaseEstimator):
         self.callbacks = callbacks
         self.verbose = verbose
         self.random_state = random_state
-        for k, v in kwargs.items():
-            if not k.startswith(_ROUTED):
-                raise TypeError(f"{type(self).__name__} got an unexpected argument {k!r} "
-                                f"(routed arguments start with {', '.join(_ROUTED)})")
+        for k, v in kwargs.items():  # checked by fit (scikit-learn validates there)
             setattr(self, k, v)
         self._routed = sorted(kwargs)
 
@@ -93,6 +97,17 @@ class _SequentialEstimator(BaseEstimator):
         if rest:
             super().set_params(**rest)
         return self
+
+    def _check_params(self, X: Any, y: Any, sample_weight: Any) -> None:
+        bad = [k for k in self._routed if not k.startswith(_ROUTED)]
+        if bad:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {bad} (routed "
+                            f"arguments start with {', '.join(_ROUTED)})")
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None")
+        if sample_weight is not None and not np.asarray(sample_weight).sum() > 0:
+            raise ValueError("sample_weight must not be all zeros (nothing to train on)")
 
     def _routed_params(self, prefix: str) -> dict[str, Any]:
         return {k[len(prefix):]: getattr(self, k) for k in self._routed if k.startswith(prefix)}
@@ -193,11 +208,13 @@ class SequentialClassifier(ClassifierMixin, _SequentialEstimator):
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> SequentialClassifier:
         """Build a fresh network, compile it and train it on (X, y)."""
+        from sklearn.utils.multiclass import check_classification_targets
+
+        self._check_params(X, y, sample_weight)
         X = check_array(X, allow_nd=True, dtype=[np.float32, np.float64])
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        y = column_or_1d(y, warn=True)  # (n, 1) accepted with scikit-learn's warning
+        check_classification_targets(y)
+        if y.shape[0] != X.shape[0]:
             raise ValueError(f"y must be 1-D labels, one per row of X; got shape {y.shape}")
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         if X.ndim == 2:
@@ -242,8 +259,11 @@ class SequentialRegressor(RegressorMixin, _SequentialEstimator):
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> SequentialRegressor:
         """Build a fresh network, compile it and train it on (X, y)."""
+        self._check_params(X, y, sample_weight)
         X = check_array(X, allow_nd=True, dtype=[np.float32, np.float64])
         y = np.asarray(y, dtype=np.float64)
+        if y.ndim == 2 and y.shape[1] == 1:  # as scikit-learn's MLPRegressor: warn, use 1-D
+            y = column_or_1d(y, warn=True)
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"y has {y.shape[0]} rows, X has {X.shape[0]}")
         self._y_1d = y.ndim == 1
