@@ -140,3 +140,28 @@ def test_readme_lists_every_layer_loss_optimizer_metric_and_callback():
              and n not in ("Callback", "ProgressBar")}
     want |= set(fnn.ACTIVATIONS)
     assert not want - names, f"missing from the README: {sorted(want - names)}"
+
+
+def test_keras_spellings_are_accepted(monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 3)), rng.integers(0, 2, 40)
+    model = fnn.Sequential([fnn.Dense(3, 2, activation="softmax")], seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["acc"])
+    hist = model.fit(x, y, batch_size=None, epochs=2, verbose="auto")
+    assert model.step == 2 * 2  # batch_size None is 32
+    assert "accuracy" in hist.history
+    assert "epoch 2/2" in capsys.readouterr().out
+    model.predict(x, verbose=0)
+    model.evaluate(x, y, verbose=0)
+
+
+def test_a_model_with_a_custom_layer_says_why_it_cannot_be_pickled():
+    import pickle
+
+    class Twice(fnn.Layer):
+        def forward(self, x, training):
+            return 2 * x
+
+    model = fnn.Sequential([fnn.Dense(2, 2), Twice()])
+    with pytest.raises(TypeError, match="its layer Twice is not one of fastnn's own"):
+        pickle.dumps(model)

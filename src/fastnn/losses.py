@@ -208,6 +208,7 @@ class BinaryCrossEntropy(Loss):
 LOSSES: dict[str, type[Loss]] = {
     "cross_entropy": CrossEntropy,
     "categorical_crossentropy": CrossEntropy,
+    "sparse_categorical_crossentropy": CrossEntropy,
     "mse": MSE,
     "mean_squared_error": MSE,
     "binary_cross_entropy": BinaryCrossEntropy,

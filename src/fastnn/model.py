@@ -585,7 +585,7 @@ class Sequential:
             self._apply_step(opt)
         return float(loss)
 
-    def predict(self, X: Any, batch_size: int | None = None) -> np.ndarray:
+    def predict(self, X: Any, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
         """Outputs for every row of X, in batches: what the last layer outputs
         (probabilities after a sigmoid/softmax output layer, logits after a linear one).
 
@@ -594,6 +594,8 @@ class Sequential:
         X : array_like, (n, *input_shape)
             A memory-mapped array is read and converted batch by batch.
         batch_size : int, optional (default 1024)
+        verbose : int
+            Accepted for Keras compatibility; predict prints nothing.
 
         Returns
         -------
@@ -610,7 +612,7 @@ class Sequential:
         return out
 
     def evaluate(self, X: Any, y: Any, batch_size: int | None = None,
-                 sample_weight: Any = None) -> dict[str, float]:
+                 sample_weight: Any = None, verbose: int = 0) -> dict[str, float]:
         """Mean loss (with penalties) and the compiled metrics.
 
         Parameters
@@ -619,6 +621,8 @@ class Sequential:
         batch_size : int, optional (default 1024)
         sample_weight : array_like (n,), optional
             Weights the loss (``sum_i w_i loss_i / n``, as Keras) and the metrics.
+        verbose : int
+            Accepted for Keras compatibility; evaluate prints nothing.
 
         Returns
         -------
@@ -687,7 +691,7 @@ class Sequential:
         return x, yy, val
 
     # ---- fit -----------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, epochs: int = 1, batch_size: int = 32,
+    def fit(self, X: Any, y: Any = None, epochs: int = 1, batch_size: int | None = 32,
             validation_data: tuple[Any, ...] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, callbacks: Sequence[Callback] | None = None,
             verbose: int = 1, initial_epoch: int = 0, check_finite: bool = True,
@@ -706,15 +710,17 @@ class Sequential:
         y : array_like
             Integer labels (n,) or (n, 1), or one-hot rows for cross_entropy; targets
             of the output's shape for mse / binary_cross_entropy.
-        epochs, batch_size : int
+        epochs : int
+        batch_size : int or None
+            Samples per step (None: 32, as Keras).
         validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
         validation_split : float
             Fraction of the *last* samples (before shuffling) held out, as Keras.
         shuffle : bool
             Reshuffle every epoch with the model's seeded Generator.
         callbacks : list of Callback
-        verbose : int
-            As Keras: 0 silent; 1 a progress bar per batch on a terminal (tqdm: ETA,
+        verbose : {0, 1, 2, "auto"}
+            As Keras ("auto" is 1): 0 silent; 1 a progress bar per batch on a terminal (tqdm: ETA,
             samples/s, loss and metrics), one line per epoch otherwise; 2 one line
             per epoch.
         initial_epoch : int
@@ -770,7 +776,9 @@ class Sequential:
         from ._validation import positive_int
 
         epochs = positive_int(epochs, "epochs")
-        batch_size = positive_int(batch_size, "batch_size")
+        batch_size = 32 if batch_size is None else positive_int(batch_size, "batch_size")
+        if verbose == "auto":  # Keras' default: the bar where one can be shown
+            verbose = 1
         if steps_per_epoch is not None:
             steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch")
         start = int(initial_epoch)
@@ -1023,8 +1031,18 @@ class Sequential:
         copied; they are rebuilt on first use.  The compiled metrics and a custom
         Loss object are pickled beside the bytes.
         """
+        from . import optim
         from .io import model_to_bytes
+        from .layers import LAYER_TYPES
         from .losses import LOSSES
+
+        for obj, table, what in [(la, LAYER_TYPES, "layer") for la in self._layers] + (
+                [] if self.optimizer is None else
+                [(self.optimizer, vars(optim), "optimizer")]):
+            if table.get(type(obj).__name__) is not type(obj):
+                raise TypeError(f"cannot pickle or copy this model: its {what} "
+                                f"{type(obj).__name__} is not one of fastnn's own, which the "
+                                "safe model format (used for pickling) stores by name")
 
         custom_loss = (self.loss if self.loss is not None
                        and LOSSES.get(self.loss.name) is not type(self.loss) else None)
