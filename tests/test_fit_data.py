@@ -384,3 +384,18 @@ def test_no_warnings_in_a_plain_fit():
 
 
 
+
+
+def test_fit_on_a_torch_dataloader():
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = _blobs(96)
+    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                        batch_size=32, shuffle=False)
+    a = _mlp().compile("adam", "cross_entropy")
+    b = _mlp().compile("adam", "cross_entropy")
+    a.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+    hist = b.fit(loader, epochs=2, verbose=0)  # a re-iterable: one pass per epoch
+    _same_weights(a, b)
+    assert len(hist.history["loss"]) == 2

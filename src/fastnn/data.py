@@ -231,7 +231,7 @@ class IterableBatches:
             raise ValueError("class_weight='balanced' needs every label before training; with "
                              "a generator give a dict {class: weight}")
         self.data, self.prepare, self.class_weight = data, prepare, class_weight
-        self.one_shot = iter(data) is data
+        self.one_shot = isinstance(data, Iterator)  # (no iter() call: it may start workers)
         self.steps = steps_per_epoch
         if steps_per_epoch is None and hasattr(data, "__len__") and not self.one_shot:
             self.num_batches: int | None = len(data)
