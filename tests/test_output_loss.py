@@ -221,3 +221,25 @@ def test_linear_bce_accuracy_thresholds_logits_at_zero():
     x = np.array([[-0.5, 0], [0.3, 0], [2.0, 0], [-3.0, 0]])
     y = np.array([0.0, 1.0, 0.0, 0.0])
     assert model.evaluate(x, y)["accuracy"] == pytest.approx(0.75)  # logits > 0
+
+
+def test_an_old_file_with_a_refused_pair_says_how_to_recover(tmp_path):
+    import json
+    import zipfile
+
+    model = fnn.Sequential([fnn.Dense(4, 3, activation="softmax")], seed=0)
+    model.compile("adam", "mse")
+    model.save(tmp_path / "m.fnn")
+    with zipfile.ZipFile(tmp_path / "m.fnn") as z:  # as an older fastnn wrote it
+        parts = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(parts["fastnn.json"])
+    meta["loss"] = "binary_cross_entropy"
+    parts["fastnn.json"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(tmp_path / "old.fnn", "w") as z:
+        for n, b in parts.items():
+            z.writestr(n, b)
+    with pytest.raises(ValueError, match="softmax output with binary_cross_entropy.*load_weights"):
+        fnn.load(tmp_path / "old.fnn")
+    fixed = fnn.Sequential([fnn.Dense(4, 3, activation="sigmoid", name="dense_0")])
+    fixed.load_weights(tmp_path / "old.fnn")
+    np.testing.assert_array_equal(fixed.layers[0].weight, model.layers[0].weight)

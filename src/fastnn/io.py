@@ -200,6 +200,7 @@ def _load(path: Any, shown: str, loss: Any) -> Any:
 def _build(z: zipfile.ZipFile, meta: dict, loss: Any = None) -> Any:
     from . import layers as layers_mod
     from . import optim as optim_mod
+    from .losses import OutputLossError
     from .model import Sequential
 
     cfg = meta["model"]
@@ -245,7 +246,12 @@ def _build(z: zipfile.ZipFile, meta: dict, loss: Any = None) -> Any:
         conf = dict(opt_meta["config"])
         if "betas" in conf:
             conf["betas"] = tuple(conf["betas"])
-        model.compile(optimizer=cls(**conf), loss=loss or meta["loss"] or "cross_entropy")
+        try:
+            model.compile(optimizer=cls(**conf), loss=loss or meta["loss"] or "cross_entropy")
+        except OutputLossError as exc:  # a pair fastnn now refuses (saved by an older one)
+            raise ValueError(f"this model file's output layer and loss do not fit together: "
+                             f"{exc}. Build the corrected model and take the weights with "
+                             f"model.load_weights(path)") from None
         model._ensure_optimizer()
         n_opt = model._flat_params.size
         state = {name: _read_npy(z, f"optim/{name}.npy", n_opt) for name in opt_meta["state"]}

@@ -226,6 +226,10 @@ def get_loss(loss: str | Loss) -> Loss:
     return LOSSES[loss]()
 
 
+class OutputLossError(ValueError):
+    """An output layer and a loss that cannot train correctly together."""
+
+
 #: output activations that bound or clip what a logit loss then reads as logits
 _DISTORTING = ("relu", "leaky_relu", "elu", "gelu", "softplus", "silu", "tanh")
 
@@ -254,7 +258,7 @@ def output_mode(loss: Loss, activation: str, out_shape: tuple[int | None, ...] |
 
     Raises
     ------
-    ValueError
+    OutputLossError (a ValueError)
         For a combination that cannot train correctly, saying why and what to use.
     """
     partner = loss.logit_activation
@@ -262,21 +266,21 @@ def output_mode(loss: Loss, activation: str, out_shape: tuple[int | None, ...] |
         return "values"
     n_out = None if not out_shape or out_shape[-1] is None else int(np.prod(out_shape))
     if loss.name == "cross_entropy" and n_out == 1:
-        raise ValueError(
+        raise OutputLossError(
             "cross_entropy on a single output is always 0 (softmax over one class is 1) and "
             "has no gradient: for two classes use Dense(..., 1, activation='sigmoid') with "
             "loss='binary_cross_entropy', or two outputs with cross_entropy")
     if activation == partner:
         return "fused"
     if loss.name == "binary_cross_entropy" and activation == "softmax":
-        raise ValueError(
+        raise OutputLossError(
             "a softmax output with binary_cross_entropy cannot be right: softmax makes the "
             "outputs sum to 1 (a single softmax output is always 1), while "
             "binary_cross_entropy scores each output as an independent probability; use "
             "activation='sigmoid' (independent yes/no labels) or loss='cross_entropy' (one "
             "class per sample)")
     if loss.name == "cross_entropy" and activation == "sigmoid":
-        raise ValueError(
+        raise OutputLossError(
             "a sigmoid output with cross_entropy cannot be right: cross_entropy applies "
             "softmax to the logits itself, and sigmoid outputs in (0, 1) are not logits; use "
             "activation='softmax' or None (one class per sample) or "
