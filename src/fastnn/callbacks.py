@@ -363,6 +363,20 @@ def _csv_value(v: Any) -> Any:
     return repr(float(v)) if isinstance(v, float) else v
 
 
+def _forwarder(name: str, arity: int) -> Callable:
+    """A LambdaCallback method calling the function given for ``name`` (if any) with its
+    ``arity`` arguments (``logs`` None when the caller gave none).
+    """
+    def method(self: Any, *args: Any) -> None:
+        fn = self._fns[name]
+        if fn is not None:
+            fn(*args, *(None,) * (arity - len(args)))
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Call the ``{name}`` function given, if any."
+    return method
+
+
 class LambdaCallback(Callback):
     """A callback from functions (Keras' ``LambdaCallback``), each optional.
 
@@ -387,32 +401,9 @@ class LambdaCallback(Callback):
                 raise TypeError(f"LambdaCallback {name} must be callable, got "
                                 f"{type(fn).__name__}")
 
-    def on_epoch_begin(self, epoch, logs=None):
-        """Call ``on_epoch_begin(epoch, logs)``."""
-        if self._fns["on_epoch_begin"]:
-            self._fns["on_epoch_begin"](epoch, logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        """Call ``on_epoch_end(epoch, logs)``."""
-        if self._fns["on_epoch_end"]:
-            self._fns["on_epoch_end"](epoch, logs)
-
-    def on_batch_begin(self, batch, logs=None):
-        """Call ``on_batch_begin(batch, logs)``."""
-        if self._fns["on_batch_begin"]:
-            self._fns["on_batch_begin"](batch, logs)
-
-    def on_batch_end(self, batch, logs=None):
-        """Call ``on_batch_end(batch, logs)``."""
-        if self._fns["on_batch_end"]:
-            self._fns["on_batch_end"](batch, logs)
-
-    def on_train_begin(self, logs=None):
-        """Call ``on_train_begin(logs)``."""
-        if self._fns["on_train_begin"]:
-            self._fns["on_train_begin"](logs)
-
-    def on_train_end(self, logs=None):
-        """Call ``on_train_end(logs)``."""
-        if self._fns["on_train_end"]:
-            self._fns["on_train_end"](logs)
+    on_epoch_begin = _forwarder("on_epoch_begin", 2)
+    on_epoch_end = _forwarder("on_epoch_end", 2)
+    on_batch_begin = _forwarder("on_batch_begin", 2)
+    on_batch_end = _forwarder("on_batch_end", 2)
+    on_train_begin = _forwarder("on_train_begin", 1)
+    on_train_end = _forwarder("on_train_end", 1)
