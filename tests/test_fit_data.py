@@ -399,3 +399,19 @@ def test_fit_on_a_torch_dataloader():
     hist = b.fit(loader, epochs=2, verbose=0)  # a re-iterable: one pass per epoch
     _same_weights(a, b)
     assert len(hist.history["loss"]) == 2
+
+
+def test_distributed_fit_refuses_weights_and_generators():
+    """DataParallel does not take sample/class weights, steps_per_epoch or iterables yet: a
+    ValueError says so before anything starts (no MPI needed to see it)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((20, 4)).astype(np.float32), rng.integers(0, 2, 20)
+    model = fnn.Sequential([fnn.Dense(4, 2)], seed=0)
+    model.compile("sgd", "cross_entropy")
+    for kw in ({"sample_weight": np.ones(20)}, {"class_weight": {0: 1.0, 1: 2.0}},
+               {"steps_per_epoch": 2}):
+        with pytest.raises(ValueError, match="distributed fit takes arrays"):
+            model.fit(x, y, distributed=True, verbose=0, **kw)
+    with pytest.raises(ValueError, match="distributed fit takes arrays"):
+        model.fit([(x, y)], distributed=True, verbose=0)
+    assert model.step == 0

@@ -617,10 +617,11 @@ class Sequential:
         one-call MLP step).
         """
         if distributed:
-            if sample_weight is not None or class_weight is not None or steps_per_epoch:
-                raise ValueError("distributed fit does not take sample_weight, class_weight "
-                                 "or steps_per_epoch yet (train without them, or in one "
-                                 "process)")
+            if sample_weight is not None or class_weight is not None or steps_per_epoch \
+                    or y is None:
+                raise ValueError("distributed fit takes arrays X and y, without sample_weight, "
+                                 "class_weight, steps_per_epoch or batches from an iterable "
+                                 "(train without them, or in one process)")
             kw = {"epochs": epochs, "batch_size": 32 if batch_size is None else batch_size,
                   "validation_data": validation_data, "validation_split": validation_split,
                   "shuffle": shuffle, "callbacks": callbacks,
