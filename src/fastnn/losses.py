@@ -280,7 +280,7 @@ def output_mode(loss: Loss, activation: str, out_shape: tuple[int | None, ...] |
     OutputLossError (a ValueError)
         For a combination that cannot train correctly, saying why and what to use.
     """
-    partner = loss.logit_activation
+    partner = getattr(loss, "logit_activation", None)  # (a custom loss may lack it)
     if partner is None:
         return "values"
     n_out = None if not out_shape or out_shape[-1] is None else int(np.prod(out_shape))

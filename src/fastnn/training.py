@@ -225,7 +225,7 @@ class Trainer:
             shown = "logits" if mode == "logits" else (
                 "probabilities" if mode == "fused" else "values")
             for met in mets:
-                met.configure(loss.name, shown)
+                met.configure(getattr(loss, "name", None), shown)
             self._mode, self._mode_key = mode, key
         return self._mode
 
