@@ -37,12 +37,15 @@ def make_model(case, seed):
               fnn.Dropout(case.get("dropout", 0.0)),
               fnn.Dense(16, 16, activation="tanh"),
               fnn.Dropout(case.get("dropout", 0.0)),
-              fnn.Dense(16, case["out"])]
+              fnn.Dense(16, case["out"], activation=case.get("out_act"))]
     model = fnn.Sequential(layers, dtype=case["dtype"], seed=seed)
     opt = {"adam": lambda: fnn.optim.Adam(lr=1e-2),
            "sgd": lambda: fnn.optim.SGD(lr=0.05, momentum=0.9, nesterov=True),
            "rmsprop": lambda: fnn.optim.RMSprop(lr=1e-3)}[case["opt"]]()
-    model.compile(optimizer=opt, loss=case["loss"])
+    metrics = case.get("metrics")
+    if metrics is not None:
+        metrics = [fnn.metrics.TopKAccuracy(2) if m == "top2" else m for m in metrics]
+    model.compile(optimizer=opt, loss=case["loss"], metrics=metrics)
     return model
 
 
@@ -74,6 +77,13 @@ CASES = [
     # global batch 1 < N: rank 1 gets no rows in every step
     dict(name="ce-f64-batch1", dtype="float64", loss="cross_entropy", opt="adam", B=1, n=9,
          out=3, dropout=0.3),
+    # fused outputs (the loss from the pre-activation) and compiled metrics (issue 14)
+    dict(name="softmax-ce-f64-metrics", dtype="float64", loss="cross_entropy", opt="adam",
+         B=10, n=63, out=4, dropout=0.2, out_act="softmax",
+         metrics=["accuracy", "top2", "mae"]),
+    dict(name="sigmoid-bce-f32-metrics", dtype="float32", loss="binary_cross_entropy",
+         opt="sgd", B=7, n=45, out=3, dropout=0.0, out_act="sigmoid",
+         metrics=["accuracy", "mse"]),
 ]
 
 
@@ -118,6 +128,8 @@ def run_equiv():
             "val_loss": [hd.history["val_loss"], hs.history["val_loss"]],
             "acc": [hd.history.get("accuracy"), hs.history.get("accuracy")],
             "val_acc": [hd.history.get("val_accuracy"), hs.history.get("val_accuracy")],
+            "fused": [dist.trainer.output_mode(), single.trainer.output_mode()],
+            "history": [hd.history, hs.history],
         })
     if rank == 0:
         with open(os.path.join(OUT, "equiv.json"), "w") as f:

@@ -112,7 +112,8 @@ def equiv(tmp_path_factory):
 
 
 CASE_NAMES = ["ce-f64-adam-even", "ce-f32-adam-odd", "mse-f64-sgd-odd", "bce-f64-rmsprop",
-              "ce-f32-sgd-nopenalty", "ce-f64-batch1"]
+              "ce-f32-sgd-nopenalty", "ce-f64-batch1", "softmax-ce-f64-metrics",
+              "sigmoid-bce-f32-metrics"]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -135,6 +136,22 @@ def test_two_ranks_equal_single_process(equiv, name):
     if c["acc"][1] is not None:
         np.testing.assert_allclose(c["acc"][0], c["acc"][1], rtol=1e-6)
         np.testing.assert_allclose(c["val_acc"][0], c["val_acc"][1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["softmax-ce-f64-metrics", "sigmoid-bce-f32-metrics"])
+def test_two_ranks_fused_output_and_every_metric_equal_single_process(equiv, name):
+    """A softmax / sigmoid output trains fused with its loss under 2 ranks as in one
+    process, and every compiled metric (training and validation) is reduced over the
+    ranks: the History equals the single process's."""
+    c = equiv[name]
+    assert c["fused"] == ["fused", "fused"]
+    hd, hs = c["history"]
+    assert sorted(hd) == sorted(hs)
+    rtol = 1e-5 if c["dtype"] == "float32" else 1e-12
+    names = [k for k in hs if k not in ("lr", "samples_per_second")]
+    assert {"accuracy", "val_accuracy"} <= set(names) and len(names) >= 6, names
+    for k in names:
+        np.testing.assert_allclose(hd[k], hs[k], rtol=rtol, atol=1e-12, err_msg=k)
 
 
 def test_one_rank_failing_stops_every_rank_and_keeps_checkpoint(tmp_path):

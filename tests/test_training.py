@@ -498,3 +498,67 @@ def test_a_callback_freezing_a_layer_mid_fit_is_respected():
     for p, q in zip(m.layers[0].params, cb.frozen):
         np.testing.assert_array_equal(p, q)
     assert not np.array_equal(m.layers[1].weight, cb.head)
+
+
+# ---- issue 14 on the engine: fused outputs, weights, metrics, one batch-source protocol --
+def _fused_model(seed=0, dtype="float32"):
+    m = fnn.Sequential([fnn.Dense(6, 12, "tanh"), fnn.Dense(12, 3, "softmax")], dtype=dtype,
+                       seed=seed)
+    m.compile(fnn.optim.Adam(lr=1e-2), "cross_entropy", metrics=["accuracy", "mae"])
+    return m
+
+
+def test_fused_softmax_output_takes_the_one_call_step_bitwise():
+    """An unweighted fit of a softmax output with cross_entropy runs the one-C-call MLP step
+    (the loss from the pre-activation) and equals the layer-by-layer path bitwise."""
+    x, y = _data(2)
+    a, b = _fused_model(4), _fused_model(4)
+    b.trainer.fused = False
+    ha = a.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    hb = b.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    assert a.trainer.output_mode() == "fused" and a.trainer.fused_plans >= 1
+    assert b.trainer.fused_plans == 0
+    for p, q in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(p, q)
+    for k in ha.history:
+        if k != "samples_per_second":
+            assert ha.history[k] == hb.history[k], k
+    assert {"accuracy", "mae", "loss"} <= set(ha.history)
+    # predict gives probabilities; the engine's evaluate gives the metrics
+    p = a.predict(x)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    res = a.trainer.evaluate(x, y.astype(np.int64), 40)
+    assert res["accuracy"] == pytest.approx(np.mean(p.argmax(axis=1) == y))
+
+
+def test_sample_weight_reductions():
+    """'sum_over_batch_size' (Keras, model.trainer) is the weighted mean times sum(w)/rows;
+    unknown names are refused."""
+    x, y = _data(5, n=10)
+    w = np.linspace(0.0, 2.0, 10)
+    m = _model(1)
+    km = m.trainer.compute_gradients(x, y.astype(np.int64), sample_weight=w)
+    gk = m.gradients().copy()
+    wm = Trainer(m).compute_gradients(x, y.astype(np.int64), sample_weight=w)
+    assert m.trainer.sample_weight_reduction == "sum_over_batch_size"
+    assert km == pytest.approx(wm * w.sum() / 10, rel=1e-6)
+    np.testing.assert_allclose(gk, m.gradients() * (w.sum() / 10), rtol=1e-5, atol=1e-7)
+    assert m.trainer.compute_gradients(x, y.astype(np.int64), sample_weight=0 * w) == 0.0
+    with pytest.raises(ValueError, match="sample_weight_reduction"):
+        Trainer(m, sample_weight_reduction="mean")
+
+
+def test_data_sources_are_the_engine_protocol():
+    """fastnn.data's sources yield the engine's Batch; ArrayBatches is the engine's own."""
+    from fastnn import _batches, data
+
+    assert data.ArrayBatches is _batches.ArrayBatches and data.Batch is _batches.Batch
+    x, y = _data(6, n=20)
+    m = _model(2)
+    src = data.IterableBatches([(x[:8], y[:8]), (x[8:], y[8:], np.ones(12))], None,
+                               m._batch_preparer(True))
+    got = list(src.batches(0))
+    assert all(isinstance(b, _batches.Batch) for b in got)
+    assert [b.size for b in got] == [8, 12] and got[0].w is None and got[1].w.shape == (12,)
+    h = m.trainer.fit(src, 1)
+    assert m.step == 2 and h.history["loss"]

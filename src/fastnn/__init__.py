@@ -26,3 +26,20 @@ if _MISSING is not None:
 else:
     from ._api import *  # noqa: F403
     from ._api import __all__, __version__, config, show_config  # noqa: F401
+
+    #: Submodules with an optional dependency, imported on first attribute access
+    #: (PEP 562): ``import fastnn`` imports none of them (nor torch, scikit-learn, mpi4py).
+    _LAZY_SUBMODULES = ("interop", "sklearn", "distributed", "wrappers")
+
+    def __getattr__(name: str):
+        """Import a lazy submodule on first use (``fastnn.interop``, ...)."""
+        if name in _LAZY_SUBMODULES:
+            import importlib
+
+            module = importlib.import_module(f"{__name__}.{name}")
+            globals()[name] = module
+            return module
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(_LAZY_SUBMODULES))

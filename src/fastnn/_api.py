@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from . import (
     callbacks,
+    data,
     init,
     kernels,
     losses,
+    metrics,
     optim,
     reference,
     schedules,
@@ -45,6 +47,8 @@ __all__ = [
     "callbacks",
     "init",
     "losses",
+    "metrics",
+    "data",
     "optim",
     "schedules",
     "training",

@@ -6,9 +6,10 @@ from.  :class:`ArrayBatches` serves in-memory (or memory-mapped) arrays, shuffle
 per epoch into reused buffers.  Anything with the same two members plugs in
 (a generator of batches, a sharded source for data-parallel training, ...).
 
-This module is private (``_batches``) so that it does not collide with a public
-``fastnn.data`` module of data adapters; the protocol below is what such adapters
-implement.
+This module holds the protocol and the in-memory source; the public
+:mod:`fastnn.data` re-exports them beside the out-of-core sources
+(:class:`fastnn.data.MemmapBatches`, :class:`fastnn.data.IterableBatches`) and the
+sample/class weight helpers, all implementing the protocol below.
 """
 
 from __future__ import annotations
@@ -18,7 +19,18 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-__all__ = ["ArrayBatches", "Batch", "BatchSource"]
+__all__ = ["ArrayBatches", "Batch", "BatchSource", "rows_as"]
+
+
+def rows_as(x: Any, start: int, stop: int, dtype: Any) -> np.ndarray:
+    """Rows ``start:stop`` of x, C-contiguous in ``dtype``: a view when they already are,
+    else only those rows converted (a memory-mapped X is read one batch at a time).
+    """
+    xb = x[start:stop]
+    if xb.dtype != dtype or not xb.flags.c_contiguous:
+        with np.errstate(over="ignore"):  # too large for float32 -> inf (checked elsewhere)
+            xb = np.ascontiguousarray(xb, dtype=dtype)
+    return xb
 
 
 class Batch(NamedTuple):
@@ -48,10 +60,16 @@ class Batch(NamedTuple):
 
 
 class BatchSource(Protocol):
-    """What the engine needs from a data source."""
+    """What the engine needs from a data source.
 
-    #: rows per epoch (for the progress bar)
-    n_samples: int
+    Optional members the engine and the progress bar read when present:
+    ``n_batches`` (batches per epoch, or None), ``batch_size``, and for a source that
+    can run out ``exhausted`` (no more data) and ``short`` (it ran out before the
+    epoch's ``steps_per_epoch`` batches).
+    """
+
+    #: rows per epoch (for the progress bar), or None when not known in advance
+    n_samples: int | None
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         """The batches of one epoch, in order.
@@ -104,6 +122,7 @@ class ArrayBatches:
         self.x, self.y, self.w = x, y, w
         self.n_samples = n
         self.batch_size = min(int(batch_size), n)
+        self.n_batches = -(-n // max(self.batch_size, 1))
         if order is None and shuffle:
             if rng is None:
                 raise ValueError("shuffle=True needs rng (a numpy Generator)")

@@ -63,7 +63,8 @@ def set_num_threads(n: int) -> None:
     ----------
     n : int
         A positive thread count.  Results do not depend on it beyond float
-        rounding (and are bitwise repeatable for a fixed count).
+        rounding (and are bitwise repeatable for a fixed count).  Capped at
+        :func:`max_num_threads` (4 per available CPU) with a RuntimeWarning.
 
     """
     global _num_threads
@@ -71,7 +72,27 @@ def set_num_threads(n: int) -> None:
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    cap = max_num_threads()
+    if n > cap:
+        import warnings
+
+        warnings.warn(f"set_num_threads({n}): this process may run on {cap // 4} CPU(s); "
+                      f"using {cap} threads (at most 4 per CPU: more only adds contention)",
+                      RuntimeWarning, stacklevel=2)
+        n = cap
     _num_threads = int(n)
+
+
+def max_num_threads() -> int:
+    """The most threads :func:`set_num_threads` grants: 4 per CPU this process may use
+    (its affinity mask, or ``os.cpu_count()``).  A larger request is capped there, with a
+    RuntimeWarning, so that a script written for a bigger machine still runs well.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        n = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover - macOS / Windows
+        n = os.cpu_count() or 1
+    return 4 * max(1, n)
 
 
 def get_num_threads() -> int:

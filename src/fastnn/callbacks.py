@@ -1,5 +1,11 @@
-"""Callbacks for :meth:`fastnn.Sequential.fit` (Keras' protocol): History, EarlyStopping,
-ModelCheckpoint, LearningRateScheduler, TerminateOnNaN and the progress bar.
+"""Callbacks for :meth:`fastnn.Sequential.fit` (Keras' protocol): History (with
+``plot()``), EarlyStopping, ModelCheckpoint, LearningRateScheduler, TerminateOnNaN,
+CSVLogger, LambdaCallback and the progress bar.
+
+``fit`` calls, in order: ``on_train_begin``; per epoch ``on_epoch_begin``, per batch
+``on_batch_begin`` / ``on_batch_end`` (logs: the batch's ``loss``, ``size`` and the
+running metrics), ``on_epoch_end`` (the epoch's logs); ``on_train_end`` (also after
+an interruption).  Setting ``model.stop_training = True`` stops after the batch.
 """
 
 from __future__ import annotations
@@ -47,6 +53,55 @@ class History(Callback):
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(v)
+
+    def plot(self, keys: Any = None, ax: Any = None) -> Any:
+        """Plot the metrics per epoch with matplotlib (imported only here).
+
+        Each metric is one line; its ``val_`` twin is dashed in the same colour.
+
+        Parameters
+        ----------
+        keys : str or list of str, optional
+            Metrics to plot (default every metric but ``lr`` and
+            ``samples_per_second``; ``val_`` twins follow their metric).
+        ax : matplotlib Axes, optional
+            Where to draw (default a new figure).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            ``ax.figure`` is the figure (``.savefig("history.png")``).
+
+        Raises
+        ------
+        ImportError
+            When matplotlib is not installed (``pip install matplotlib``).
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("History.plot() needs matplotlib: pip install matplotlib (or "
+                              "plot history.history, a dict of lists, yourself)") from exc
+        if isinstance(keys, str):
+            keys = [keys]
+        if keys is None:
+            keys = [k for k in self.history if not k.startswith("val_")
+                    and k not in ("lr", "samples_per_second")]
+        unknown = [k for k in keys if k not in self.history]
+        if unknown:
+            raise KeyError(f"no metric {unknown} in this History; it has "
+                           f"{sorted(self.history)}")
+        if ax is None:
+            _, ax = plt.subplots()
+        epochs = [e + 1 for e in self.epoch]
+        for k in keys:
+            (line,) = ax.plot(epochs, self.history[k], label=k)
+            vk = "val_" + k
+            if vk in self.history and not k.startswith("val_"):
+                ax.plot(epochs, self.history[vk], "--", color=line.get_color(), label=vk)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        return ax
 
 
 def _better(mode: str, monitor: str) -> Callable[[float, float, float], bool]:
@@ -165,38 +220,60 @@ class TerminateOnNaN(Callback):
 
 
 class ProgressBar(Callback):
-    """tqdm bar per epoch when tqdm is installed and stderr is a terminal; otherwise one
-    line per epoch.  Shows the loss and samples/s.
+    """What ``fit(verbose=...)`` prints (added by ``fit`` itself).
+
+    ``verbose=1`` on a terminal (stdout is a tty): a tqdm bar per epoch, updated every
+    batch, with the ETA, samples/s and the running loss and metrics, then one line
+    for the epoch.  ``verbose=1`` elsewhere (a log file, a pipe, CI) and
+    ``verbose=2``: only the one line per epoch.  ``verbose=0``: nothing.  Keras'
+    meanings of ``verbose``.
+
+    Parameters
+    ----------
+    epochs : int
+    n_samples : int or None
+        Samples per epoch (None when unknown, e.g. a generator).
+    verbose : {0, 1, 2}
+    steps : int, optional
+        Batches per epoch, if known (the bar counts batches when n_samples is None).
     """
 
-    def __init__(self, epochs: int, n_samples: int, verbose: int = 1) -> None:
-        self.epochs, self.n, self.verbose = epochs, n_samples, verbose
+    def __init__(self, epochs: int, n_samples: int | None, verbose: int = 1,
+                 steps: int | None = None) -> None:
+        self.epochs, self.n, self.verbose, self.steps = epochs, n_samples, verbose, steps
         self._bar = None
         self._tqdm = None
-        if verbose and sys.stderr.isatty():
-            try:
-                from tqdm.auto import tqdm
+        self._seen = 0
+        if verbose == 1 and _isatty(sys.stdout):
+            from tqdm import tqdm  # a declared dependency
 
-                self._tqdm = tqdm
-            except ImportError:
-                pass
+            self._tqdm = tqdm
 
     def on_epoch_begin(self, epoch, logs=None):
         """Start timing (and a bar)."""
-        self._t0, self._seen, self._loss_sum = time.perf_counter(), 0, 0.0
+        self._t0, self._seen, self._last = time.perf_counter(), 0, 0.0
         if self._tqdm is not None:
-            self._bar = self._tqdm(total=self.n, desc=f"epoch {epoch + 1}/{self.epochs}",
-                                   unit="sample", leave=False)
+            by_samples = self.n is not None or self.steps is None
+            self._by_samples = by_samples
+            self._bar = self._tqdm(total=self.n if by_samples else self.steps,
+                                   desc=f"epoch {epoch + 1}/{self.epochs}",
+                                   unit="sample" if by_samples else "batch", leave=False,
+                                   file=sys.stdout, dynamic_ncols=True)
 
     def on_batch_end(self, batch, logs=None):
-        """Advance the bar."""
-        size = (logs or {}).get("size", 0)
+        """Advance the bar; show the loss and metrics (at most ~10 times a second)."""
+        logs = logs or {}
+        size = logs.get("size", 0)
         self._seen += size
-        self._loss_sum += (logs or {}).get("loss", 0.0) * size
-        if self._bar is not None:
-            self._bar.update(size)
-            if batch % 10 == 0:
-                self._bar.set_postfix(loss=f"{self._loss_sum / max(self._seen, 1):.4f}")
+        if self._bar is None:
+            return
+        self._bar.update(size if self._by_samples else 1)
+        now = time.perf_counter()
+        if now - self._last >= 0.1 or batch == 0:
+            self._last = now
+            self._bar.set_postfix(refresh=False, **{k: f"{v:.4f}" for k, v in logs.items()
+                                                    if k != "size"
+                                                    and isinstance(v, float | int)})
 
     def on_epoch_end(self, epoch, logs=None):
         """Print the epoch's line."""
@@ -221,3 +298,112 @@ class ProgressBar(Callback):
         self.close()
 
 
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
+class CSVLogger(Callback):
+    """Write each epoch's logs to a CSV file (Keras' ``CSVLogger``).
+
+    The first row is ``epoch`` and the log keys (sorted); each epoch adds a row,
+    flushed at once.  ``epoch`` is 0-based, as Keras writes it.
+
+    Parameters
+    ----------
+    filename : str or PathLike
+    separator : str
+    append : bool
+        Append to an existing file (no second header) instead of overwriting it.
+    """
+
+    def __init__(self, filename: Any, separator: str = ",", append: bool = False) -> None:
+        import os
+
+        self.filename, self.sep, self.append = os.fspath(filename), separator, append
+        self.keys: list[str] | None = None
+        self._file = None
+
+    def on_train_begin(self, logs=None):
+        """Open the file."""
+        import os
+
+        exists = self.append and os.path.exists(self.filename) and \
+            os.path.getsize(self.filename) > 0
+        self._file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115
+        self._header_written = exists
+        self.keys = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Write one row."""
+        import csv
+
+        logs = logs or {}
+        if self._file is None:
+            self.on_train_begin()
+        if self.keys is None:
+            self.keys = sorted(logs)
+        writer = csv.writer(self._file, delimiter=self.sep)
+        if not self._header_written:
+            writer.writerow(["epoch", *self.keys])
+            self._header_written = True
+        writer.writerow([epoch, *(_csv_value(logs.get(k, "")) for k in self.keys)])
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _csv_value(v: Any) -> Any:
+    return repr(float(v)) if isinstance(v, float) else v
+
+
+def _forwarder(name: str, arity: int) -> Callable:
+    """A LambdaCallback method calling the function given for ``name`` (if any) with its
+    ``arity`` arguments (``logs`` None when the caller gave none).
+    """
+    def method(self: Any, *args: Any) -> None:
+        fn = self._fns[name]
+        if fn is not None:
+            fn(*args, *(None,) * (arity - len(args)))
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Call the ``{name}`` function given, if any."
+    return method
+
+
+class LambdaCallback(Callback):
+    """A callback from functions (Keras' ``LambdaCallback``), each optional.
+
+    Parameters
+    ----------
+    on_epoch_begin, on_epoch_end : callable (epoch, logs)
+    on_batch_begin, on_batch_end : callable (batch, logs)
+    on_train_begin, on_train_end : callable (logs)
+
+    Example: ``LambdaCallback(on_epoch_end=lambda epoch, logs: print(epoch, logs["loss"]))``.
+    """
+
+    def __init__(self, on_epoch_begin: Callable | None = None,
+                 on_epoch_end: Callable | None = None, on_batch_begin: Callable | None = None,
+                 on_batch_end: Callable | None = None, on_train_begin: Callable | None = None,
+                 on_train_end: Callable | None = None) -> None:
+        self._fns = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end,
+                     "on_batch_begin": on_batch_begin, "on_batch_end": on_batch_end,
+                     "on_train_begin": on_train_begin, "on_train_end": on_train_end}
+        for name, fn in self._fns.items():
+            if fn is not None and not callable(fn):
+                raise TypeError(f"LambdaCallback {name} must be callable, got "
+                                f"{type(fn).__name__}")
+
+    on_epoch_begin = _forwarder("on_epoch_begin", 2)
+    on_epoch_end = _forwarder("on_epoch_end", 2)
+    on_batch_begin = _forwarder("on_batch_begin", 2)
+    on_batch_end = _forwarder("on_batch_end", 2)
+    on_train_begin = _forwarder("on_train_begin", 1)
+    on_train_end = _forwarder("on_train_end", 1)

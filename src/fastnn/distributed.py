@@ -27,14 +27,19 @@ Every rank holds the whole dataset and the same model.  :class:`DataParallel`
   callbacks with ``rank_zero_only = True``; every other callback runs on every
   rank with the same, reduced logs.
 
-The per-step ``Allreduce`` also carries four control numbers appended to the
-gradient buffer (weighted loss, correct predictions, an error flag and a stop
-flag), so a step is one message.  A rank whose step or callback raises sets the
-error flag; at the next agreement point every rank stops: the failing rank
-re-raises its own exception and every other rank raises :class:`DistributedError`
-naming the failed rank and its error.  Nothing hangs and no rank writes after the
-failure, so the last checkpoint on disk is the last complete one.  An exception
-that escapes this protocol (e.g. inside MPI itself) calls ``comm.Abort(1)``.
+The per-step ``Allreduce`` also carries three control numbers appended to the
+gradient buffer (weighted loss, an error flag and a stop flag), so a step is one
+message.  The compiled metrics (``compile(metrics=...)``) are updated by every rank
+on its shards and their sums reduced once per epoch, with the validation's.  A
+sigmoid/softmax output is trained fused with its loss, as in one process.
+Sample weights, class weights, generators and ``steps_per_epoch`` are not
+supported here (``fit(distributed=True, sample_weight=...)`` raises a ValueError).
+A rank whose step or callback raises sets the error flag; at the next agreement
+point every rank stops: the failing rank re-raises its own exception and every
+other rank raises :class:`DistributedError` naming the failed rank and its error.
+Nothing hangs and no rank writes after the failure, so the last checkpoint on disk
+is the last complete one.  An exception that escapes this protocol (e.g. inside MPI
+itself) calls ``comm.Abort(1)``.
 
 ``import fastnn`` never imports mpi4py; this module imports it only when a
 :class:`DataParallel` is created without a communicator.
@@ -62,8 +67,8 @@ from .training import Trainer
 __all__ = ["DataParallel", "DistributedError", "shard_bounds"]
 
 # control slots appended to the gradient buffer: all summed by the step's Allreduce
-_LOSS, _CORRECT, _ERROR, _STOP = 0, 1, 2, 3
-_NCTRL = 4
+_LOSS, _ERROR, _STOP = 0, 1, 2
+_NCTRL = 3
 
 
 class DistributedError(RuntimeError):
@@ -181,7 +186,7 @@ class DataParallel:
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         #: the step's one Allreduce message: the gradients (bound to the model) and the
-        #: control numbers (loss, correct predictions, error and stop flags) after them
+        #: control numbers (loss, error and stop flags) after them
         self.message_buffer: np.ndarray | None = None
         #: cumulative seconds and counts of the last :meth:`fit` (see the benchmark)
         self.timings: dict[str, float] = {}
@@ -428,21 +433,30 @@ class DataParallel:
             self.broadcast_state()
 
     # ---- evaluation ------------------------------------------------------------------
-    def eval_shard(self, x: np.ndarray, y: np.ndarray, bs: int) -> tuple[float, float, int]:
-        """Evaluate this rank's share of the rows: (loss * rows, correct, rows)."""
+    def eval_shard(self, x: np.ndarray, y: np.ndarray, bs: int, trainer: Any = None
+                   ) -> tuple[float, int, list[tuple[float, float]]]:
+        """Evaluate this rank's share of the rows with ``trainer`` (default the model's):
+        ``(loss summed over the rows, rows, every metric's state())``.
+        """
+        trainer = self.model.trainer if trainer is None else trainer
         lo, hi = shard_bounds(x.shape[0], self.rank, self.size)
         if hi == lo:
-            return (0.0, 0.0, 0)
-        res = self.model.evaluate_prepared(x[lo:hi], y[lo:hi], bs)
-        k = hi - lo
-        return (res["loss"] * k, res.get("accuracy", 0.0) * k, k)
+            for met in trainer.metrics:
+                met.reset()
+            total = 0.0
+        else:
+            total = trainer.evaluate_sums(x[lo:hi], y[lo:hi], bs)
+        return (total, hi - lo, [met.state() for met in trainer.metrics])
 
-    def combine(self, parts: list[tuple[float, float, int]]) -> dict[str, float]:
-        """The metrics of all ranks' :meth:`eval_shard` parts: ``{"loss", "accuracy"}``."""
-        n = sum(p[2] for p in parts)
-        res = {"loss": sum(p[0] for p in parts) / n}
-        if self.model.loss.is_classification:
-            res["accuracy"] = sum(p[1] for p in parts) / n
+    def combine(self, parts: list[tuple[float, int, list]], trainer: Any = None
+                ) -> dict[str, float]:
+        """The loss (with the penalty) and every compiled metric over all ranks'
+        :meth:`eval_shard` parts (the metrics' states summed).
+        """
+        trainer = self.model.trainer if trainer is None else trainer
+        n = sum(p[1] for p in parts)
+        res = {"loss": sum(p[0] for p in parts) / n + self.model.penalty()}
+        res.update(reduce_metrics(trainer.metrics, [p[2] for p in parts]))
         return res
 
     def evaluate(self, X: Any, y: Any, batch_size: int | None = None) -> dict[str, float]:
@@ -457,7 +471,7 @@ class DataParallel:
             yy = self.model.check_target(y, x.shape[0])
             bs = 1024 if batch_size is None else positive_int(batch_size, "batch_size")
             with _config.threads(self.num_threads):
-                part = self.eval_shard(x, yy, bs)
+                part = self.eval_shard(x, yy, bs)  # (the output/loss pair checked there)
         except Exception as exc:  # noqa: BLE001
             err = exc
         try:
@@ -479,6 +493,18 @@ class DataParallel:
             self.agree(err, "while saving")
         except _Agreed as agreed:
             raise agreed.exc from agreed.cause
+
+
+def reduce_metrics(metrics: Sequence[Any], states: list[list[tuple[float, float]]]
+                   ) -> dict[str, float]:
+    """``{name: result}`` of every metric over all ranks: each rank's ``state()`` summed
+    (the metrics are left holding the sum).
+    """
+    res = {}
+    for i, met in enumerate(metrics):
+        met.set_state(sum(s[i][0] for s in states), sum(s[i][1] for s in states))
+        res[met.name] = met.result()
+    return res
 
 
 class _ShardedBatches:
@@ -587,7 +613,6 @@ class _ParallelTrainer(Trainer):
         ctrl[:] = 0
         if self.pending is None and step["rows"]:
             ctrl[_LOSS] = step["loss"] * step["scale"]
-            ctrl[_CORRECT] = step["correct"]
         if self.pending is not None:
             ctrl[_ERROR] = 1
         ctrl[_STOP] = 1 if m.stop_training else 0
@@ -600,7 +625,7 @@ class _ParallelTrainer(Trainer):
         if ctrl[_STOP] > 0:  # a callback asked to stop after the previous step
             m.stop_training = True
             return True
-        step["loss"], step["correct"] = float(ctrl[_LOSS]), float(ctrl[_CORRECT])
+        step["loss"] = float(ctrl[_LOSS])
         return False
 
     def on_nonfinite(self, loss):
@@ -630,21 +655,27 @@ class _ParallelTrainer(Trainer):
                 self.fail(exc, f"in {method}")
 
     def validate(self, validation, batch_size):
-        """Validation on shards, then the epoch's first agreement (errors, stop, metrics)."""
+        """Validation on shards, then the epoch's first agreement (errors, stop, metrics):
+        the training metrics (each rank's over its shards) and the validation metrics are
+        reduced over all ranks.
+        """
         dp, m = self.dp, self.model
+        train_states = [met.state() for met in self.metrics]  # before validation resets them
         part = None
         if self.pending is None and validation is not None:
             try:
-                part = dp.eval_shard(validation[0], validation[1], batch_size)
+                part = dp.eval_shard(validation[0], validation[1], batch_size, self)
             except BaseException as exc:  # noqa: BLE001
                 self.pending = _mark(exc, f"in validation, epoch {self._epoch + 1}")
         got = dp.agree(self.pending, f"at the end of epoch {self._epoch + 1}",
-                        (bool(m.stop_training), part))
-        if any(st for st, _ in got):
+                        (bool(m.stop_training), train_states, part))
+        if any(st for st, _, _ in got):
             m.stop_training = True
-        if validation is None:
-            return {}
-        return {"val_" + k: v for k, v in dp.combine([p for _, p in got]).items()}
+        res = reduce_metrics(self.metrics, [ts for _, ts, _ in got])
+        if validation is not None:
+            val = dp.combine([p for _, _, p in got], self)
+            res.update({"val_" + k: v for k, v in val.items()})
+        return res
 
     def end_epoch(self, epoch):
         """Callbacks may stop training (EarlyStopping) or fail (a checkpoint on rank 0):

@@ -84,7 +84,10 @@ def check_initializer(init: str | Initializer, argname: str = "init") -> str | I
 def draw(init: str | Initializer, fan_in: int, fan_out: int, shape: tuple[int, ...],
          rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
     """Draw a weight of ``shape`` and ``dtype`` with initializer ``init``."""
-    fn = INITIALIZERS[init] if isinstance(init, str) else init
+    if isinstance(init, str):
+        return _draw_builtin(INITIALIZERS[init], fan_in, fan_out, tuple(shape), rng,
+                             np.dtype(dtype))
+    fn = init
     try:
         n_params = len(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
@@ -94,3 +97,23 @@ def draw(init: str | Initializer, fan_in: int, fan_out: int, shape: tuple[int, .
     if values.shape != tuple(shape):
         raise ValueError(f"initializer returned shape {values.shape}, expected {tuple(shape)}")
     return np.ascontiguousarray(values, dtype=dtype)
+
+
+_CHUNK = 1 << 20  # elements drawn in float64 at a time
+
+
+def _draw_builtin(fn: Initializer, fan_in: int, fan_out: int, shape: tuple[int, ...],
+                  rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
+    """A built-in initializer's values written straight into an array of ``dtype``.
+
+    The Generator draws in float64; drawing in chunks of at most ``_CHUNK`` elements
+    gives the same values as one draw of the whole shape, while never holding more
+    than the result (in its own dtype) plus one chunk: a float32 layer allocates and
+    reports float32 sizes, not twice that.
+    """
+    out = np.empty(shape, dtype)  # MemoryError here names the layer's dtype and size
+    flat = out.reshape(-1)
+    for s in range(0, flat.size, _CHUNK):
+        m = min(_CHUNK, flat.size - s)
+        flat[s:s + m] = fn(fan_in, fan_out, (m,), rng)
+    return out

@@ -44,6 +44,9 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync, then rename."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise FileNotFoundError(2, f"cannot save {path!r}: directory {d!r} does not exist "
+                                   "(create it first)", d)
     fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=d)
     try:
         # mkstemp creates 0600: keep an existing file's mode, else what open() would give
@@ -75,8 +78,29 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
 
 def save_model(model: Any, path: str | os.PathLike) -> None:
     """Write ``model`` to ``path`` (see the module docstring for the format)."""
+    atomic_write(path, lambda f: _write_model(model, f))
+
+
+def model_to_bytes(model: Any) -> bytes:
+    """The model file's bytes, in memory (what pickling and deep copies use)."""
+    buf = io.BytesIO()
+    _write_model(model, buf)
+    return buf.getvalue()
+
+
+def model_from_bytes(data: bytes, model_class: Any, loss: Any = None) -> Any:
+    """A ``model_class`` from :func:`model_to_bytes`' bytes (``loss``: a Loss object to use
+    instead of the stored name, for losses that are not built in).
+    """
+    return load_model(io.BytesIO(data), model_class, loss)
+
+
+def _write_model(model: Any, f: Any) -> None:
+    """Write the model file's zip to the binary file object ``f``."""
     params = [p for layer in model.layers for p in layer.params]
     opt = model.optimizer
+    if opt is not None:  # its state over the current trainable layers (a layer frozen since
+        model.trainer.attach()  # the last step): what training would continue from, and load
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -93,16 +117,13 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
             "step_count": opt.step_count, "state": sorted(opt.state)},
     }
 
-    def write(f):
-        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
-            z.writestr("fastnn.json", json.dumps(meta, indent=1))
-            for i, p in enumerate(params):
-                z.writestr(f"params/{i:04d}.npy", _npy_bytes(p))
-            if opt is not None:
-                for name, arr in opt.state.items():
-                    z.writestr(f"optim/{name}.npy", _npy_bytes(arr))
-
-    atomic_write(path, write)
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("fastnn.json", json.dumps(meta, indent=1))
+        for i, p in enumerate(params):
+            z.writestr(f"params/{i:04d}.npy", _npy_bytes(p))
+        if opt is not None:
+            for name, arr in opt.state.items():
+                z.writestr(f"optim/{name}.npy", _npy_bytes(arr))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -136,19 +157,21 @@ def _read_npy(z: zipfile.ZipFile, name: str, max_elements: int | None = None) ->
     return arr
 
 
-def _open_archive(path: str | os.PathLike, what: str, formats: tuple[str, ...]
+def _open_archive(path: Any, what: str, formats: tuple[str, ...]
                   ) -> tuple[zipfile.ZipFile, dict]:
-    """Open a fastnn zip, check every entry's CRC and read its bounded JSON header.
+    """Open a fastnn zip (a path, or a binary file object such as ``io.BytesIO``), check
+    every entry's CRC and read its bounded JSON header.
 
     Returns the open ZipFile (the caller closes it) and the header; ValueError naming
     ``what`` ("model", "weights") for a foreign, corrupt or malformed file.
     """
+    shown = os.fspath(path) if isinstance(path, str | os.PathLike) else "<bytes>"
     try:
         z = zipfile.ZipFile(path)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Exception as exc:  # noqa: BLE001 -- zipfile raises many types on foreign bytes
-        raise ValueError(f"{os.fspath(path)!r} is not a fastnn {what} file (not a readable "
+        raise ValueError(f"{shown!r} is not a fastnn {what} file (not a readable "
                          f"zip: {type(exc).__name__}: {exc})") from None
     try:
         bad = z.testzip()
@@ -191,9 +214,12 @@ def _npy_shape(z: zipfile.ZipFile, name: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def load_model(path: str | os.PathLike, model_class: Any) -> Any:
+def load_model(path: Any, model_class: Any, loss: Any = None) -> Any:
     """Read a model written by :func:`save_model` into a new ``model_class`` (``fastnn.load``
     passes :class:`fastnn.Sequential`); ValueError for any bad file.
+
+    ``path`` may be a binary file object; ``loss``: a Loss object to use instead of the
+    stored name (for losses that are not built in).
     """
     z, meta = _open_archive(path, "model", (FORMAT,))
     try:
@@ -201,7 +227,7 @@ def load_model(path: str | os.PathLike, model_class: Any) -> Any:
             if meta.get("version") != VERSION:
                 raise ValueError(f"unsupported fastnn model file version {meta.get('version')!r}"
                                  f" (this fastnn reads version {VERSION})")
-            return _build(z, meta, model_class)
+            return _build(z, meta, model_class, loss)
     except ValueError:
         raise
     except MemoryError:
@@ -210,9 +236,11 @@ def load_model(path: str | os.PathLike, model_class: Any) -> Any:
         raise ValueError(f"model file is malformed: {type(exc).__name__}: {exc}") from None
 
 
-def _build(z: zipfile.ZipFile, meta: dict, Sequential: Any) -> Any:  # noqa: N803 -- a class
+def _build(z: zipfile.ZipFile, meta: dict, Sequential: Any,  # noqa: N803 -- a class
+           loss: Any = None) -> Any:
     from . import layers as layers_mod
     from . import optim as optim_mod
+    from .losses import OutputLossError
 
     cfg = meta["model"]
     if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
@@ -257,14 +285,19 @@ def _build(z: zipfile.ZipFile, meta: dict, Sequential: Any) -> Any:  # noqa: N80
         conf = dict(opt_meta["config"])
         if "betas" in conf:
             conf["betas"] = tuple(conf["betas"])
-        model.compile(optimizer=cls(**conf), loss=meta["loss"] or "cross_entropy")
+        try:
+            model.compile(optimizer=cls(**conf), loss=loss or meta["loss"] or "cross_entropy")
+        except OutputLossError as exc:  # a pair fastnn now refuses (saved by an older one)
+            raise ValueError(f"this model file's output layer and loss do not fit together: "
+                             f"{exc}. Build the corrected model and take the weights with "
+                             f"model.load_weights(path)") from None
         n_opt = model.count_params()
         state = {name: _read_npy(z, f"optim/{name}.npy", n_opt) for name in opt_meta["state"]}
         model.optimizer.load_state_dict({"step_count": opt_meta["step_count"], "state": state})
-    elif meta.get("loss"):
+    elif loss is not None or meta.get("loss"):
         from .losses import get_loss
 
-        model.loss = get_loss(meta["loss"])
+        model.loss = get_loss(loss or meta["loss"])
     return model
 
 

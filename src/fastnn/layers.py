@@ -96,6 +96,11 @@ class Layer:
     _bufs = _per_thread("bufs", "The buffers of this thread's last forward.")
     _shape = _per_thread("shape", "The input shape of this thread's last forward.")
     _training = _per_thread("training", "Whether this thread's last forward was training.")
+    _act_used = _per_thread("act", "The activation code this thread's last forward applied.")
+
+    def has_forward(self) -> bool:
+        """True once this thread ran a forward through the layer (what a backward needs)."""
+        return len(vars(self._tls)) > 1  # ``cache`` plus what the forward keeps
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -383,17 +388,21 @@ class Dense(_WeightLayer):
                              f"got {input_shape[0]}")
         return (self.out_features,)
 
-    def forward(self, x, training):
-        """act(x @ W + b) in one kernel call; keeps x, a (and z for gelu/silu) for backward."""
+    def forward(self, x, training, logits=False):
+        """act(x @ W + b) in one kernel call; keeps x, a (and z for gelu/silu) for backward.
+
+        ``logits=True`` skips the activation (returns z), for a loss fused with it.
+        """
         n = x.shape[0]
         make = {"a": (n, self.out_features), "dx": (n, self.in_features)}
         if self.activation in NEEDS_Z:
             make["z"] = (n, self.out_features)
         bufs = self._buffers((n,), make)
+        act = 0 if logits else self._act
         _k.dense_forward[SPEC[self.dtype]](bufs["a"], bufs.get("z"), x, self.params[0],
                                            self.params[1] if self.use_bias else None,
-                                           self._act, get_num_threads())
-        self._x, self._bufs = x, bufs
+                                           act, get_num_threads())
+        self._x, self._bufs, self._act_used = x, bufs, act
         return bufs["a"]
 
     def backward(self, grad_out, need_dx):
@@ -404,7 +413,7 @@ class Dense(_WeightLayer):
         _k.dense_backward[SPEC[self.dtype]](
             dx, self.grads[0] if train else None,
             self.grads[1] if (train and self.use_bias) else None, grad_out, grad_out,
-            bufs["a"], bufs.get("z"), self._x, self.params[0], self._act, 0.0,
+            bufs["a"], bufs.get("z"), self._x, self.params[0], self._act_used, 0.0,
             get_num_threads())
         if train:
             self._add_penalty_grads()
@@ -429,8 +438,14 @@ class Activation(_ActivationMixin, Layer):
         super().__init__(name, True)
         self.activation = activation
 
-    def forward(self, x, training):
-        """act(x) into a reused buffer; keeps x only when the derivative needs it."""
+    def forward(self, x, training, logits=False):
+        """act(x) into a reused buffer; keeps x only when the derivative needs it.
+
+        ``logits=True`` returns x unchanged, for a loss fused with the activation.
+        """
+        self._act_used = 0 if logits else self._act
+        if logits:
+            return x
         bufs = self._buffers(x.shape, {"a": x.shape})
         rows = x.reshape(-1, x.shape[-1])
         _k.act_forward[SPEC[self.dtype]](bufs["a"].reshape(rows.shape), rows, self._act)
@@ -439,8 +454,8 @@ class Activation(_ActivationMixin, Layer):
 
     def backward(self, grad_out, need_dx):
         """grad_out * act'(x), in place in grad_out."""
-        if not need_dx:
-            return None
+        if not need_dx or self._act_used == 0:
+            return grad_out if need_dx else None
         shape2 = (-1, grad_out.shape[-1])
         g = grad_out.reshape(shape2)
         z = self._x.reshape(shape2) if self.activation in NEEDS_Z else None
@@ -470,11 +485,24 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5, name: str | None = None) -> None:
         super().__init__(name, True)
-        if not (0.0 <= float(p) < 1.0):
-            raise ValueError(f"Dropout p must be in [0, 1), got {p}")
-        self.p = float(p)
+        self.p = p
         self.seed = 0
         self.counter = 0
+
+    @property
+    def p(self) -> float:
+        """The drop probability, in [0, 1) (checked whenever it is set)."""
+        return self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"Dropout p must be a number in [0, 1), got {value!r}") from None
+        if isinstance(value, bool) or not (0.0 <= v < 1.0):
+            raise ValueError(f"Dropout p must be in [0, 1), got {value!r}")
+        self._p = v
 
     def forward(self, x, training):
         """Masked, scaled copy of x in training; x itself otherwise."""
@@ -635,8 +663,11 @@ class Conv2D(_WeightLayer):
             self._cache[key] = buf
         return buf["work"]
 
-    def forward(self, x, training):
-        """act(conv2d(x, W) + b) in one kernel call (implicit GEMM, epilogue fused)."""
+    def forward(self, x, training, logits=False):
+        """act(conv2d(x, W) + b) in one kernel call (implicit GEMM, epilogue fused).
+
+        ``logits=True`` skips the activation, for a loss fused with it.
+        """
         n = x.shape[0]
         _, oh, ow = self.output_shape(x.shape[1:])
         make = {"a": (n, self.out_channels, oh, ow), "dx": x.shape}
@@ -644,11 +675,12 @@ class Conv2D(_WeightLayer):
             make["z"] = make["a"]
         bufs = self._buffers(x.shape, make)
         nt = get_num_threads()
+        act = 0 if logits else self._act
         _k.conv2d_forward[SPEC[self.dtype]](bufs["a"], bufs.get("z"), self._work(x, nt), x,
                                             self.params[0],
                                             self.params[1] if self.use_bias else None,
-                                            *self.stride, *self.padding, self._act, nt)
-        self._x, self._bufs = x, bufs
+                                            *self.stride, *self.padding, act, nt)
+        self._x, self._bufs, self._act_used = x, bufs, act
         return bufs["a"]
 
     def backward(self, grad_out, need_dx):
@@ -666,7 +698,7 @@ class Conv2D(_WeightLayer):
             bufs["dx"] if need_dx else None, dw,
             self.grads[1] if (train and self.use_bias) else None, self._work(self._x, nt),
             grad_out, bufs["a"], bufs.get("z"), self._x, self.params[0], *self.stride,
-            *self.padding, self._act, 0.0, nt)
+            *self.padding, self._act_used, 0.0, nt)
         if train:
             self._add_penalty_grads()
         return bufs["dx"] if need_dx else None

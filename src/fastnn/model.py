@@ -8,13 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from . import data as _data
 from . import io as _io
-from ._batches import ArrayBatches
+from ._batches import rows_as
 from ._validation import check_finite as _check_finite
 from ._validation import positive_int
 from .callbacks import Callback, History, ProgressBar
-from .layers import Layer
-from .losses import Loss, get_loss
+from .layers import LAYER_TYPES, Layer
+from .losses import LOSSES, Loss, get_loss
+from .metrics import Metric, get_metrics
 from .optim import Optimizer, get_optimizer
 from .training import Trainer
 
@@ -63,6 +65,7 @@ class Sequential:
         self._layers: list[Layer] = []
         self.optimizer: Optimizer | None = None
         self.loss: Loss | None = None
+        self.metrics: list[Metric] = []
         self.stop_training = False
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimizer steps
@@ -271,16 +274,26 @@ class Sequential:
 
     # ---- configuration -----------------------------------------------------
     def compile(self, optimizer: str | Optimizer = "adam",
-                loss: str | Loss = "cross_entropy") -> Sequential:
-        """Choose the optimizer and the loss.
+                loss: str | Loss = "cross_entropy",
+                metrics: Sequence[str | Metric | Any] | None = None) -> Sequential:
+        """Choose the optimizer, the loss and the metrics.
 
         Parameters
         ----------
         optimizer : str or Optimizer
             e.g. ``fnn.optim.Adam(lr=1e-3)`` or "sgd", "adam", "adamw", "rmsprop", "adagrad".
         loss : str or Loss
-            "cross_entropy" (logits; integer labels or one-hot rows), "mse" or
-            "binary_cross_entropy" (logits).
+            "cross_entropy" (integer labels (n,) or (n, 1), or one-hot rows), "mse" or
+            "binary_cross_entropy".  Both cross-entropies work from logits: after a
+            linear last layer, or after the matching activation (softmax /
+            sigmoid), whose pre-activation the loss then uses, fused and stable (Keras'
+            ``from_logits`` decided from the last layer).  Combinations that cannot be
+            right raise a ValueError saying why (see :func:`fastnn.losses.output_mode`).
+        metrics : list, optional
+            Names ("accuracy", "top_k_accuracy", "mse", "mae"), :mod:`fastnn.metrics`
+            objects or callables ``(y_true, y_pred) -> float``; logged per epoch (and
+            with a ``val_`` prefix on validation data).  Default: ``["accuracy"]``
+            for the classification losses, none otherwise.
 
         Returns
         -------
@@ -288,18 +301,31 @@ class Sequential:
             self.
         """
         opt = get_optimizer(optimizer)
-        self.loss = get_loss(loss)
+        loss_obj = get_loss(loss)
+        if metrics is None:
+            metric_objs = get_metrics(["accuracy"] if loss_obj.is_classification else [])
+        else:
+            metric_objs = get_metrics(metrics)
+        before = (self.loss, self.optimizer, self.metrics)
+        self.loss = loss_obj
         self.optimizer = opt  # public: schedules and callbacks read and set optimizer.lr
+        self.metrics = metric_objs
+        try:  # a wrong output/loss pair is refused, and the model left as it was
+            self.trainer.output_mode()
+        except ValueError:
+            self.loss, self.optimizer, self.metrics = before
+            raise
         self.trainer.attach()
         return self
 
     @property
     def trainer(self) -> Trainer:
         """The training engine of this model (:class:`fastnn.training.Trainer`): its
-        optimizer and loss are the ones given to :meth:`compile`.
+        optimizer, loss and metrics are the ones given to :meth:`compile`; sample weights
+        are reduced as Keras does (``sum_i w_i loss_i / rows``).
         """
         if self._trainer is None:
-            self._trainer = Trainer(self)
+            self._trainer = Trainer(self, sample_weight_reduction="sum_over_batch_size")
         return self._trainer
 
     # ---- boundary checks ---------------------------------------------------
@@ -323,6 +349,15 @@ class Sequential:
         with np.errstate(over="ignore"):  # too large for float32 -> inf (fit's check names it)
             return np.ascontiguousarray(arr, dtype=self.dtype)
 
+    def check_input_rows(self, X: Any, argname: str = "X") -> Any:
+        """:meth:`check_input`, except that a memory-mapped X is only shape-checked and left
+        on disk (then read and converted batch by batch by predict/evaluate).
+        """
+        if not _data.is_memmap(X) or X.ndim < 2 or X.shape[0] == 0:
+            return self.check_input(X, argname)  # (and the usual errors)
+        self._check_input_shape(tuple(X.shape[1:]), argname)
+        return X
+
     def check_target(self, y: Any, n: int, argname: str = "y") -> np.ndarray:
         """Targets for ``n`` rows checked against the compiled loss and the output shape,
         converted once (int64 labels or float rows).
@@ -332,11 +367,6 @@ class Sequential:
         return self.loss.prepare(y, n, tuple(self.output_shape), self.dtype, argname)
 
     # ---- computation ---------------------------------------------------------
-    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        for layer in self._layers:
-            x = layer.forward(x, training)
-        return x
-
     def penalty(self) -> float:
         """The layers' L1/L2 terms added to the loss."""
         return sum(layer.penalty() for layer in self._layers)
@@ -352,7 +382,13 @@ class Sequential:
         -------
         ndarray, (batch, *output_shape)
         """
-        return self._forward(self.check_input(X), training).copy()
+        return self.trainer.forward(self.check_input(X), training).copy()
+
+    def __call__(self, X: Any, training: bool = False) -> np.ndarray:
+        """``model(X)``: the model's output for a batch, as :meth:`forward` (Keras' and
+        PyTorch's call; ``training=True`` applies dropout).
+        """
+        return self.forward(X, training)
 
     def backward(self, grad_out: Any) -> np.ndarray:
         """Backpropagate dL/d(output) of the last :meth:`forward`; fill every trainable
@@ -366,6 +402,11 @@ class Sequential:
         -------
         ndarray, the shape of the last forward's input
         """
+        if not self._layers:
+            raise RuntimeError("backward on a model without layers")
+        if not all(layer.has_forward() for layer in self._layers):
+            raise RuntimeError("backward() needs a forward() first, on the same thread: call "
+                               "model.forward(X, training=True), then model.backward(grad_out)")
         last = self._layers[-1]
         expected = getattr(last, "_bufs", {}).get("a", None)
         g = np.array(grad_out, dtype=self.dtype, order="C", copy=True)
@@ -409,61 +450,66 @@ class Sequential:
                 raise
         return trainer.train_step(x, self.check_target(y, n))
 
-    def predict(self, X: Any, batch_size: int | None = None) -> np.ndarray:
-        """Outputs for every row of X (logits for the logit losses), in batches.
+    def predict(self, X: Any, batch_size: int | None = None, verbose: Any = 0) -> np.ndarray:
+        """Outputs for every row of X, in batches: what the last layer outputs
+        (probabilities after a sigmoid/softmax output layer, logits after a linear one).
 
         Parameters
         ----------
         X : array_like, (n, *input_shape)
+            A memory-mapped array is read and converted batch by batch.
         batch_size : int, optional (default 1024)
+        verbose : int
+            Accepted for Keras compatibility; predict prints nothing.
 
         Returns
         -------
         ndarray, (n, *output_shape)
         """
-        x = self.check_input(X)
+        x = self.check_input_rows(X)
         bs = _batch_size(batch_size, 1024)
+        forward = self.trainer.forward
         out = None
         for s in range(0, x.shape[0], bs):
-            o = self._forward(x[s:s + bs], False)
+            o = forward(rows_as(x, s, s + bs, self.dtype), False)
             if out is None:
                 out = np.empty((x.shape[0], *o.shape[1:]), self.dtype)
             out[s:s + o.shape[0]] = o
         return out
 
-    def evaluate(self, X: Any, y: Any, batch_size: int | None = None) -> dict[str, float]:
-        """Mean loss (with penalties) and, for classification losses, accuracy.
+    def evaluate(self, X: Any, y: Any, batch_size: int | None = None,
+                 sample_weight: Any = None, verbose: Any = 0) -> dict[str, float]:
+        """Mean loss (with penalties) and the compiled metrics.
+
+        Parameters
+        ----------
+        X, y : array_like
+            A memory-mapped X is read and converted batch by batch.
+        batch_size : int, optional (default 1024)
+        sample_weight : array_like (n,), optional
+            Weights the loss (``sum_i w_i loss_i / n``, as Keras) and the metrics.
+        verbose : int
+            Accepted for Keras compatibility; evaluate prints nothing.
 
         Returns
         -------
         dict
-            ``{"loss": ..., "accuracy": ...}``
+            ``{"loss": ..., "accuracy": ..., <metric name>: ...}``
         """
         if self.loss is None:
             raise RuntimeError("call model.compile(...) before evaluate")
-        x = self.check_input(X)
+        x = self.check_input_rows(X)
         yy = self.check_target(y, x.shape[0])
-        return self.evaluate_prepared(x, yy, _batch_size(batch_size, 1024))
+        w = None if sample_weight is None else _data.check_sample_weight(sample_weight,
+                                                                          x.shape[0])
+        return self.evaluate_prepared(x, yy, _batch_size(batch_size, 1024), w)
 
-    def evaluate_prepared(self, x: np.ndarray, y: np.ndarray, batch_size: int
-                          ) -> dict[str, float]:
+    def evaluate_prepared(self, x: np.ndarray, y: np.ndarray, batch_size: int,
+                          sample_weight: np.ndarray | None = None) -> dict[str, float]:
         """:meth:`evaluate` on data already checked by :meth:`check_input` / :meth:`check_target`
-        (no conversion), in batches of ``batch_size``.
+        (no conversion), in batches of ``batch_size`` (:meth:`fastnn.training.Trainer.evaluate`).
         """
-        bs = batch_size
-        n = x.shape[0]
-        total, correct = 0.0, 0.0
-        for s in range(0, n, bs):
-            o = self._forward(x[s:s + bs], False)
-            m = o.shape[0]
-            total += self.loss(o, y[s:s + m], None) * m
-            acc = self.loss.accuracy(o, y[s:s + m])
-            if acc is not None:
-                correct += acc * m
-        res = {"loss": total / n + self.penalty()}
-        if self.loss.is_classification:
-            res["accuracy"] = correct / n
-        return res
+        return self.trainer.evaluate(x, y, batch_size, sample_weight)
 
     def prepare_fit_data(self, X: Any, y: Any, validation_data: tuple[Any, Any] | None = None,
                          validation_split: float = 0.0
@@ -493,28 +539,38 @@ class Sequential:
         return x, yy, val
 
     # ---- fit -----------------------------------------------------------------
-    def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32,
-            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+    def fit(self, X: Any, y: Any = None, epochs: int = 1, batch_size: int | None = 32,
+            validation_data: tuple[Any, ...] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, callbacks: Sequence[Callback] | None = None,
-            verbose: int = 1, initial_epoch: int = 0, check_finite: bool = True,
-            distributed: Any = False) -> History:
+            verbose: Any = 1, initial_epoch: int = 0, check_finite: bool = True,
+            distributed: Any = False, sample_weight: Any = None, class_weight: Any = None,
+            steps_per_epoch: int | None = None) -> History:
         """Train for ``epochs`` passes over (X, y).
 
         Parameters
         ----------
-        X : array_like, (n, *input_shape)
+        X : array_like (n, *input_shape), a memory-mapped array, or an iterable of batches
+            Arrays in memory are converted once.  A memory-mapped array
+            (``np.load(path, mmap_mode="r")``, ``np.memmap``) is read batch by batch
+            (shuffled, each batch's rows read in file order), never whole.  A
+            generator or iterable of ``(x, y)`` or ``(x, y, sample_weight)`` batches
+            (``y`` then omitted) is consumed as it comes (see ``steps_per_epoch``).
         y : array_like
-            Integer labels (n,) or one-hot rows for cross_entropy; targets of the
-            output's shape for mse / binary_cross_entropy.
-        epochs, batch_size : int
-        validation_data : (X_val, y_val), optional
+            Integer labels (n,) or (n, 1), or one-hot rows for cross_entropy; targets
+            of the output's shape for mse / binary_cross_entropy.
+        epochs : int
+        batch_size : int or None
+            Samples per step (None: 32, as Keras).
+        validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
         validation_split : float
             Fraction of the *last* samples (before shuffling) held out, as Keras.
         shuffle : bool
             Reshuffle every epoch with the model's seeded Generator.
         callbacks : list of Callback
-        verbose : int
-            0 silent; 1 progress bar (tqdm, on a terminal) or one line per epoch.
+        verbose : {0, 1, 2, "auto"}
+            As Keras ("auto" is 1): 0 silent; 1 a progress bar per batch on a terminal
+            (tqdm: ETA, samples/s, loss and metrics), one line per epoch otherwise; 2
+            one line per epoch.
         initial_epoch : int
             Epoch to start from, as Keras: epochs ``initial_epoch .. epochs-1`` run.
             To resume a loaded checkpoint exactly, pass ``initial_epoch=model.epoch``
@@ -522,63 +578,185 @@ class Sequential:
         check_finite : bool
             Check X, y and the validation data for NaN and infinity once, before
             training (ValueError naming the array and the first bad index), as
-            scikit-learn does.  One pass over the data; pass False to skip it.
+            scikit-learn does (batch by batch for memory-mapped data and iterables).
+            One pass over the data; pass False to skip it.
         distributed : bool or strategy
             Data-parallel training over MPI (``mpiexec -n 4 python train.py``): True
             is the same as ``fastnn.distributed.DataParallel(model).fit(...)`` on
             ``MPI.COMM_WORLD``; ``batch_size`` is then the global batch.  Needs the
             ``mpi`` extra.  A strategy object wrapping this model (anything with
             ``.model is self`` and ``.fit(X, y, **fit_arguments)``, e.g. a
-            ``DataParallel`` on your own communicator) is used as is.
+            ``DataParallel`` on your own communicator) is used as is.  Takes arrays
+            only, without sample_weight, class_weight or steps_per_epoch (ValueError).
+        sample_weight : array_like (n,), optional
+            Per-sample weights of the loss (``sum_i w_i loss_i / n``, Keras'
+            reduction) and of the metrics.
+        class_weight : dict {class: weight} or "balanced", optional
+            Multiplies each sample's weight by its class's ("balanced":
+            ``n / (n_classes * count)``, as scikit-learn).
+        steps_per_epoch : int, optional
+            Batches per epoch when X is a generator (a one-shot iterator continues
+            where the last epoch stopped); default one pass.
 
         Returns
         -------
         History
             ``history.history["loss"]``, ``["accuracy"]``, ``["val_loss"]``, ``["lr"]``...
+            Only completed epochs are recorded: a fit stopped in its first batch
+            records none.
 
         Notes
         -----
-        A NaN or infinite loss (or gradient) stops training with a RuntimeWarning,
-        leaving the weights of the last finite step (like Keras' TerminateOnNaN).
-        Ctrl-C (KeyboardInterrupt) never lands inside a weight update: the model
-        keeps the weights of the last completed step, the progress bar is closed
-        and the KeyboardInterrupt is re-raised; a later ``fit`` continues from there.
+        The loop is :meth:`fastnn.training.Trainer.fit` (``model.trainer``) over a batch
+        source of :mod:`fastnn.data`.  A NaN or infinite loss (or gradient) stops
+        training with a RuntimeWarning, leaving the weights of the last finite step
+        (like Keras' TerminateOnNaN).  Ctrl-C (KeyboardInterrupt) never lands inside a
+        weight update: the model keeps the weights of the last completed step, the
+        progress bar is closed and the KeyboardInterrupt is re-raised; a later ``fit``
+        continues from there.  Sample weights take the layer-by-layer path (not the
+        one-call MLP step).
         """
         if distributed:
+            if sample_weight is not None or class_weight is not None or steps_per_epoch \
+                    or y is None:
+                raise ValueError("distributed fit takes arrays X and y, without sample_weight, "
+                                 "class_weight, steps_per_epoch or batches from an iterable "
+                                 "(train without them, or in one process)")
+            kw = {"epochs": epochs, "batch_size": 32 if batch_size is None else batch_size,
+                  "validation_data": validation_data, "validation_split": validation_split,
+                  "shuffle": shuffle, "callbacks": callbacks,
+                  "verbose": 1 if verbose == "auto" else verbose,
+                  "initial_epoch": initial_epoch, "check_finite": check_finite}
             if distributed is True:
                 from .distributed import DataParallel  # one way: distributed never imports model
 
                 with DataParallel(self) as dp:
-                    return dp.fit(X, y, epochs=epochs, batch_size=batch_size,
-                                  validation_data=validation_data,
-                                  validation_split=validation_split, shuffle=shuffle,
-                                  callbacks=callbacks, verbose=verbose,
-                                  initial_epoch=initial_epoch, check_finite=check_finite)
+                    return dp.fit(X, y, **kw)
             if getattr(distributed, "model", None) is not self or not hasattr(distributed, "fit"):
                 raise TypeError("distributed must be a bool or a strategy wrapping this model "
                                 "(e.g. fastnn.distributed.DataParallel(model)), got "
                                 f"{type(distributed).__name__}")
-            return distributed.fit(X, y, epochs=epochs, batch_size=batch_size,
-                                   validation_data=validation_data,
-                                   validation_split=validation_split, shuffle=shuffle,
-                                   callbacks=callbacks, verbose=verbose,
-                                   initial_epoch=initial_epoch, check_finite=check_finite)
+            return distributed.fit(X, y, **kw)
         epochs = positive_int(epochs, "epochs")
-        batch_size = positive_int(batch_size, "batch_size")
-        x, yy, val = self.prepare_fit_data(X, y, validation_data, validation_split)
-        if check_finite:
-            _check_finite(x, yy, names=["X", "y"])
-            if val is not None:
-                _check_finite(*val, names=["validation X", "validation y"])
+        batch_size = 32 if batch_size is None else positive_int(batch_size, "batch_size")
+        if verbose == "auto":  # Keras' default: the bar where one can be shown
+            verbose = 1
+        if steps_per_epoch is not None:
+            steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch")
         start = int(initial_epoch)
         if not 0 <= start < epochs:
             raise ValueError(f"initial_epoch must lie in [0, epochs={epochs}), got {start}")
-        source = ArrayBatches(x, yy, batch_size=batch_size, shuffle=shuffle, rng=self.rng,
-                              dtype=self.dtype)
+        source, val = self._fit_source(X, y, batch_size, shuffle, validation_data,
+                                       validation_split, check_finite, sample_weight,
+                                       class_weight, steps_per_epoch)
+        bar = ProgressBar(epochs, source.n_samples, verbose, steps=source.n_batches)
         return self.trainer.fit(source, epochs, initial_epoch=start, callbacks=callbacks,
-                                progress=ProgressBar(epochs, x.shape[0], verbose),
-                                validation=val,
-                                validation_batch_size=max(source.batch_size, 256))
+                                progress=bar, validation=val,
+                                validation_batch_size=max(getattr(source, "batch_size",
+                                                                  batch_size), 256))
+
+    def _fit_source(self, X: Any, y: Any, batch_size: int, shuffle: bool,
+                    validation_data: tuple[Any, ...] | None, validation_split: float,
+                    check_finite: bool, sample_weight: Any, class_weight: Any,
+                    steps_per_epoch: int | None) -> tuple[Any, tuple | None]:
+        """The batch source of a fit (see :mod:`fastnn.data`) and its validation triple
+        ``(X_val, y_val, w_val or None)`` or None.
+        """
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError("call model.compile(optimizer=..., loss=...) before training")
+        self.trainer.attach()
+        wv = None
+        if validation_data is not None:
+            if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be (X_val, y_val) or "
+                                 "(X_val, y_val, sample_weight_val)")
+            if len(validation_data) == 3:
+                wv = validation_data[2]
+                validation_data = tuple(validation_data[:2])
+        if y is None and not isinstance(X, np.ndarray) and hasattr(X, "__iter__"):
+            if validation_split:
+                raise ValueError("validation_split needs arrays; with batches from an "
+                                 "iterable give validation_data")
+            if sample_weight is not None:
+                raise ValueError("with batches from an iterable, give sample weights as the "
+                                 "third element of each batch (x, y, sample_weight)")
+            source: Any = _data.IterableBatches(X, steps_per_epoch,
+                                                self._batch_preparer(check_finite),
+                                                class_weight)
+            val = None
+            if validation_data is not None:
+                xv = self.check_input(validation_data[0], "validation_data[0]")
+                val = (xv, self.check_target(validation_data[1], xv.shape[0],
+                                             "validation_data[1]"))
+        elif y is None:
+            raise ValueError("fit needs y with an array X (or X an iterable of (x, y) batches)")
+        elif _data.is_memmap(X) or _data.is_memmap(y):
+            n = X.shape[0]
+            ya = y if _data.is_memmap(y) else np.asarray(y)
+            if not 0.0 <= validation_split < 1.0:
+                raise ValueError(f"validation_split must lie in [0, 1), got {validation_split}")
+            if validation_data is not None and validation_split:
+                raise ValueError("give validation_data or validation_split, not both")
+            if len(ya) != n:
+                raise ValueError(f"X has {n} samples but y has {len(ya)}")
+            self._check_input_shape(tuple(X.shape[1:]))
+            n_val = int(math.ceil(n * validation_split)) if validation_split else 0
+            if n_val >= n:
+                raise ValueError("validation_split leaves no training samples")
+            w = _data.sample_weights(n, None, sample_weight, None)
+            if class_weight is not None:  # labels are small: read once (chunk-wise by NumPy)
+                cw = _data.class_weight_array(class_weight, _data.labels_of(
+                    self.check_target(np.asarray(ya[:n - n_val]), n - n_val)))
+                cw = np.concatenate([cw, np.ones(n_val)]) if n_val else cw
+                w = cw if w is None else w * cw
+            if n_val:
+                validation_data = (X[n - n_val:], ya[n - n_val:])
+                wv = None if w is None else w[n - n_val:]
+                X, ya, w = X[:n - n_val], ya[:n - n_val], None if w is None else w[:n - n_val]
+            source = _data.MemmapBatches(X, ya, w, batch_size, shuffle,
+                                         self._batch_preparer(check_finite), self.rng)
+            val = None
+            if validation_data is not None:  # a memory-mapped part stays on disk
+                xv = self.check_input_rows(validation_data[0], "validation_data[0]")
+                val = (xv, self.check_target(validation_data[1], xv.shape[0],
+                                             "validation_data[1]"))
+        else:
+            n_all = len(X) if hasattr(X, "__len__") else None
+            x, yy, val = self.prepare_fit_data(X, y, validation_data, validation_split)
+            if check_finite:
+                _check_finite(x, yy, names=["X", "y"])
+                if val is not None:
+                    _check_finite(*val, names=["validation X", "validation y"])
+            w = None
+            if sample_weight is not None:
+                w = _data.check_sample_weight(sample_weight, n_all if n_all else x.shape[0])
+                if validation_split:
+                    wv, w = w[x.shape[0]:], w[:x.shape[0]]
+            if class_weight is not None:
+                cw = _data.class_weight_array(class_weight, _data.labels_of(yy))
+                w = cw if w is None else w * cw
+            source = _data.ArrayBatches(x, yy, w, batch_size=batch_size, shuffle=shuffle,
+                                        rng=self.rng, dtype=self.dtype)
+        if val is not None:
+            if wv is not None:
+                wv = _data.check_sample_weight(wv, val[0].shape[0], "validation sample_weight")
+            val = (val[0], val[1], wv)
+        return source, val
+
+    def _batch_preparer(self, check: bool) -> Any:
+        """(x, y, w, where) -> one batch checked and converted (memory-mapped or iterable
+        data, whose batches are seen one at a time).
+        """
+        def prepare(xb: Any, yb: Any, wb: Any, where: str):
+            x = self.check_input(xb, f"X ({where})")
+            yv = self.check_target(yb, x.shape[0], f"y ({where})")
+            w = None if wb is None else _data.check_sample_weight(wb, x.shape[0],
+                                                                  f"sample_weight ({where})")
+            if check:
+                _check_finite(x, yv, names=[f"X ({where})", f"y ({where})"])
+            return x, yv, w
+
+        return prepare
 
     # ---- description -----------------------------------------------------------
     def summary(self, print_fn: Any = print) -> str:
@@ -630,8 +808,41 @@ class Sequential:
         """
         return _io.load_weights(self, path, skip_mismatch)
 
+    # ---- pickling and copies ---------------------------------------------------
+    def __reduce__(self) -> tuple:
+        """Pickle (and ``copy.deepcopy``) through the safe model format, in memory.
+
+        Everything :meth:`save` keeps (architecture, weights, optimizer state, RNG
+        state, counters, dropout state) travels as the model file's bytes, so the
+        copy predicts bitwise the same and continues training exactly as the
+        original would.  Caches (the engine with its one-call MLP plans, work
+        buffers) are not copied; they are rebuilt on first use.  The compiled metrics
+        and a custom Loss object are pickled beside the bytes.
+        """
+        from . import optim
+
+        for obj, table, what in [(la, LAYER_TYPES, "layer") for la in self._layers] + (
+                [] if self.optimizer is None else
+                [(self.optimizer, vars(optim), "optimizer")]):
+            if table.get(type(obj).__name__) is not type(obj):
+                raise TypeError(f"cannot pickle or copy this model: its {what} "
+                                f"{type(obj).__name__} is not one of fastnn's own, which the "
+                                "safe model format (used for pickling) stores by name")
+        custom_loss = (self.loss if self.loss is not None
+                       and LOSSES.get(self.loss.name) is not type(self.loss) else None)
+        extra = {"metrics": self.metrics, "loss": custom_loss, "stop_training": self.stop_training}
+        return (_restore, (_io.model_to_bytes(self), extra))
+
     def __repr__(self) -> str:
         return f"Sequential({self._layers!r}, dtype={self.dtype.name!r}, seed={self.seed!r})"
+
+
+def _restore(blob: bytes, extra: dict[str, Any]) -> Sequential:
+    """Unpickle a :class:`Sequential` (see :meth:`Sequential.__reduce__`)."""
+    model = _io.model_from_bytes(blob, Sequential, extra.get("loss"))
+    model.metrics = list(extra.get("metrics") or [])
+    model.stop_training = bool(extra.get("stop_training", False))
+    return model
 
 
 def load(path: str) -> Sequential:

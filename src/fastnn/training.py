@@ -8,6 +8,13 @@ scikit-learn estimators.
   optionally scaled), backward, and one vectorized finiteness pass over the flat
   gradient buffer.  A Dense-only model without penalties takes the one-C-call path
   (:class:`fastnn._kernels.MLPPlan`: forward, loss and backward in one call).
+  The output layer and the loss fit together (:meth:`Trainer.output_mode`): a
+  sigmoid output with ``binary_cross_entropy`` or a softmax output with
+  ``cross_entropy`` takes the loss from the pre-activation, fused and stable
+  (Keras' ``from_logits``, decided from the last layer); wrong pairs are refused.
+* the metrics (``model.metrics``, from ``compile(metrics=...)``): updated after every
+  step with what the model outputs (:meth:`Trainer.present`) and the sample weights,
+  and computed by :meth:`Trainer.evaluate` on validation data.
 * the gradient hooks (:attr:`Trainer.gradient_hooks`): callables run on the flat
   gradient buffer after the backward pass and before the update -- data-parallel
   training's ``Allreduce``, an estimator's per-batch weight decay.
@@ -52,11 +59,12 @@ from typing import Any
 import numpy as np
 
 from . import _kernels as _k
-from ._batches import Batch, BatchSource
+from ._batches import Batch, BatchSource, rows_as
 from ._config import get_num_threads
 from ._names import NEEDS_Z
 from .callbacks import Callback, History
 from .layers import Dense, structure_version
+from .losses import output_mode
 
 __all__ = ["GradientHook", "Trainer", "sigint_deferred"]
 
@@ -64,9 +72,8 @@ _SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 #: ``hook(grads, step) -> bool | None``: ``grads`` is the model's flat gradient buffer
 #: (modify it in place); ``step`` is a dict with the batch's ``loss`` (local, may be
-#: replaced), ``correct`` (correct predictions, may be replaced), ``rows``, ``size``,
-#: ``scale`` and ``weight`` (sum of the sample weights, or rows).  Return True to stop
-#: training before this update is applied.
+#: replaced), ``rows``, ``size``, ``scale`` and ``weight`` (sum of the sample weights,
+#: or rows).  Return True to stop training before this update is applied.
 GradientHook = Callable[[np.ndarray, dict], "bool | None"]
 
 
@@ -118,7 +125,15 @@ class Trainer:
         Default: ``model.optimizer`` (read at every step, so a re-compile is seen).
     loss : Loss, optional
         Default: ``model.loss``.  A loss called with ``sample_weight`` must accept it
-        (``loss(out, y, grad, sample_weight)``); the built-in losses do.
+        (``loss(out, y, grad, sample_weight)``, the weighted mean); the built-in losses do.
+    metrics : list of Metric, optional
+        Default: ``model.metrics`` (what ``compile(metrics=...)`` chose) when the loss
+        is the model's, else none.
+    sample_weight_reduction : {"weighted_mean", "sum_over_batch_size"}
+        How a weighted batch loss is normalized: ``sum_i w_i loss_i / sum_i w_i``
+        (scikit-learn's; integer weights equal repeated rows; a batch whose weights
+        sum to 0 is skipped) or ``sum_i w_i loss_i / rows`` (Keras'; what
+        ``Sequential.fit(sample_weight=...)`` and ``model.trainer`` use).
 
     Attributes
     ----------
@@ -140,16 +155,26 @@ class Trainer:
     fused = True
     defer_stop = False
 
-    def __init__(self, model: Any, optimizer: Any = None, loss: Any = None) -> None:
+    def __init__(self, model: Any, optimizer: Any = None, loss: Any = None,
+                 metrics: list | None = None,
+                 sample_weight_reduction: str = "weighted_mean") -> None:
+        if sample_weight_reduction not in ("weighted_mean", "sum_over_batch_size"):
+            raise ValueError("sample_weight_reduction must be 'weighted_mean' or "
+                             f"'sum_over_batch_size', got {sample_weight_reduction!r}")
         self.model = model
         self._optimizer = optimizer
         self._loss = loss
+        self._metrics = metrics
+        self.sample_weight_reduction = sample_weight_reduction
         self.gradient_hooks: list[GradientHook] = []
         self.last_output: np.ndarray | None = None
         self.bad_gradients = False
         self._attached: tuple | None = None
         self._plans: dict[tuple, tuple] = {}
         self._gbufs: dict[tuple, np.ndarray] = {}
+        self._mode_key: tuple | None = None
+        self._mode = "values"
+        self._shown: np.ndarray | None = None
 
     # ---- what it trains -------------------------------------------------------
     @property
@@ -167,6 +192,55 @@ class Trainer:
         if loss is None:
             raise RuntimeError("call model.compile(optimizer=..., loss=...) before training")
         return loss
+
+    @property
+    def metrics(self) -> list:
+        """The metrics updated by :meth:`fit` and computed by :meth:`evaluate`."""
+        if self._metrics is not None:
+            return self._metrics
+        if self._loss is not None:
+            return []
+        return getattr(self.model, "metrics", None) or []
+
+    # ---- the output layer and the loss (see fastnn.losses.output_mode) ------------
+    def output_mode(self) -> str:
+        """How the model's output meets the loss: "fused" (the loss is taken from the last
+        layer's pre-activation, whose activation is the loss's own), "logits" or "values".
+
+        Checked once per (loss, last layer, its activation, output shape, metrics); a
+        wrong pair raises :class:`fastnn.losses.OutputLossError` (a ValueError) and a
+        doubtful one warns, once.  The metrics are told what the outputs are.
+        """
+        m = self.model
+        layers = m.layers
+        loss = self._loss if self._loss is not None else m.loss
+        if loss is None or not layers:
+            return "values"
+        last = layers[-1]
+        act = getattr(last, "activation", None) or "identity"
+        mets = self.metrics
+        key = (id(loss), id(last), act, m.output_shape, id(mets), len(mets))
+        if key != self._mode_key:
+            mode = output_mode(loss, act, m.output_shape)
+            shown = "logits" if mode == "logits" else (
+                "probabilities" if mode == "fused" else "values")
+            for met in mets:
+                met.configure(getattr(loss, "name", None), shown)
+            self._mode, self._mode_key = mode, key
+        return self._mode
+
+    def present(self, out: np.ndarray) -> np.ndarray:
+        """What the model outputs (``predict``) for training-forward outputs ``out``: the
+        last layer's activation applied when the loss is fused with it (a reused buffer).
+        """
+        if self._mode != "fused":
+            return out
+        rows = out.reshape(-1, out.shape[-1])
+        buf = self._shown
+        if buf is None or buf.shape != rows.shape or buf.dtype != rows.dtype:
+            buf = self._shown = np.empty_like(rows)
+        _k.act_forward[_SPEC[rows.dtype]](buf, rows, self.model.layers[-1].activation_code)
+        return buf.reshape(out.shape)
 
     @property
     def fused_plans(self) -> int:
@@ -211,14 +285,16 @@ class Trainer:
             return False
         return all(type(la) is Dense and not (la.l1 or la.l2) for la in layers)
 
-    def _plan(self, layers: list, n: int) -> tuple | None:
-        """The one-call training step for batch size n, or None (see :attr:`fused`)."""
+    def _plan(self, layers: list, n: int, logits: bool) -> tuple | None:
+        """The one-call training step for batch size n, or None (see :attr:`fused`);
+        ``logits``: the last layer's activation is left to the loss (a fused output).
+        """
         if not (self.fused and getattr(self.loss, "fusable", False)):
             return None
         # the flat buffers and the structure version identify the layers' gradient arrays,
         # trainable flags and activations (a plan holds its arrays, so ids are not reused)
         key = (n, structure_version(), id(self.model.gradients()), id(self.model.parameters()),
-               len(layers))
+               len(layers), logits)
         plan = self._plans.get(key)
         if plan is None:
             if not self.uses_fused_step(layers):
@@ -232,7 +308,9 @@ class Trainer:
             acts = [buf((n, la.out_features)) for la in layers]
             mlp = _k.MLPPlan(
                 dt == np.float32, n, first, [la.in_features for la in layers],
-                [la.out_features for la in layers], [la.activation_code for la in layers],
+                [la.out_features for la in layers],
+                [la.activation_code for la in layers[:-1]]
+                + [0 if logits else layers[-1].activation_code],
                 [la.params[0] for la in layers], [la.bias for la in layers],
                 [la.grads[0] if la.trainable else None for la in layers],
                 [la.grad_bias if la.trainable else None for la in layers], acts,
@@ -246,9 +324,17 @@ class Trainer:
             plan = self._plans[key] = (mlp, acts[-1])
         return plan
 
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        """Output of every layer in turn (a reused buffer of the last layer)."""
-        for layer in self.model.layers:
+    def forward(self, x: np.ndarray, training: bool = True, logits: bool = False
+                ) -> np.ndarray:
+        """Output of every layer in turn (a reused buffer of the last layer);
+        ``logits=True`` stops before the last layer's activation.
+        """
+        layers = self.model.layers
+        if logits:
+            for layer in layers[:-1]:
+                x = layer.forward(x, training)
+            return layers[-1].forward(x, training, logits=True)
+        for layer in layers:
             x = layer.forward(x, training)
         return x
 
@@ -274,7 +360,8 @@ class Trainer:
         x : ndarray, (rows, *input_shape), the model's dtype, C-contiguous
         y : ndarray, targets as the loss takes them (checked by the caller)
         sample_weight : ndarray (rows,), optional
-            Per-sample weights of the loss (passed to ``loss(out, y, grad, sample_weight)``).
+            Per-sample weights of the loss (passed to ``loss(out, y, grad, sample_weight)``,
+            normalized as :attr:`sample_weight_reduction` says).
         scale : float
             Multiplies every gradient (the penalty's included), e.g. ``rows / global_rows``
             for one shard of a data-parallel batch.  The returned loss is not scaled.
@@ -297,7 +384,9 @@ class Trainer:
             return 0.0
         loss_fn = self.loss
         layers = m.layers
-        planned = (self._plan(layers, n) if sample_weight is None and scale == 1.0 else None)
+        logits = self.output_mode() == "fused"
+        planned = (self._plan(layers, n, logits) if sample_weight is None and scale == 1.0
+                   else None)
         if planned is not None:  # a Dense-only model: forward, loss, backward in one C call
             plan, out = planned
             kind = loss_fn.kind(y)
@@ -305,12 +394,12 @@ class Trainer:
             loss = plan.run(x, y if labels else None, None if labels else y, kind,
                             get_num_threads())
         else:
-            out = self.forward(x, True)
+            out = self.forward(x, True, logits)
             g = self._grad_buffer(out.shape, out.dtype)
             if sample_weight is None:
                 loss = loss_fn(out, y, g)
             else:
-                loss = loss_fn(out, y, g, sample_weight)
+                loss = self._weighted_loss(loss_fn, out, y, g, sample_weight)
             loss += sum(layer.penalty() for layer in layers)
             if math.isfinite(loss):
                 penalized = any(getattr(la, "l1", 0) or getattr(la, "l2", 0) for la in layers)
@@ -326,6 +415,71 @@ class Trainer:
             self.bad_gradients = True
             return math.nan
         return float(loss)
+
+    def _weighted_loss(self, loss_fn: Any, out: np.ndarray, y: np.ndarray,
+                       g: np.ndarray | None, w: np.ndarray) -> float:
+        """The sample-weighted loss (and its gradient into ``g``), reduced as
+        :attr:`sample_weight_reduction` says.
+        """
+        if self.sample_weight_reduction == "weighted_mean":
+            return loss_fn(out, y, g, w)
+        total = float(w.sum())
+        if not total > 0:  # Keras: all-zero weights give loss 0 and no gradient
+            if g is not None:
+                g.fill(0)
+            return 0.0
+        loss = loss_fn(out, y, g, w) * (total / out.shape[0])
+        if g is not None:
+            np.multiply(g, g.dtype.type(total / out.shape[0]), out=g)
+        return loss
+
+    def evaluate(self, x: Any, y: np.ndarray, batch_size: int,
+                 sample_weight: np.ndarray | None = None) -> dict[str, float]:
+        """Mean loss (with the layers' penalties) and every metric over prepared data.
+
+        Parameters
+        ----------
+        x : ndarray (n, *input_shape), the model's dtype; or a memory-mapped array of
+            that shape (read and converted batch by batch)
+        y : ndarray, prepared targets (n, ...)
+        batch_size : int
+        sample_weight : ndarray (n,), optional
+
+        Returns
+        -------
+        dict
+            ``{"loss": ..., <metric name>: ...}``
+        """
+        total = self.evaluate_sums(x, y, batch_size, sample_weight)
+        res = {"loss": total / x.shape[0] + self.model.penalty()}
+        for met in self.metrics:
+            res[met.name] = met.result()
+        return res
+
+    def evaluate_sums(self, x: Any, y: np.ndarray, batch_size: int,
+                      sample_weight: np.ndarray | None = None) -> float:
+        """The loss summed over the rows (no penalty); the metrics are reset and updated
+        (their ``state()`` then holds this data's sums: what data-parallel evaluation adds
+        up over ranks).
+        """
+        logits = self.output_mode() == "fused"
+        loss_fn, dt = self.loss, self.model.dtype
+        mets = self.metrics
+        for met in mets:
+            met.reset()
+        total = 0.0
+        for s in range(0, x.shape[0], batch_size):
+            o = self.forward(rows_as(x, s, s + batch_size, dt), False, logits)
+            m = o.shape[0]
+            ys = y[s:s + m]
+            ws = None if sample_weight is None else sample_weight[s:s + m]
+            total += (loss_fn(o, ys, None) if ws is None
+                      else self._weighted_loss(loss_fn, o, ys, None, ws)) * m
+            if mets:
+                shown = self.present(o)
+                for met in mets:
+                    met.update(ys, shown, ws)
+        return total
 
     def apply(self) -> None:
         """The optimizer update and ``model.step += 1``, as one unit w.r.t. Ctrl-C."""
@@ -353,33 +507,33 @@ class Trainer:
             if math.isfinite(loss):
                 self.apply()
             return loss
-        step = self._step_info(loss, y, x.shape[0], x.shape[0], 1.0, sample_weight)
+        step = self._step_info(loss, x.shape[0], x.shape[0], 1.0, sample_weight)
         if self.run_hooks(step):
             return float(step["loss"])
         if math.isfinite(step["loss"]):
             self.apply()
         return float(step["loss"])
 
-    def _step_info(self, loss: float, y: np.ndarray, rows: int, size: int, scale: float,
+    @staticmethod
+    def _step_info(loss: float, rows: int, size: int, scale: float,
                    w: np.ndarray | None) -> dict:
-        out = self.last_output
-        acc = None if out is None or not rows else self.loss.accuracy(out, y)
-        return {"loss": loss, "correct": 0.0 if acc is None else acc * rows, "rows": rows,
-                "size": size, "scale": scale,
+        return {"loss": loss, "rows": rows, "size": size, "scale": scale,
                 "weight": float(rows) if w is None else float(w.sum())}
 
     def train_batch(self, batch: Batch) -> dict | None:
         """One step of :meth:`fit` on ``batch``: the step's dict (see :data:`GradientHook`),
         or None when training must stop before this update (non-finite loss or a hook).
 
-        A batch whose sample weights sum to zero (or less) is skipped: ``{"skipped": True}``.
+        Under the "weighted_mean" :attr:`sample_weight_reduction`, a batch whose sample
+        weights sum to zero (or less) is skipped: ``{"skipped": True}``.
         """
         rows = batch.x.shape[0]
         size = batch.size or rows
-        if batch.w is not None and rows and not float(batch.w.sum()) > 0:
-            return {"skipped": True, "loss": 0.0, "correct": 0.0, "rows": rows, "size": size}
+        if batch.w is not None and rows and self.sample_weight_reduction == "weighted_mean" \
+                and not float(batch.w.sum()) > 0:
+            return {"skipped": True, "loss": 0.0, "rows": rows, "size": size}
         loss = self.compute_gradients(batch.x, batch.y, batch.w, batch.scale)
-        step = self._step_info(loss, batch.y, rows, size, batch.scale, batch.w)
+        step = self._step_info(loss, rows, size, batch.scale, batch.w)
         if self.run_hooks(step):
             return None
         if not math.isfinite(step["loss"]):
@@ -410,12 +564,16 @@ class Trainer:
         for cb in callbacks:
             getattr(cb, method)(*args)
 
-    def validate(self, validation: tuple[np.ndarray, np.ndarray] | None,
-                 batch_size: int) -> dict[str, float]:
-        """The epoch's validation metrics, ``{"val_loss": ..., "val_accuracy": ...}``."""
+    def validate(self, validation: tuple | None, batch_size: int) -> dict[str, float]:
+        """The epoch's validation metrics, ``{"val_loss": ..., "val_accuracy": ...}``
+        (``validation``: ``(x, y)`` or ``(x, y, sample_weight or None)``, prepared).
+
+        Called after the epoch's training metrics were read (the metrics are reused).
+        """
         if validation is None:
             return {}
-        res = self.model.evaluate_prepared(validation[0], validation[1], batch_size)
+        w = validation[2] if len(validation) > 2 else None
+        res = self.evaluate(validation[0], validation[1], batch_size, w)
         return {"val_" + k: v for k, v in res.items()}
 
     def end_epoch(self, epoch: int) -> None:
@@ -434,14 +592,15 @@ class Trainer:
         Parameters
         ----------
         source : BatchSource
-            e.g. :class:`fastnn._batches.ArrayBatches`.
+            e.g. :class:`fastnn.data.ArrayBatches`, :class:`fastnn.data.MemmapBatches`,
+            :class:`fastnn.data.IterableBatches`.
         epochs, initial_epoch : int
         callbacks : list of Callback
             Given ``model`` (set here) and called as Keras does; a History is added first.
         progress : Callback, optional
             A progress bar, run last and closed first (even when another callback's
             ``on_train_end`` raises).
-        validation : (x, y), optional
+        validation : (x, y) or (x, y, sample_weight), optional
             Prepared validation data, evaluated after every epoch (``val_*`` logs).
         validation_batch_size : int
 
@@ -454,9 +613,12 @@ class Trainer:
         Stops after the batch in which a callback sets ``model.stop_training``, and
         before applying a non-finite loss or gradient (a RuntimeWarning; the model keeps
         the weights of the last finite step).  An epoch in which no step was applied
-        because training stopped in its first batch is not recorded (no History entry,
-        no ``on_epoch_end``).  A KeyboardInterrupt lands before or after an update,
-        never inside it; ``on_train_end`` still runs and the interrupt is re-raised.
+        because training stopped in its first batch, or because the source had no more
+        batches, is not recorded (no History entry, no ``on_epoch_end``).  A source that
+        runs out (``source.exhausted``) before the last epoch, or short of its
+        ``steps_per_epoch`` (``source.short``), stops training with a UserWarning.
+        A KeyboardInterrupt lands before or after an update, never inside it;
+        ``on_train_end`` still runs and the interrupt is re-raised.
         """
         m = self.model
         history = History()
@@ -467,6 +629,8 @@ class Trainer:
             cb.model = m
         m.stop_training = False
         self.attach()
+        self.output_mode()
+        self._epochs = int(epochs)
         logs: dict[str, float] = {}
         try:
             self.call_callbacks(cbs, "on_train_begin")
@@ -491,7 +655,10 @@ class Trainer:
         m = self.model
         self._epoch, self._batch = epoch, 0
         self.call_callbacks(cbs, "on_epoch_begin", epoch)
-        tot_loss, tot_correct, seen, t0 = 0.0, 0.0, 0, time.perf_counter()
+        tot_loss, seen, t0 = 0.0, 0, time.perf_counter()
+        mets = self.metrics
+        for met in mets:
+            met.reset()
         # only the callbacks that define the per-batch methods are called per batch
         begin = [cb for cb in cbs if _overrides(cb, "on_batch_begin")]
         end = [cb for cb in cbs if _overrides(cb, "on_batch_end")]
@@ -509,27 +676,46 @@ class Trainer:
                 if step.get("skipped"):
                     continue
                 tot_loss += step["loss"] * size
-                tot_correct += step["correct"]
                 seen += size
+                if mets and self.last_output is not None:
+                    shown = self.present(self.last_output)
+                    for met in mets:
+                        met.update(batch.y, shown, batch.w)
                 if end:
-                    self.call_callbacks(end, "on_batch_end", bi, {"loss": step["loss"],
-                                                                  "size": size})
+                    blogs = {"loss": step["loss"], "size": size}
+                    for met in mets:
+                        blogs[met.name] = met.result()  # running, as Keras
+                    self.call_callbacks(end, "on_batch_end", bi, blogs)
                 if m.stop_training and not self.defer_stop:
                     break
         finally:
             close = getattr(it, "close", None)
             if close is not None:
                 close()
-        if not seen and m.stop_training:
-            return None  # stopped in its first batch: no fake epoch in the History
+        exhausted = getattr(source, "exhausted", False)
+        if not seen and (m.stop_training or exhausted):
+            if not m.stop_training:  # the data ran out: nothing to record or go on with
+                _warn_no_data(epoch)
+                m.stop_training = True
+            return None  # no fake epoch in the History
         logs = {"loss": tot_loss / max(seen, 1)}
-        if self.loss.is_classification:
-            logs["accuracy"] = tot_correct / max(seen, 1)
+        for met in mets:
+            logs[met.name] = met.result()
         logs.update(self.validate(validation, val_bs))
         logs["lr"] = self.optimizer.lr
         logs["samples_per_second"] = seen / max(time.perf_counter() - t0, 1e-9)
         if seen:
             m.epoch = epoch + 1
         self.call_callbacks(cbs, "on_epoch_end", epoch, logs)
+        if exhausted and (getattr(source, "short", False) or epoch + 1 < self._epochs):
+            _warn_no_data(epoch, getattr(source, "short", False))
+            m.stop_training = True
         self.end_epoch(epoch)
         return logs
+
+
+def _warn_no_data(epoch: int, short: bool = False) -> None:
+    warnings.warn(f"fit: the data ran out in epoch {epoch + 1}"
+                  + (" before steps_per_epoch batches" if short else "")
+                  + "; stopping training (give a re-iterable, or fewer steps_per_epoch or "
+                  "epochs)", UserWarning, stacklevel=5)
