@@ -13,6 +13,11 @@ Layout of a ``.fnn`` file::
     params/NNNN.npy      every parameter, in model order
     optim/NAME.npy       optimizer state buffers
 
+Format versions: 1 stored the optimizer state of the trainable ranges only, back to
+back, with one step count; 2 (written now) stores every state buffer over the whole
+flat parameter buffer and each parameter range's step count (``optimizer.steps``, as
+:meth:`fastnn.optim.Optimizer.param_steps`).  Both are read.
+
 Writes are atomic: a temporary file in the same directory, fsync, rename.
 """
 
@@ -28,7 +33,11 @@ from typing import Any
 import numpy as np
 
 FORMAT = "fastnn-model"
-VERSION = 1
+VERSION = 2
+#: model file versions this fastnn reads
+READ_VERSIONS = (1, 2)
+#: version of the weights-only format (unchanged)
+WEIGHTS_VERSION = 1
 _MAX_JSON = 16 * 1024 * 1024
 _UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
@@ -90,7 +99,8 @@ def save_model(model: Any, path: str | os.PathLike) -> None:
         "loss": None if model.loss is None else model.loss.name,
         "optimizer": None if opt is None else {
             "type": type(opt).__name__, "config": opt.get_config(),
-            "step_count": opt.step_count, "state": sorted(opt.state)},
+            "step_count": opt.step_count, "steps": opt.param_steps(),
+            "state": sorted(opt.state)},
     }
 
     def write(f):
@@ -198,9 +208,10 @@ def load_model(path: str | os.PathLike, model_class: Any) -> Any:
     z, meta = _open_archive(path, "model", (FORMAT,))
     try:
         with z:
-            if meta.get("version") != VERSION:
+            version = meta.get("version")
+            if type(version) is not int or version not in READ_VERSIONS:
                 raise ValueError(f"unsupported fastnn model file version {meta.get('version')!r}"
-                                 f" (this fastnn reads version {VERSION})")
+                                 f" (this fastnn reads versions {list(READ_VERSIONS)})")
             return _build(z, meta, model_class)
     except ValueError:
         raise
@@ -260,7 +271,10 @@ def _build(z: zipfile.ZipFile, meta: dict, Sequential: Any) -> Any:  # noqa: N80
         model.compile(optimizer=cls(**conf), loss=meta["loss"] or "cross_entropy")
         n_opt = model.count_params()
         state = {name: _read_npy(z, f"optim/{name}.npy", n_opt) for name in opt_meta["state"]}
-        model.optimizer.load_state_dict({"step_count": opt_meta["step_count"], "state": state})
+        sd = {"step_count": opt_meta["step_count"], "state": state}
+        if meta["version"] >= 2:
+            sd["steps"] = opt_meta["steps"]
+        model.optimizer.load_state_dict(sd)
     elif meta.get("loss"):
         from .losses import get_loss
 
@@ -273,7 +287,7 @@ WEIGHTS_FORMAT = "fastnn-weights"
 
 def save_weights(model: Any, path: str | os.PathLike) -> None:
     """Write only the parameters, keyed by layer name (``<layer>/<param>.npy``), atomically."""
-    meta = {"format": WEIGHTS_FORMAT, "version": VERSION,
+    meta = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION,
             "layers": {layer.name: list(layer.param_names[:len(layer.params)])
                        for layer in model.layers if layer.params}}
 

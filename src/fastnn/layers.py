@@ -68,8 +68,9 @@ class Layer:
     Attributes
     ----------
     trainable : bool
-        False freezes the layer: no gradients are applied and no optimizer
-        state is kept for its parameters.
+        False freezes the layer: no gradients are applied, and its optimizer
+        state and step count are kept, untouched, until it trains again (as a
+        ``torch.optim`` parameter without a gradient).
     name : str
         Unique within a model (assigned by the model when not given).
     """
@@ -112,7 +113,7 @@ class Layer:
 
     @property
     def trainable(self) -> bool:
-        """False freezes the layer (no gradients applied, no optimizer state)."""
+        """False freezes the layer (no gradients applied; its optimizer state is kept)."""
         return self._trainable
 
     @trainable.setter

@@ -2,8 +2,15 @@
 
 A model keeps all its parameters in one flat buffer and all gradients in another;
 the optimizer updates every trainable range of it with a single C call per
-contiguous range (one call for the whole model unless frozen layers sit between
-trainable ones).  Frozen layers get no update and no optimizer state.
+contiguous run of trainable layers that have taken the same number of steps (one
+call for the whole model unless frozen layers sit between trainable ones).
+
+State is per parameter, as ``torch.optim``'s: every state buffer covers the whole
+flat parameter buffer, so each layer's state has a fixed home, and each layer has
+its own step count.  A frozen layer is skipped and keeps its state and its step
+count; when it is unfrozen it continues from them.  A layer never stepped starts
+fresh (SGD's momentum buffer becomes its first gradient, Adam's and Adagrad's
+bias correction and learning-rate decay count its own steps).
 """
 
 from __future__ import annotations
@@ -39,12 +46,19 @@ class Optimizer:
     def __init__(self, lr: float) -> None:
         _check(np.isfinite(lr) and lr >= 0, f"lr must be a finite number >= 0, got {lr}")
         self.lr = float(lr)
+        #: number of :meth:`step` calls (each parameter's own count: :meth:`param_steps`)
         self.step_count = 0
+        #: state buffers by name, each covering the whole flat parameter buffer
         self.state: dict[str, np.ndarray] = {}
-        self._segments: list[tuple[int, int, int]] = []
+        self._steps: dict[tuple[int, int], int] = {}  # steps taken by each parameter range
+        self._runs: list[list[Any]] = []  # [steps, ranges] of each fused run
+        self._step = 0  # the step of the range being updated (in _update)
+        self._params: np.ndarray | None = None
         #: parameter groups (``torch.optim``'s ``param_groups``): see :meth:`set_param_groups`
         self.param_groups: list[dict[str, Any]] = []
+        self._views: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
         self._view_groups: list[dict[str, Any] | None] = []
+        self._view_runs: list[int] = []
         self._group: dict[str, Any] | None = None
 
     def set_param_groups(self, groups: list[dict[str, Any]]) -> None:
@@ -123,36 +137,105 @@ class Optimizer:
 
     def setup(self, params: np.ndarray, grads: np.ndarray,
               ranges: list[tuple[int, int]]) -> None:
-        """Attach to a model's flat buffers; ``ranges`` are its trainable (start, stop) spans.
+        """Attach to a model's flat buffers; ``ranges`` are its trainable (start, stop) spans,
+        one per layer (``model.trainable_ranges()``).
 
-        State buffers cover only the trainable ranges; existing state of the same
-        size is kept (so re-compiling does not reset it).
+        The state buffers cover the whole of ``params`` (each layer's state at its
+        parameters' offsets) and are kept while its size and dtype stay the same, with
+        every layer's step count: freezing a layer (leaving its range out) keeps its state
+        and steps for when it is trained again.  A stepped range that partly overlaps a
+        new trainable range (the model's layers changed) is forgotten: that parameter
+        starts fresh.
         """
-        self._params, self._grads = params, grads
-        merged: list[list[int]] = []
-        for a, b in sorted(ranges):
-            if merged and merged[-1][1] == a:
-                merged[-1][1] = b
-            elif b > a:
-                merged.append([a, b])
-        offset, segs = 0, []
-        for a, b in merged:
-            segs.append((a, b, offset))
-            offset += b - a
-        self._segments = segs
-        for name in self.state_names:
-            cur = self.state.get(name)
-            if cur is None or cur.shape != (offset,) or cur.dtype != params.dtype:
-                self.state[name] = self._initial_state(name, offset, params.dtype)
-        self._ranges = list(ranges)
-        self._views, self._view_groups = [], []
-        for a, b, o in segs:
-            for lo, hi, grp in self._group_runs(params, a, b):
-                so = o + lo - a
+        self._flush_steps()
+        n = int(params.size)
+        if (getattr(self, "_size", None) != n or getattr(self, "_dtype", None) != params.dtype
+                or set(self.state) != set(self.state_names)):
+            self.state = {name: self._initial_state(name, n, params.dtype)
+                          for name in self.state_names}
+            self._steps = {}
+        self._size, self._dtype = n, params.dtype
+        live = sorted((int(a), int(b)) for a, b in ranges if b > a)
+        for key in list(self._steps):
+            a, b = key
+            if key not in live and any(lo < b and a < hi for lo, hi in live):
+                self._forget(key)
+        self._params, self._grads, self._ranges = params, grads, list(ranges)
+        # fused runs: adjacent trainable ranges with the same step count
+        runs: list[list[Any]] = []
+        for key in live:
+            st = self._steps.get(key, 0)
+            if runs and runs[-1][2] == key[0] and runs[-1][0] == st:
+                runs[-1][1].append(key)
+                runs[-1][2] = key[1]
+            else:
+                runs.append([st, [key], key[1]])
+        self._runs = [[st, keys] for st, keys, _ in runs]
+        self._views, self._view_groups, self._view_runs = [], [], []
+        for ri, (_, keys) in enumerate(self._runs):
+            for lo, hi, grp in self._group_runs(params, keys[0][0], keys[-1][1]):
                 self._views.append((params[lo:hi], grads[lo:hi],
-                                    {k: v[so:so + hi - lo] for k, v in self.state.items()}))
+                                    {k: v[lo:hi] for k, v in self.state.items()}))
                 self._view_groups.append(grp)
+                self._view_runs.append(ri)
         self._spec = SPEC[params.dtype]
+
+    def _forget(self, key: tuple[int, int]) -> None:
+        """Drop the step count of range ``key`` and reset its state to the initial values."""
+        a, b = key
+        for name, buf in self.state.items():
+            buf[a:b] = self._initial_state(name, b - a, buf.dtype)
+        del self._steps[key]
+
+    def _flush_steps(self) -> None:
+        """Write the fused runs' step counts back to the per-range table."""
+        for st, keys in getattr(self, "_runs", ()):
+            for key in keys:
+                self._steps[key] = st
+
+    def param_steps(self) -> list[list[int]]:
+        """``[start, stop, steps]`` of every parameter range that took a step (torch's
+        per-parameter ``state["step"]``), frozen ones included, sorted.
+        """
+        self._flush_steps()
+        return [[a, b, n] for (a, b), n in sorted(self._steps.items()) if n > 0]
+
+    def _check_steps(self, steps: Any) -> dict[tuple[int, int], int]:
+        """A validated ``{(start, stop): steps}`` table from :meth:`param_steps`' list."""
+        out: dict[tuple[int, int], int] = {}
+        try:
+            rows = [tuple(int(v) for v in row) for row in steps]
+        except (TypeError, ValueError):
+            raise ValueError("optimizer steps must be a list of [start, stop, steps]") from None
+        end = 0
+        for row in sorted(rows):
+            if len(row) != 3:
+                raise ValueError(f"optimizer steps entry {list(row)} must be [start, stop, steps]")
+            a, b, n = row
+            if not (0 <= a < b <= self._size) or a < end:
+                raise ValueError(f"optimizer steps range [{a}, {b}) is outside the parameter "
+                                 f"buffer of {self._size} or overlaps another range")
+            if not 0 <= n < 2**62:
+                raise ValueError(f"optimizer steps must be in [0, 2**62), got {n}")
+            end = b
+            if n:
+                out[(a, b)] = n
+        return out
+
+    def set_param_steps(self, steps: Any) -> None:
+        """Restore :meth:`param_steps` (after :meth:`setup`); validated before anything
+        changes.
+        """
+        self._require_setup()
+        table = self._check_steps(steps)
+        self._runs = []
+        self._steps = table
+        self.setup(self._params, self._grads, self._ranges)
+
+    def _require_setup(self) -> None:
+        if getattr(self, "_params", None) is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a model: call "
+                               "model.compile(optimizer=...) (or setup) first")
 
     def _initial_state(self, name: str, size: int, dtype: np.dtype) -> np.ndarray:
         return np.zeros(size, dtype)
@@ -161,18 +244,23 @@ class Optimizer:
         """Apply one update to every trainable parameter from the current gradients."""
         self.step_count += 1
         nt = get_num_threads()
-        if not self.param_groups:
+        runs = self._runs
+        for run in runs:
+            run[0] += 1
+        if len(runs) == 1 and not self.param_groups:  # the common case: one call
+            self._step = runs[0][0]
             for w, g, st in self._views:
                 self._update(w, g, st, nt)
             return
         try:
-            for (w, g, st), grp in zip(self._views, self._view_groups):
-                self._group = grp
+            for (w, g, st), grp, ri in zip(self._views, self._view_groups, self._view_runs):
+                self._group, self._step = grp, runs[ri][0]
                 self._update(w, g, st, nt)
         finally:
             self._group = None
 
     def _update(self, w: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray], nt: int) -> None:
+        """One fused update of ``w``; ``self._step`` is its parameters' step (from 1)."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -180,24 +268,70 @@ class Optimizer:
         return {"lr": self.lr}
 
     def state_dict(self) -> dict[str, Any]:
-        """Step counter and state buffers (copies)."""
-        return {"step_count": self.step_count,
+        """Step counter, per-range steps and state buffers (copies).
+
+        ``{"step_count": int, "steps": [[start, stop, steps], ...], "state": {name:
+        (count_params(),) array}}``: ``step_count`` counts :meth:`step` calls, ``steps``
+        is :meth:`param_steps`.
+        """
+        return {"step_count": self.step_count, "steps": self.param_steps(),
                 "state": {k: v.copy() for k, v in self.state.items()}}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (after :meth:`setup`)."""
-        step_count = int(sd["step_count"])
+        """Restore what :meth:`state_dict` returned (after :meth:`setup`); all or nothing.
+
+        Everything is checked before anything is assigned, so a rejected ``sd``
+        (ValueError) leaves the optimizer as it was.  A dict without ``"steps"`` (fastnn
+        before per-parameter state: buffers covering only the trainable ranges, one step
+        count for all) is read as that format.
+        """
+        self._require_setup()
+        if not isinstance(sd, dict) or "step_count" not in sd or "state" not in sd:
+            raise ValueError("optimizer state must be a dict with 'step_count' and 'state'")
+        try:
+            step_count = int(sd["step_count"])
+        except (TypeError, ValueError):
+            raise ValueError(f"optimizer step_count must be an int, got "
+                             f"{sd['step_count']!r}") from None
         if not 0 <= step_count < 2**62:
             raise ValueError(f"optimizer step_count must be in [0, 2**62), got {step_count}")
-        self.step_count = step_count
-        for k, v in sd["state"].items():
-            if k in self.state:
-                if self.state[k].shape != np.shape(v):
-                    raise ValueError(f"optimizer state {k!r} has shape {np.shape(v)}, "
-                                     f"expected {self.state[k].shape}")
-                self.state[k][...] = v
+        state = sd["state"]
+        if not isinstance(state, dict) or set(state) != set(self.state_names):
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{type(self).__name__} state must have the buffers "
+                             f"{sorted(self.state_names)}, got {got}")
+        live = sorted((int(a), int(b)) for a, b in self._ranges if b > a)
+        legacy = "steps" not in sd
+        if legacy:  # buffers of the trainable ranges back to back, one step count
+            size = sum(b - a for a, b in live)
+            steps = {key: step_count for key in live} if step_count else {}
+        else:
+            size = self._size
+            steps = self._check_steps(sd["steps"])
+        arrays = {}
+        for k, v in state.items():
+            arr = np.asarray(v)
+            if arr.shape != (size,):
+                raise ValueError(f"optimizer state {k!r} has shape {arr.shape}, "
+                                 f"expected {(size,)}")
+            if arr.dtype.kind not in "fiu":
+                raise ValueError(f"optimizer state {k!r} must be numeric, got {arr.dtype}")
+            arrays[k] = arr
+        # every check passed: assign
+        for k, arr in arrays.items():
+            if legacy:
+                buf = self._initial_state(k, self._size, self._dtype)
+                off = 0
+                for a, b in live:
+                    buf[a:b] = arr[off:off + b - a]
+                    off += b - a
+                self.state[k][...] = buf
             else:
-                self.state[k] = np.array(v)
+                self.state[k][...] = arr
+        self.step_count = step_count
+        self._runs = []
+        self._steps = steps
+        self.setup(self._params, self._grads, self._ranges)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -233,7 +367,7 @@ class SGD(Optimizer):
         hp = self._hp
         _k.sgd_step[self._spec](w, g, st.get("momentum_buffer"), hp("lr"), hp("momentum"),
                                 hp("dampening"), self.nesterov, hp("weight_decay"),
-                                self.step_count == 1, nt)
+                                self._step == 1, nt)
 
     def get_config(self):
         """Hyper-parameters."""
@@ -281,9 +415,9 @@ class Adam(Optimizer):
         hp = self._hp
         eps = hp("eps")
         if self.eps_hat:  # the same update with eps moved inside the bias correction
-            eps = eps / math.sqrt(1.0 - self.betas[1] ** self.step_count)
+            eps = eps / math.sqrt(1.0 - self.betas[1] ** self._step)
         _k.adam_step[self._spec](w, g, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"),
-                                 self.step_count, hp("lr"), self.betas[0], self.betas[1], eps,
+                                 self._step, hp("lr"), self.betas[0], self.betas[1], eps,
                                  hp("weight_decay"), self.decoupled, nt)
 
     def get_config(self):
@@ -369,7 +503,7 @@ class Adagrad(Optimizer):
 
     def _update(self, w, g, st, nt):
         hp = self._hp
-        _k.adagrad_step[self._spec](w, g, st["sum"], self.step_count, hp("lr"), hp("lr_decay"),
+        _k.adagrad_step[self._spec](w, g, st["sum"], self._step, hp("lr"), hp("lr_decay"),
                                     hp("weight_decay"), hp("eps"), nt)
 
     def get_config(self):
