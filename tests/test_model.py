@@ -339,7 +339,7 @@ def test_bad_construction_arguments():
         make_mlp(0).compile("adam", "hinge")
     with pytest.raises(ValueError, match="unknown optimizer 'adamx'"):
         make_mlp(0).compile("adamx", "mse")
-    with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="lr must be >= 0, got -1"):
         fnn.optim.SGD(lr=-1)
     with pytest.raises(ValueError, match="dtype must be"):
         fnn.Sequential([], dtype="int32")

@@ -22,13 +22,15 @@ import numpy as np
 
 from . import _kernels as _k
 from ._config import get_num_threads
+from ._validation import (
+    adagrad_hparams,
+    adam_hparams,
+    real_number,
+    rmsprop_hparams,
+    sgd_hparams,
+)
 
 SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
 
 
 class Optimizer:
@@ -42,10 +44,11 @@ class Optimizer:
 
     #: names of the per-parameter state buffers this optimizer keeps
     state_names: tuple[str, ...] = ()
+    #: hyper-parameters a param group may override
+    group_keys: tuple[str, ...] = ("lr",)
 
     def __init__(self, lr: float) -> None:
-        _check(np.isfinite(lr) and lr >= 0, f"lr must be a finite number >= 0, got {lr}")
-        self.lr = float(lr)
+        self.lr = real_number(lr, "lr")
         #: number of :meth:`step` calls (each parameter's own count: :meth:`param_steps`)
         self.step_count = 0
         #: state buffers by name, each covering the whole flat parameter buffer
@@ -84,10 +87,25 @@ class Optimizer:
             if not isinstance(grp, dict) or "params" not in grp:
                 raise ValueError(f"param group {i} must be a dict with a 'params' list")
             for k in grp:
-                if k != "params" and not hasattr(self, k):
+                if k != "params" and k not in self.group_keys:
                     raise ValueError(f"param group {i}: {type(self).__name__} has no "
-                                     f"hyper-parameter {k!r}")
+                                     f"per-group hyper-parameter {k!r} (it has "
+                                     f"{list(self.group_keys)})")
+            self._check_group(grp, i)
         self.param_groups = list(groups)
+
+    def _check_group(self, grp: dict[str, Any], i: int) -> None:
+        """The optimizer's validator on its hyper-parameters with ``grp``'s overrides."""
+        try:
+            self._check_hparams(lambda name: grp[name] if name in grp else getattr(self, name))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"param group {i}: {exc}") from None
+
+    def _check_hparams(self, get: Any) -> None:
+        """Check the hyper-parameters ``get(name)`` with this optimizer's one validator
+        (:mod:`fastnn._validation`, shared with :mod:`fastnn.kernels` and the twins).
+        """
+        real_number(get("lr"), "lr")
 
     def _hp(self, name: str) -> Any:
         """Hyper-parameter ``name`` for the range being updated (its group's, if any)."""
@@ -160,6 +178,8 @@ class Optimizer:
             a, b = key
             if key not in live and any(lo < b and a < hi for lo, hi in live):
                 self._forget(key)
+        for i, grp in enumerate(self.param_groups):  # values may have been changed in place
+            self._check_group(grp, i)
         self._params, self._grads, self._ranges = params, grads, list(ranges)
         # fused runs: adjacent trainable ranges with the same step count
         runs: list[list[Any]] = []
@@ -355,13 +375,20 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
         super().__init__(lr)
-        _check(momentum >= 0, f"momentum must be >= 0, got {momentum}")
-        _check(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay}")
-        _check(not nesterov or (momentum > 0 and dampening == 0),
-               "nesterov needs momentum > 0 and dampening == 0")
-        self.momentum, self.dampening = float(momentum), float(dampening)
-        self.nesterov, self.weight_decay = bool(nesterov), float(weight_decay)
+        _, momentum, dampening, weight_decay = sgd_hparams(lr, momentum, dampening, nesterov,
+                                                           weight_decay)
+        self.momentum, self.dampening = momentum, dampening
+        self.nesterov, self.weight_decay = bool(nesterov), weight_decay
         self.state_names = ("momentum_buffer",) if momentum else ()
+
+    group_keys = ("lr", "momentum", "dampening", "weight_decay")
+
+    def _check_hparams(self, get):
+        sgd_hparams(get("lr"), get("momentum"), get("dampening"), self.nesterov,
+                    get("weight_decay"))
+        if (get("momentum") != 0) != bool(self.momentum):
+            raise ValueError("momentum can be changed per group but not turned on or off "
+                             "(the momentum buffer exists for all parameters or none)")
 
     def _update(self, w, g, st, nt):
         hp = self._hp
@@ -396,18 +423,23 @@ class Adam(Optimizer):
 
     decoupled = False
     state_names = ("exp_avg", "exp_avg_sq")
+    group_keys = ("lr", "eps", "weight_decay")
+
+    def _check_hparams(self, get):
+        adam_hparams(get("lr"), *self.betas, get("eps"), get("weight_decay"))
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
                  eps_hat: bool = False) -> None:
         super().__init__(lr)
         self.eps_hat = bool(eps_hat)
-        b1, b2 = betas
-        _check(0 <= b1 < 1 and 0 <= b2 < 1, f"betas must lie in [0, 1), got {betas}")
-        _check(eps >= 0, f"eps must be >= 0, got {eps}")
-        _check(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay}")
-        self.betas = (float(b1), float(b2))
-        self.eps, self.weight_decay, self.amsgrad = float(eps), float(weight_decay), bool(amsgrad)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+        _, b1, b2, eps, weight_decay = adam_hparams(lr, b1, b2, eps, weight_decay)
+        self.betas = (b1, b2)
+        self.eps, self.weight_decay, self.amsgrad = eps, weight_decay, bool(amsgrad)
         if amsgrad:
             self.state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
@@ -445,25 +477,33 @@ class RMSprop(Optimizer):
 
     Parameters
     ----------
-    lr, alpha, eps, weight_decay, momentum : float
+    lr, eps, weight_decay, momentum : float
+        Each finite and >= 0.
+    alpha : float
+        Smoothing constant in [0, 1].  (torch accepts any alpha >= 0; above 1 the
+        running mean of ``g**2`` is not a convex combination and turns negative, so
+        the update is NaN: fastnn refuses it, in the optimizer, the kernel and its twin.)
     centered : bool
     """
 
     def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
         super().__init__(lr)
-        _check(0 <= alpha < 1, f"alpha must lie in [0, 1), got {alpha}")
-        _check(eps >= 0, f"eps must be >= 0, got {eps}")
-        _check(momentum >= 0, f"momentum must be >= 0, got {momentum}")
-        _check(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay}")
-        self.alpha, self.eps, self.weight_decay = float(alpha), float(eps), float(weight_decay)
-        self.momentum, self.centered = float(momentum), bool(centered)
+        _, alpha, eps, weight_decay, momentum = rmsprop_hparams(lr, alpha, eps, weight_decay,
+                                                                momentum)
+        self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
+        self.momentum, self.centered = momentum, bool(centered)
         names = ["square_avg"]
         if momentum:
             names.append("momentum_buffer")
         if centered:
             names.append("grad_avg")
         self.state_names = tuple(names)
+
+    group_keys = ("lr", "alpha", "eps", "weight_decay")
+
+    def _check_hparams(self, get):
+        rmsprop_hparams(get("lr"), get("alpha"), get("eps"), get("weight_decay"), self.momentum)
 
     def _update(self, w, g, st, nt):
         hp = self._hp
@@ -488,15 +528,18 @@ class Adagrad(Optimizer):
     """
 
     state_names = ("sum",)
+    group_keys = ("lr", "lr_decay", "weight_decay", "eps")
+
+    def _check_hparams(self, get):
+        adagrad_hparams(get("lr"), get("lr_decay"), get("weight_decay"), get("eps"))
 
     def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> None:
         super().__init__(lr)
-        _check(lr_decay >= 0, f"lr_decay must be >= 0, got {lr_decay}")
-        _check(initial_accumulator_value >= 0,
-               f"initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
-        self.lr_decay, self.weight_decay = float(lr_decay), float(weight_decay)
-        self.initial_accumulator_value, self.eps = float(initial_accumulator_value), float(eps)
+        _, lr_decay, weight_decay, eps, init = adagrad_hparams(lr, lr_decay, weight_decay, eps,
+                                                               initial_accumulator_value)
+        self.lr_decay, self.weight_decay = lr_decay, weight_decay
+        self.initial_accumulator_value, self.eps = init, eps
 
     def _initial_state(self, name, size, dtype):
         return np.full(size, self.initial_accumulator_value, dtype)
