@@ -86,8 +86,18 @@ def test_optimizer_kernel_and_twin_agree(opt, name, value, ok):
         assert len({r[1] for r in results.values()}) == 1, results
 
 
-@pytest.mark.parametrize("opt,name,value,ok",
-                         [c for c in CASES if c[1] in getattr(fnn.optim, c[0]).group_keys],
+GROUP_KEYS = {"SGD": ("lr", "momentum", "dampening", "weight_decay"),
+              "Adam": ("lr", "eps", "weight_decay"),
+              "RMSprop": ("lr", "alpha", "eps", "weight_decay"),
+              "Adagrad": ("lr", "lr_decay", "weight_decay", "eps")}
+
+
+def test_group_keys():
+    for name, keys in GROUP_KEYS.items():
+        assert getattr(fnn.optim, name).group_keys == keys
+
+
+@pytest.mark.parametrize("opt,name,value,ok", [c for c in CASES if c[1] in GROUP_KEYS[c[0]]],
                          ids=lambda v: str(v))
 def test_param_group_overrides_use_the_same_validator(opt, name, value, ok):
     model = fnn.Sequential([fnn.Dense(3, 4), fnn.Dense(4, 2)], seed=0)
