@@ -27,6 +27,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 import zipfile
 from typing import Any
 
@@ -39,8 +40,28 @@ READ_VERSIONS = (1, 2)
 #: version of the weights-only format (unchanged)
 WEIGHTS_VERSION = 1
 _MAX_JSON = 16 * 1024 * 1024
-_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
-os.umask(_UMASK)
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it.
+
+    Linux reports it in ``/proc/self/status`` (``Umask:``, since 4.7).  Elsewhere the
+    only way is ``os.umask``, which sets it: that set-and-restore runs under a lock so
+    two fastnn saves never race (other code changing the umask at that very moment
+    still could).
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -59,7 +80,7 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
         try:
             mode = os.stat(path).st_mode & 0o777
         except OSError:
-            mode = 0o666 & ~_UMASK
+            mode = 0o666 & ~current_umask()
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)

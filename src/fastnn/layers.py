@@ -454,6 +454,11 @@ class Activation(_ActivationMixin, Layer):
         return {"activation": self.activation, "name": self.name}
 
 
+#: guards the reservation of Dropout mask-stream stretches (two threads calling forward
+#: on one layer get distinct masks and the counter advances by both)
+_COUNTER_LOCK = threading.Lock()
+
+
 class Dropout(Layer):
     """Inverted dropout: in training, zero each input with probability ``p`` and scale the
     rest by ``1 / (1 - p)``; identity at inference.
@@ -461,6 +466,9 @@ class Dropout(Layer):
     The mask comes from a counter-based RNG keyed on the model's seed, the layer's
     position and a counter of the elements it has seen, so it is reproducible,
     independent of the thread count, and saved with the model.  Backward reuses it.
+    Each forward reserves its stretch of the stream under a lock, so two threads
+    calling forward on one layer get distinct masks (which one gets which stretch
+    depends on their timing).
 
     Parameters
     ----------
@@ -485,10 +493,12 @@ class Dropout(Layer):
         bufs = self._buffers(x.shape, {"out": x.shape})
         if "mask" not in bufs:
             bufs["mask"] = np.empty(x.shape, np.uint8)
+        with _COUNTER_LOCK:  # each call reserves its own stretch of the mask stream
+            offset = self.counter
+            self.counter = offset + x.size
         _k.dropout_forward[SPEC[self.dtype]](bufs["out"].reshape(-1), bufs["mask"].reshape(-1),
-                                             x.reshape(-1), self.p, self.seed, self.counter,
+                                             x.reshape(-1), self.p, self.seed, offset,
                                              get_num_threads())
-        self.counter += x.size
         self._bufs = bufs
         return bufs["out"]
 
