@@ -298,3 +298,22 @@ def test_version_1_model_file_still_loads(tmp_path):
         old.train_step(x, y)
     for a, b in zip(model.get_weights(), old.get_weights()):
         assert np.array_equal(a, b)
+
+
+def test_replaced_layer_never_inherits_state():
+    """pop + add a layer of the same size: the new layer starts fresh (a new torch
+    parameter), never with the popped layer's moments; the model's new buffer restarts
+    the optimizer.
+    """
+    model, _, x, y = _models()
+    opt = fnn.optim.Adam(lr=0.01)
+    model.compile(opt, "cross_entropy")
+    for _ in range(3):
+        model.train_step(x, y)
+    model.pop()
+    model.add(fnn.Dense(6, 3))
+    model.train_step(x, y)
+    assert opt.param_steps() == [[a, b, 1] for a, b in model.parameter_ranges()] or \
+        opt.param_steps() == [[0, model.count_params(), 1]]
+    g = model.gradients()
+    assert np.array_equal(opt.state["exp_avg"], (1 - 0.9) * g)

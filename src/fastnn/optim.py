@@ -57,6 +57,8 @@ class Optimizer:
         self._runs: list[list[Any]] = []  # [steps, ranges] of each fused run
         self._step = 0  # the step of the range being updated (in _update)
         self._params: np.ndarray | None = None
+        self._size: int | None = None
+        self._dtype: np.dtype | None = None
         #: parameter groups (``torch.optim``'s ``param_groups``): see :meth:`set_param_groups`
         self.param_groups: list[dict[str, Any]] = []
         self._views: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
@@ -161,13 +163,14 @@ class Optimizer:
         The state buffers cover the whole of ``params`` (each layer's state at its
         parameters' offsets) and are kept while its size and dtype stay the same, with
         every layer's step count: freezing a layer (leaving its range out) keeps its state
-        and steps for when it is trained again.  A stepped range that partly overlaps a
-        new trainable range (the model's layers changed) is forgotten: that parameter
-        starts fresh.
+        and steps for when it is trained again.  A new ``params`` buffer (another model,
+        or layers added or popped: the model packs a new buffer) starts every parameter
+        afresh, so a replaced layer never inherits another's state; so does a stepped
+        range that partly overlaps a new trainable range.
         """
         self._flush_steps()
         n = int(params.size)
-        if (getattr(self, "_size", None) != n or getattr(self, "_dtype", None) != params.dtype
+        if (params is not self._params or self._size != n or self._dtype != params.dtype
                 or set(self.state) != set(self.state_names)):
             self.state = {name: self._initial_state(name, n, params.dtype)
                           for name in self.state_names}
@@ -209,7 +212,7 @@ class Optimizer:
 
     def _flush_steps(self) -> None:
         """Write the fused runs' step counts back to the per-range table."""
-        for st, keys in getattr(self, "_runs", ()):
+        for st, keys in self._runs:
             for key in keys:
                 self._steps[key] = st
 
