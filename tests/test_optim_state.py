@@ -219,6 +219,14 @@ def test_load_state_dict_is_all_or_nothing():
     bad["steps"] = [[0, 10**9, 1]]
     with pytest.raises(ValueError, match="steps"):
         opt.load_state_dict(bad)
+    bad = copy.deepcopy(before)
+    bad["steps"] = [[0, 7, 1]]  # inside the first layer's range: not this model's layout
+    with pytest.raises(ValueError, match="does not match the trainable layers"):
+        opt.load_state_dict(bad)
+    bad = copy.deepcopy(before)
+    del bad["state"]["exp_avg_sq"]
+    with pytest.raises(ValueError, match="must have the buffers"):
+        opt.load_state_dict(bad)
     after = opt.state_dict()
     assert after["step_count"] == before["step_count"] == 2
     assert after["steps"] == before["steps"]

@@ -226,6 +226,7 @@ class Optimizer:
     def _check_steps(self, steps: Any) -> dict[tuple[int, int], int]:
         """A validated ``{(start, stop): steps}`` table from :meth:`param_steps`' list."""
         out: dict[tuple[int, int], int] = {}
+        live = {(int(a), int(b)) for a, b in self._ranges if b > a}
         try:
             rows = [tuple(int(v) for v in row) for row in steps]
         except (TypeError, ValueError):
@@ -241,6 +242,9 @@ class Optimizer:
             if not 0 <= n < 2**62:
                 raise ValueError(f"optimizer steps must be in [0, 2**62), got {n}")
             end = b
+            if (a, b) not in live and any(lo < b and a < hi for lo, hi in live):
+                raise ValueError(f"optimizer steps range [{a}, {b}) does not match the "
+                                 "trainable layers' ranges (a different model?)")
             if n:
                 out[(a, b)] = n
         return out
