@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import zipfile
 
@@ -216,10 +217,13 @@ def test_transfer_learning_freeze_replace_head_finetune():
     base.fit(x, y2, epochs=2, batch_size=32, verbose=0)
     for a, b in zip(base.get_weights()[:4], body[:4]):
         assert np.array_equal(a, b)  # the frozen body did not move
-    n_head = base["head2"].num_params()
-    assert all(v.size == n_head for v in base.optimizer.state.values())
-    # a new model from another model's layers keeps their values
-    new = fnn.Sequential(base.layers[:3] + [fnn.Dense(16, 4)], seed=9)
+    # state buffers cover the whole model; the frozen body's part was never stepped
+    n_body = base.count_params() - base["head2"].num_params()
+    assert all(v.size == base.count_params() for v in base.optimizer.state.values())
+    assert not any(v[:n_body].any() for v in base.optimizer.state.values())
+    # a new model from copies of another model's layers keeps their values
+    new = fnn.Sequential([copy.deepcopy(la) for la in base.layers[:3]] + [fnn.Dense(16, 4)],
+                         seed=9)
     assert np.array_equal(new[0].weight, body[0])
     base.unfreeze()
     assert all(layer.trainable for layer in base.layers)

@@ -57,8 +57,11 @@ def test_frozen_layer_gets_no_update_and_no_state():
         model.train_step(x, y)
     assert np.array_equal(model[0].weight, w0[0]) and np.array_equal(model[1].weight, w0[1])
     assert not np.array_equal(model[2].weight, w0[2])
-    n_trainable = model[2].num_params()
-    assert all(s.size == n_trainable for s in model.optimizer.state.values())
+    # the state covers the whole model; the frozen layers' part is untouched (never stepped)
+    n_frozen = model.count_params() - model[2].num_params()
+    assert all(s.size == model.count_params() for s in model.optimizer.state.values())
+    assert not any(s[:n_frozen].any() for s in model.optimizer.state.values())
+    assert model.optimizer.param_steps() == [[*model.parameter_ranges()[2], 3]]
 
 
 def test_backward_returns_input_gradient():
@@ -336,7 +339,7 @@ def test_bad_construction_arguments():
         make_mlp(0).compile("adam", "hinge")
     with pytest.raises(ValueError, match="unknown optimizer 'adamx'"):
         make_mlp(0).compile("adamx", "mse")
-    with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="lr must be >= 0, got -1"):
         fnn.optim.SGD(lr=-1)
     with pytest.raises(ValueError, match="dtype must be"):
         fnn.Sequential([], dtype="int32")

@@ -232,8 +232,18 @@ def check_states(w: np.ndarray, g: np.ndarray | None = None, **arrays: np.ndarra
             seen.append(arr)
 
 
-def check_sgd(w, g, buf, lr, momentum, dampening, nesterov, weight_decay) -> tuple:
-    g = param_grad(w, g)
+# One validator per optimizer: the hyper-parameter rules of fastnn.optim's constructors
+# and param groups, fastnn.kernels' steps and their twins in fastnn.reference.  They are
+# torch.optim's rules (lr, eps, momentum, weight_decay, lr_decay and
+# initial_accumulator_value >= 0; betas in [0, 1); nesterov needs momentum > 0 and
+# dampening == 0), with every value also required to be finite (torch accepts an
+# infinite eps, which zeroes every update, and does not check dampening at all); and
+# RMSprop's alpha in [0, 1] (torch accepts any alpha >= 0, but above 1 the running mean
+# of g**2 is no longer a convex combination and goes negative: NaN).
+
+def sgd_hparams(lr: Any, momentum: Any, dampening: Any, nesterov: Any,
+                weight_decay: Any) -> tuple[float, float, float, float]:
+    """SGD's (lr, momentum, dampening, weight_decay), checked."""
     lr = real_number(lr, "lr")
     momentum = real_number(momentum, "momentum")
     dampening = real_number(dampening, "dampening", -math.inf)
@@ -241,6 +251,38 @@ def check_sgd(w, g, buf, lr, momentum, dampening, nesterov, weight_decay) -> tup
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"nesterov=True needs momentum > 0 and dampening == 0, got "
                          f"momentum={momentum!r}, dampening={dampening!r}")
+    return lr, momentum, dampening, weight_decay
+
+
+def adam_hparams(lr: Any, beta1: Any, beta2: Any, eps: Any,
+                 weight_decay: Any) -> tuple[float, float, float, float, float]:
+    """Adam's and AdamW's (lr, beta1, beta2, eps, weight_decay), checked."""
+    return (real_number(lr, "lr"), real_number(beta1, "beta1", 0.0, 1.0, hi_open=True),
+            real_number(beta2, "beta2", 0.0, 1.0, hi_open=True), real_number(eps, "eps"),
+            real_number(weight_decay, "weight_decay"))
+
+
+def rmsprop_hparams(lr: Any, alpha: Any, eps: Any, weight_decay: Any,
+                    momentum: Any) -> tuple[float, float, float, float, float]:
+    """RMSprop's (lr, alpha, eps, weight_decay, momentum), checked; alpha in [0, 1]."""
+    return (real_number(lr, "lr"), real_number(alpha, "alpha", 0.0, 1.0),
+            real_number(eps, "eps"), real_number(weight_decay, "weight_decay"),
+            real_number(momentum, "momentum"))
+
+
+def adagrad_hparams(lr: Any, lr_decay: Any, weight_decay: Any, eps: Any,
+                    initial_accumulator_value: Any = 0.0
+                    ) -> tuple[float, float, float, float, float]:
+    """Adagrad's (lr, lr_decay, weight_decay, eps, initial_accumulator_value), checked."""
+    return (real_number(lr, "lr"), real_number(lr_decay, "lr_decay"),
+            real_number(weight_decay, "weight_decay"), real_number(eps, "eps"),
+            real_number(initial_accumulator_value, "initial_accumulator_value"))
+
+
+def check_sgd(w, g, buf, lr, momentum, dampening, nesterov, weight_decay) -> tuple:
+    g = param_grad(w, g)
+    lr, momentum, dampening, weight_decay = sgd_hparams(lr, momentum, dampening, nesterov,
+                                                        weight_decay)
     if momentum != 0 and buf is None:
         raise ValueError(f"momentum={momentum!r} needs buf= (the momentum buffer, w's shape)")
     check_states(w, g, buf=buf if momentum != 0 else None)
@@ -252,18 +294,14 @@ def check_adam(w, g, m, v, vmax, step, lr, beta1, beta2, eps, weight_decay) -> t
     if m is None or v is None:
         raise ValueError("adam_step needs the moment arrays m and v (w's shape, zeros at start)")
     check_states(w, g, m=m, v=v, vmax=vmax)
-    return (g, positive_int(step, "step"), real_number(lr, "lr"),
-            real_number(beta1, "beta1", 0.0, 1.0, hi_open=True),
-            real_number(beta2, "beta2", 0.0, 1.0, hi_open=True), real_number(eps, "eps"),
-            real_number(weight_decay, "weight_decay"))
+    return (g, positive_int(step, "step"), *adam_hparams(lr, beta1, beta2, eps, weight_decay))
 
 
 def check_rmsprop(w, g, sq, buf, gavg, lr, alpha, eps, weight_decay, momentum,
                    centered) -> tuple:
     g = param_grad(w, g)
-    lr, alpha = real_number(lr, "lr"), real_number(alpha, "alpha", 0.0, 1.0)
-    eps, weight_decay = real_number(eps, "eps"), real_number(weight_decay, "weight_decay")
-    momentum = real_number(momentum, "momentum")
+    lr, alpha, eps, weight_decay, momentum = rmsprop_hparams(lr, alpha, eps, weight_decay,
+                                                             momentum)
     if sq is None:
         raise ValueError("rmsprop_step needs sq (the running mean of g**2, w's shape)")
     if momentum > 0 and buf is None:
@@ -279,8 +317,7 @@ def check_adagrad(w, g, sum_sq, step, lr, lr_decay, weight_decay, eps) -> tuple:
     if sum_sq is None:
         raise ValueError("adagrad_step needs sum_sq (the running sum of g**2, w's shape)")
     check_states(w, g, sum_sq=sum_sq)
-    return (g, positive_int(step, "step"), real_number(lr, "lr"), real_number(lr_decay, "lr_decay"),
-            real_number(weight_decay, "weight_decay"), real_number(eps, "eps"))
+    return (g, positive_int(step, "step"), *adagrad_hparams(lr, lr_decay, weight_decay, eps)[:4])
 
 
 # ---- dropout -------------------------------------------------------------------

@@ -293,7 +293,8 @@ class DataParallel:
             meta = {"rng": m.rng.bit_generator.state, "layers": [ly.state() if hasattr(
                         ly, "state") else None for ly in m.layers],
                     "step": m.step, "epoch": m.epoch, "step_count": opt.step_count,
-                    "lr": opt.lr, "opt_state": sorted(opt.state)}
+                    "lr": opt.lr, "opt_state": sorted(opt.state),
+                    "opt_steps": opt.param_steps()}
         meta = self.comm.bcast(meta, root=0)
         if not self.is_root:
             m.rng.bit_generator.state = meta["rng"]
@@ -302,6 +303,7 @@ class DataParallel:
                     ly.set_state(st)
             m.step, m.epoch = meta["step"], meta["epoch"]
             opt.step_count, opt.lr = meta["step_count"], meta["lr"]
+            opt.set_param_steps(meta["opt_steps"])
         self.comm.Bcast(m.parameters(), root=0)
         for name in meta["opt_state"]:
             self.comm.Bcast(opt.state[name], root=0)

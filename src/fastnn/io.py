@@ -13,6 +13,11 @@ Layout of a ``.fnn`` file::
     params/NNNN.npy      every parameter, in model order
     optim/NAME.npy       optimizer state buffers
 
+Format versions: 1 stored the optimizer state of the trainable ranges only, back to
+back, with one step count; 2 (written now) stores every state buffer over the whole
+flat parameter buffer and each parameter range's step count (``optimizer.steps``, as
+:meth:`fastnn.optim.Optimizer.param_steps`).  Both are read.
+
 Writes are atomic: a temporary file in the same directory, fsync, rename.
 """
 
@@ -22,16 +27,41 @@ import io
 import json
 import os
 import tempfile
+import threading
 import zipfile
 from typing import Any
 
 import numpy as np
 
 FORMAT = "fastnn-model"
-VERSION = 1
+VERSION = 2
+#: model file versions this fastnn reads
+READ_VERSIONS = (1, 2)
+#: version of the weights-only format (unchanged)
+WEIGHTS_VERSION = 1
 _MAX_JSON = 16 * 1024 * 1024
-_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
-os.umask(_UMASK)
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it.
+
+    Linux reports it in ``/proc/self/status`` (``Umask:``, since 4.7).  Elsewhere the
+    only way is ``os.umask``, which sets it: that set-and-restore runs under a lock so
+    two fastnn saves never race (other code changing the umask at that very moment
+    still could).
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -53,7 +83,7 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
         try:
             mode = os.stat(path).st_mode & 0o777
         except OSError:
-            mode = 0o666 & ~_UMASK
+            mode = 0o666 & ~current_umask()
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -114,7 +144,8 @@ def _write_model(model: Any, f: Any) -> None:
         "loss": None if model.loss is None else model.loss.name,
         "optimizer": None if opt is None else {
             "type": type(opt).__name__, "config": opt.get_config(),
-            "step_count": opt.step_count, "state": sorted(opt.state)},
+            "step_count": opt.step_count, "steps": opt.param_steps(),
+            "state": sorted(opt.state)},
     }
 
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
@@ -224,9 +255,10 @@ def load_model(path: Any, model_class: Any, loss: Any = None) -> Any:
     z, meta = _open_archive(path, "model", (FORMAT,))
     try:
         with z:
-            if meta.get("version") != VERSION:
+            version = meta.get("version")
+            if type(version) is not int or version not in READ_VERSIONS:
                 raise ValueError(f"unsupported fastnn model file version {meta.get('version')!r}"
-                                 f" (this fastnn reads version {VERSION})")
+                                 f" (this fastnn reads versions {list(READ_VERSIONS)})")
             return _build(z, meta, model_class, loss)
     except ValueError:
         raise
@@ -293,7 +325,10 @@ def _build(z: zipfile.ZipFile, meta: dict, Sequential: Any,  # noqa: N803 -- a c
                              f"model.load_weights(path)") from None
         n_opt = model.count_params()
         state = {name: _read_npy(z, f"optim/{name}.npy", n_opt) for name in opt_meta["state"]}
-        model.optimizer.load_state_dict({"step_count": opt_meta["step_count"], "state": state})
+        sd = {"step_count": opt_meta["step_count"], "state": state}
+        if meta["version"] >= 2:
+            sd["steps"] = opt_meta["steps"]
+        model.optimizer.load_state_dict(sd)
     elif loss is not None or meta.get("loss"):
         from .losses import get_loss
 
@@ -306,7 +341,7 @@ WEIGHTS_FORMAT = "fastnn-weights"
 
 def save_weights(model: Any, path: str | os.PathLike) -> None:
     """Write only the parameters, keyed by layer name (``<layer>/<param>.npy``), atomically."""
-    meta = {"format": WEIGHTS_FORMAT, "version": VERSION,
+    meta = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION,
             "layers": {layer.name: list(layer.param_names[:len(layer.params)])
                        for layer in model.layers if layer.params}}
 

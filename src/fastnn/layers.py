@@ -68,8 +68,9 @@ class Layer:
     Attributes
     ----------
     trainable : bool
-        False freezes the layer: no gradients are applied and no optimizer
-        state is kept for its parameters.
+        False freezes the layer: no gradients are applied, and its optimizer
+        state and step count are kept, untouched, until it trains again (as a
+        ``torch.optim`` parameter without a gradient).
     name : str
         Unique within a model (assigned by the model when not given).
     """
@@ -117,7 +118,7 @@ class Layer:
 
     @property
     def trainable(self) -> bool:
-        """False freezes the layer (no gradients applied, no optimizer state)."""
+        """False freezes the layer (no gradients applied; its optimizer state is kept)."""
         return self._trainable
 
     @trainable.setter
@@ -468,6 +469,11 @@ class Activation(_ActivationMixin, Layer):
         return {"activation": self.activation, "name": self.name}
 
 
+#: guards the reservation of Dropout mask-stream stretches (two threads calling forward
+#: on one layer get distinct masks and the counter advances by both)
+_COUNTER_LOCK = threading.Lock()
+
+
 class Dropout(Layer):
     """Inverted dropout: in training, zero each input with probability ``p`` and scale the
     rest by ``1 / (1 - p)``; identity at inference.
@@ -475,6 +481,9 @@ class Dropout(Layer):
     The mask comes from a counter-based RNG keyed on the model's seed, the layer's
     position and a counter of the elements it has seen, so it is reproducible,
     independent of the thread count, and saved with the model.  Backward reuses it.
+    Each forward reserves its stretch of the stream under a lock, so two threads
+    calling forward on one layer get distinct masks (which one gets which stretch
+    depends on their timing).
 
     Parameters
     ----------
@@ -512,10 +521,12 @@ class Dropout(Layer):
         bufs = self._buffers(x.shape, {"out": x.shape})
         if "mask" not in bufs:
             bufs["mask"] = np.empty(x.shape, np.uint8)
+        with _COUNTER_LOCK:  # each call reserves its own stretch of the mask stream
+            offset = self.counter
+            self.counter = offset + x.size
         _k.dropout_forward[SPEC[self.dtype]](bufs["out"].reshape(-1), bufs["mask"].reshape(-1),
-                                             x.reshape(-1), self.p, self.seed, self.counter,
+                                             x.reshape(-1), self.p, self.seed, offset,
                                              get_num_threads())
-        self.counter += x.size
         self._bufs = bufs
         return bufs["out"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -19,6 +20,10 @@ from .losses import LOSSES, Loss, get_loss
 from .metrics import Metric, get_metrics
 from .optim import Optimizer, get_optimizer
 from .training import Trainer
+
+#: layer -> the Sequential it belongs to (weak both ways): a layer's parameters are views
+#: of its model's flat buffer, so it cannot be shared by two models
+_OWNERS: weakref.WeakKeyDictionary[Layer, weakref.ref] = weakref.WeakKeyDictionary()
 
 
 class Sequential:
@@ -43,6 +48,11 @@ class Sequential:
     All parameters live in one contiguous buffer (``layer.weight`` and friends
     are views of it) and all gradients in another, so an optimizer updates the
     whole model in one C call and a data-parallel all-reduce is one message.
+
+    A layer belongs to one model: passing a layer of another (live) model raises
+    ValueError, since rebinding it would silently stop the first model from training
+    it.  To build a model from another's layers, pass copies
+    (``copy.deepcopy(layer)``, which keep the values), or :meth:`pop` them first.
     """
 
     def __init__(self, layers: Iterable[Layer] | None = None, dtype: str | np.dtype = "float32",
@@ -101,6 +111,14 @@ class Sequential:
             raise TypeError(f"layers must be fastnn Layer instances, got {type(layer).__name__}")
         if any(layer is x for x in self._layers):
             raise ValueError(f"layer {layer.name or layer!r} is already in this model")
+        ref = _OWNERS.get(layer)
+        owner = None if ref is None else ref()
+        if owner is not None and owner is not self and any(layer is x for x in owner.layers):
+            raise ValueError(
+                f"layer {layer.name or layer!r} already belongs to the model {owner.name!r}: "
+                "its parameters are views of that model's buffer, and taking it would "
+                "silently stop that model from training it; pass a copy instead "
+                "(copy.deepcopy(layer)), or pop it from that model first")
         if layer.name is None:
             base = type(layer).__name__.lower()
             names = {x.name for x in self._layers}
@@ -127,6 +145,7 @@ class Sequential:
         if not self._layers:
             raise IndexError("pop from an empty model")
         layer = self._layers.pop()
+        _OWNERS.pop(layer, None)
         self._build()
         return layer
 
@@ -171,6 +190,9 @@ class Sequential:
             layer.bind(pv, gv)
             ranges.append((start, off))
         self._flat_params, self._flat_grads, self._ranges = flat_p, flat_g, ranges
+        me = weakref.ref(self)
+        for layer in self._layers:
+            _OWNERS[layer] = me
 
     def _check_input_shape(self, sample_shape: tuple[int, ...], argname: str = "X") -> None:
         """Validate a per-sample input shape through every layer (once per new shape)."""

@@ -503,7 +503,8 @@ def avgpool2d_backward(grad_out: Any, input_shape: Any, kernel_size: Any, stride
 def global_avgpool_forward(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     """Twin of :func:`fastnn.kernels.global_avgpool_forward`: (n, c) plane means."""
     x = as_float_array(x, "x", common_float_dtype(x), 4)
-    return _fill(out, x.mean(axis=(2, 3)).astype(x.dtype))
+    plane = max(x.shape[2] * x.shape[3], 1)  # an empty plane's mean is 0, as the kernel's
+    return _fill(out, (x.sum(axis=(2, 3)) / plane).astype(x.dtype))
 
 
 def global_avgpool_backward(grad_out: Any, input_shape: Any, *,
@@ -511,5 +512,5 @@ def global_avgpool_backward(grad_out: Any, input_shape: Any, *,
     """Twin of :func:`fastnn.kernels.global_avgpool_backward`."""
     g = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out), 2)
     n, c, h, w = (int(s) for s in input_shape)
-    dx = np.broadcast_to((g / g.dtype.type(h * w))[:, :, None, None], (n, c, h, w))
+    dx = np.broadcast_to((g / g.dtype.type(max(h * w, 1)))[:, :, None, None], (n, c, h, w))
     return _fill(out, np.ascontiguousarray(dx))

@@ -315,13 +315,12 @@ def global_avgpool_forward(x: Any, *, out: np.ndarray | None = None) -> np.ndarr
     -------
     ndarray, (batch, channels)
         Ready for a Dense layer (``torch``'s ``adaptive_avg_pool2d(x, 1)``
-        flattened).
+        flattened).  An empty plane (height or width 0) gives zeros, as the C code,
+        the :class:`~fastnn.GlobalAvgPool2D` layer and the twin.
 
     """
     dt = common_float_dtype(x)
     x = as_float_array(x, "x", dt, 4)
-    if x.shape[2] * x.shape[3] == 0:
-        raise ValueError(f"global_avgpool_forward: x has an empty plane, shape {x.shape}")
     out = output(out, "out", x.shape[:2], dt, (x,))
     _k.global_avgpool_forward[_SPEC[dt]](out, x, get_num_threads())
     return out
