@@ -223,7 +223,7 @@ static SFX(fnn_conv_kern) SFX(conv_kern)(void)
 {
     SFX(fnn_conv_kern) kk = {SFX(fnn_cfg).mr, SFX(fnn_cfg).nr, SFX(fnn_cfg).kc, 0};
 #ifdef CONV_FAST_UKR
-    if (fnn_isa() == FNN_ISA_AVX2) {
+    if (fnn_isa() >= FNN_ISA_AVX2) {
         kk.mr = CONV_FAST_MR;
         kk.nr = CONV_FAST_NR;
         kk.fast = 1;

@@ -46,7 +46,7 @@ typedef enum {
 int fnn_act_needs_z(int act);
 
 /* ---- run-time CPU dispatch (cpu.c) ------------------------------------- */
-enum { FNN_ISA_GENERIC = 0, FNN_ISA_AVX2 = 1 };
+enum { FNN_ISA_GENERIC = 0, FNN_ISA_AVX2 = 1, FNN_ISA_AVX512 = 2 }; /* ranked: compare with >= */
 
 /* Detect the CPU once and fill the dispatch table.  FASTNN_ISA=generic forces
  * the portable path; FASTNN_ISA=avx2 asks for AVX2 (ignored if the CPU lacks

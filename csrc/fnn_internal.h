@@ -97,7 +97,7 @@ extern fnn_gemm_cfg_f32 fnn_cfg_f32;
 extern fnn_gemm_cfg_f64 fnn_cfg_f64;
 
 /* Micro-kernels; the largest MR x NR any kernel uses is FNN_MAX_TILE. */
-#define FNN_MAX_TILE (8 * 32)
+#define FNN_MAX_TILE (16 * 32)
 void fnn_ukr_generic_f32(int64_t k, const float *ap, const float *bp, int64_t ldbp, float *c,
                          int64_t ldc, float alpha, float beta);
 void fnn_ukr_generic_f64(int64_t k, const double *ap, const double *bp, int64_t ldbp, double *c,
@@ -143,7 +143,7 @@ void fnn_ukr_edge_avx2_f32(int64_t k, int64_t rows, int64_t cols, const float *a
     {                                                                                        \
         BODY(a, lo, hi);                                                                     \
     }
-#define FNN_MV_PICK(GENERIC, AVX2) (fnn_isa() == FNN_ISA_AVX2 ? AVX2 : GENERIC)
+#define FNN_MV_PICK(GENERIC, AVX2) (fnn_isa() >= FNN_ISA_AVX2 ? AVX2 : GENERIC)
 #else
 #define FNN_MV_AVX2_COPY(BODY, AVX2, ARGS)
 #define FNN_MV_PICK(GENERIC, AVX2) GENERIC

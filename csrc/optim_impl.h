@@ -254,7 +254,7 @@ int SFX(fnn_all_finite)(const T *x, int64_t n)
 {
     if (n <= 0) return 1;
 #ifdef FNN_MULTIVERSIONED
-    if (fnn_isa() == FNN_ISA_AVX2) return SFX(fnn_all_finite_avx2)(x, n);
+    if (fnn_isa() >= FNN_ISA_AVX2) return SFX(fnn_all_finite_avx2)(x, n);
 #endif
     return SFX(fnn_all_finite_body)(x, n);
 }
