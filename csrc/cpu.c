@@ -46,12 +46,28 @@ int fnn_cpu_has_avx2(void)
 #endif
 }
 
+/* 1 if the CPU and the OS support AVX-512 F + BW + VL + DQ.  Temporary (GCC and
+ * Clang only; libgcc checks XCR0 for the zmm and opmask state): the ISA registry
+ * brings the real detection, the MSVC path included. */
+static int fnn_cpu_has_avx512(void)
+{
+#if defined(FNN_HAVE_X86) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return fnn_cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
 int fnn_init(void)
 {
     if (fnn_isa_in_use >= 0) return fnn_isa_in_use;
     int isa = FNN_ISA_GENERIC;
     const char *env = getenv("FASTNN_ISA");
     int force_generic = env != NULL && strcmp(env, "generic") == 0;
+    int cap_avx2 = env != NULL && strcmp(env, "avx2") == 0;
 #ifdef FNN_HAVE_X86
     if (!force_generic && fnn_cpu_has_avx2()) {
         /* BLIS's zen3 starting points: sgemm 6x16, dgemm 6x8 (12 ymm accumulators). */
@@ -60,9 +76,14 @@ int fnn_init(void)
                                          fnn_ukr_edge_avx2_f32};
         fnn_cfg_f64 = (fnn_gemm_cfg_f64){6, 8, 72, 256, 4080, fnn_ukr_avx2_f64, NULL, NULL, NULL};
         isa = FNN_ISA_AVX2;
+        if (!cap_avx2 && fnn_cpu_has_avx512()) {
+            fnn_gemm_cfg_avx512(&fnn_cfg_f32, &fnn_cfg_f64);
+            isa = FNN_ISA_AVX512;
+        }
     }
 #else
     (void)force_generic;
+    (void)cap_avx2;
 #endif
     fnn_isa_in_use = isa;
     return isa;
@@ -73,6 +94,7 @@ int fnn_isa(void) { return fnn_init(); }
 const char *fnn_isa_name(int isa)
 {
     switch (isa) {
+    case FNN_ISA_AVX512: return "avx512";
     case FNN_ISA_AVX2: return "avx2+fma";
     case FNN_ISA_GENERIC: return "generic";
     default: return "unknown";

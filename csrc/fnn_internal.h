@@ -118,6 +118,22 @@ void fnn_pack_bt16_avx2_f32(float *dst, const float *b, int64_t ldb, int64_t kc)
 void fnn_ukr_edge_avx2_f32(int64_t k, int64_t rows, int64_t cols, const float *ap,
                            const float *bp, int64_t ldbp, float *c, int64_t ldc, float alpha,
                            float beta);
+/* AVX-512 (gemm_kernel_avx512.c): the kernels and block sizes of both types. */
+void fnn_gemm_cfg_avx512(fnn_gemm_cfg_f32 *c32, fnn_gemm_cfg_f64 *c64);
+void fnn_ukr_avx512_f32(int64_t k, const float *ap, const float *bp, int64_t ldbp, float *c,
+                        int64_t ldc, float alpha, float beta);
+void fnn_ukr_avx512_f64(int64_t k, const double *ap, const double *bp, int64_t ldbp, double *c,
+                        int64_t ldc, double alpha, double beta);
+void fnn_ukr_edge_avx512_f32(int64_t k, int64_t rows, int64_t cols, const float *ap,
+                             const float *bp, int64_t ldbp, float *c, int64_t ldc, float alpha,
+                             float beta);
+void fnn_ukr_edge_avx512_f64(int64_t k, int64_t rows, int64_t cols, const double *ap,
+                             const double *bp, int64_t ldbp, double *c, int64_t ldc,
+                             double alpha, double beta);
+void fnn_pack_a_avx512_f32(float *dst, const float *a, int64_t lda, int64_t kc);
+void fnn_pack_bt_avx512_f32(float *dst, const float *b, int64_t ldb, int64_t kc);
+void fnn_pack_a_avx512_f64(double *dst, const double *a, int64_t lda, int64_t kc);
+void fnn_pack_bt_avx512_f64(double *dst, const double *b, int64_t ldb, int64_t kc);
 #endif
 
 /* ---- elementwise kernels compiled twice: baseline ISA and AVX2+FMA ---------- */

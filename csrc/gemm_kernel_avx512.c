@@ -1,0 +1,156 @@
+/*
+ * gemm_kernel_avx512.c -- AVX-512 (F + BW + VL + DQ) GEMM micro-kernels,
+ * edge kernels and packing for float and double (x86-64 only).
+ *
+ * Only these functions carry the avx512 target attribute; cpu.c calls them
+ * only when the CPU and the OS support AVX-512.  Standard Intel intrinsics
+ * only (no inline assembly), so the same source also builds against SIMDe.
+ *
+ * Tiles, for 32 zmm registers (BLIS's skx shapes, transposed to our row-major C):
+ *   float  FNN_AVX512_MR_F32 x 32: MR rows x 2 zmm = 2*MR accumulators,
+ *   double FNN_AVX512_MR_F64 x 16: likewise with 8 doubles per zmm;
+ * per k step 2 B vectors are loaded and each of the MR A values is broadcast
+ * straight into its two FMAs ({1toN} memory operand), so the k loop holds
+ * 2*MR + 2 zmm and issues 2*MR FMAs per 2 + MR loads.
+ * Edge tiles run the same body with fewer rows and opmasked B loads and C
+ * loads/stores; packing transposes VL x VL blocks in registers.
+ * The type-generic code is gemm_kernel_avx512_impl.h, included once per type.
+ */
+#include "fnn_internal.h"
+
+#ifdef FNN_HAVE_X86
+#include <immintrin.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FNN_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
+#else
+#define FNN_TARGET_AVX512
+#endif
+
+/* Tiles and cache blocking (cfg values: see fnn_gemm_cfg_avx512 below). */
+#define FNN_AVX512_MR_F32 12
+#define FNN_AVX512_NR_F32 32
+#define FNN_AVX512_MR_F64 12
+#define FNN_AVX512_NR_F64 16
+
+/* k steps ahead of the current one at which the A panel is prefetched. */
+#define PF_A 16
+
+/* In-register 16 x 16 transpose: r[i] = row i in, r[j] = column j out. */
+FNN_TARGET_AVX512 FNN_INLINE void fnn_transpose16_avx512_ps(__m512 r[16])
+{
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    /* u[4i + q], 128-bit lane L: column 4L + q of rows 4i..4i+3 */
+    for (int q = 0; q < 4; q++) {
+        const __m512 w0 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x88);
+        const __m512 w1 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xDD);
+        const __m512 w2 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x88);
+        const __m512 w3 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xDD);
+        r[q] = _mm512_shuffle_f32x4(w0, w2, 0x88);
+        r[4 + q] = _mm512_shuffle_f32x4(w1, w3, 0x88);
+        r[8 + q] = _mm512_shuffle_f32x4(w0, w2, 0xDD);
+        r[12 + q] = _mm512_shuffle_f32x4(w1, w3, 0xDD);
+    }
+}
+
+/* In-register 8 x 8 transpose of doubles: r[i] = row i in, r[j] = column j out. */
+FNN_TARGET_AVX512 FNN_INLINE void fnn_transpose8_avx512_pd(__m512d r[8])
+{
+    __m512d t[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+    }
+    /* t[2i + q], 128-bit lane L: column 2L + q of rows 2i, 2i+1 */
+    for (int q = 0; q < 2; q++) {
+        const __m512d w0 = _mm512_shuffle_f64x2(t[q], t[2 + q], 0x88);
+        const __m512d w1 = _mm512_shuffle_f64x2(t[q], t[2 + q], 0xDD);
+        const __m512d w2 = _mm512_shuffle_f64x2(t[4 + q], t[6 + q], 0x88);
+        const __m512d w3 = _mm512_shuffle_f64x2(t[4 + q], t[6 + q], 0xDD);
+        r[q] = _mm512_shuffle_f64x2(w0, w2, 0x88);
+        r[2 + q] = _mm512_shuffle_f64x2(w1, w3, 0x88);
+        r[4 + q] = _mm512_shuffle_f64x2(w0, w2, 0xDD);
+        r[6 + q] = _mm512_shuffle_f64x2(w1, w3, 0xDD);
+    }
+}
+
+#define T float
+#define SFX(f) f##_f32
+#define V __m512
+#define M __mmask16
+#define VL 16
+#define MR FNN_AVX512_MR_F32
+#define NR FNN_AVX512_NR_F32
+#define VLOAD _mm512_loadu_ps
+#define VMLOAD(m, p) _mm512_maskz_loadu_ps(m, p)
+#define VSTORE _mm512_storeu_ps
+#define VMSTORE(p, m, v) _mm512_mask_storeu_ps(p, m, v)
+#define VFMA _mm512_fmadd_ps
+#define VMUL _mm512_mul_ps
+#define VADD _mm512_add_ps
+#define VSET1 _mm512_set1_ps
+#define VZERO _mm512_setzero_ps
+#define VTRANSPOSE fnn_transpose16_avx512_ps
+#include "gemm_kernel_avx512_impl.h"
+#undef T
+#undef SFX
+#undef V
+#undef M
+#undef VL
+#undef MR
+#undef NR
+#undef VLOAD
+#undef VMLOAD
+#undef VSTORE
+#undef VMSTORE
+#undef VFMA
+#undef VMUL
+#undef VADD
+#undef VSET1
+#undef VZERO
+#undef VTRANSPOSE
+
+#define T double
+#define SFX(f) f##_f64
+#define V __m512d
+#define M __mmask8
+#define VL 8
+#define MR FNN_AVX512_MR_F64
+#define NR FNN_AVX512_NR_F64
+#define VLOAD _mm512_loadu_pd
+#define VMLOAD(m, p) _mm512_maskz_loadu_pd(m, p)
+#define VSTORE _mm512_storeu_pd
+#define VMSTORE(p, m, v) _mm512_mask_storeu_pd(p, m, v)
+#define VFMA _mm512_fmadd_pd
+#define VMUL _mm512_mul_pd
+#define VADD _mm512_add_pd
+#define VSET1 _mm512_set1_pd
+#define VZERO _mm512_setzero_pd
+#define VTRANSPOSE fnn_transpose8_avx512_pd
+#include "gemm_kernel_avx512_impl.h"
+
+/* The AVX-512 GEMM configuration of both types (kernels and block sizes).
+ * L1d 48 KiB holds the kc x NR B micro-panel (256 x 32 floats = 32 KiB) that
+ * the ir loop reuses, plus the streamed A panel; L2 (2 MiB) the packed
+ * mc x kc A block; the kc x nc B block stays in L3. */
+void fnn_gemm_cfg_avx512(fnn_gemm_cfg_f32 *c32, fnn_gemm_cfg_f64 *c64)
+{
+    *c32 = (fnn_gemm_cfg_f32){FNN_AVX512_MR_F32, FNN_AVX512_NR_F32, 480, 256, 4096,
+                              fnn_ukr_avx512_f32, fnn_pack_a_avx512_f32, fnn_pack_bt_avx512_f32,
+                              fnn_ukr_edge_avx512_f32};
+    *c64 = (fnn_gemm_cfg_f64){FNN_AVX512_MR_F64, FNN_AVX512_NR_F64, 240, 256, 4096,
+                              fnn_ukr_avx512_f64, fnn_pack_a_avx512_f64, fnn_pack_bt_avx512_f64,
+                              fnn_ukr_edge_avx512_f64};
+}
+
+#endif /* FNN_HAVE_X86 */
