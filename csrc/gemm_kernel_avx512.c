@@ -28,9 +28,13 @@
 #endif
 
 /* Tiles and cache blocking (cfg values: see fnn_gemm_cfg_avx512 below). */
-#define FNN_AVX512_MR_F32 12
+#ifndef FNN_AVX512_MR_F32 /* overridable for tuning experiments (<= 14) */
+#define FNN_AVX512_MR_F32 14
+#endif
+#ifndef FNN_AVX512_MR_F64
+#define FNN_AVX512_MR_F64 14
+#endif
 #define FNN_AVX512_NR_F32 32
-#define FNN_AVX512_MR_F64 12
 #define FNN_AVX512_NR_F64 16
 
 /* k steps ahead of the current one at which the A panel is prefetched. */
@@ -145,10 +149,10 @@ FNN_TARGET_AVX512 FNN_INLINE void fnn_transpose8_avx512_pd(__m512d r[8])
  * mc x kc A block; the kc x nc B block stays in L3. */
 void fnn_gemm_cfg_avx512(fnn_gemm_cfg_f32 *c32, fnn_gemm_cfg_f64 *c64)
 {
-    *c32 = (fnn_gemm_cfg_f32){FNN_AVX512_MR_F32, FNN_AVX512_NR_F32, 480, 256, 4096,
+    *c32 = (fnn_gemm_cfg_f32){FNN_AVX512_MR_F32, FNN_AVX512_NR_F32, 476, 256, 4096,
                               fnn_ukr_avx512_f32, fnn_pack_a_avx512_f32, fnn_pack_bt_avx512_f32,
                               fnn_ukr_edge_avx512_f32};
-    *c64 = (fnn_gemm_cfg_f64){FNN_AVX512_MR_F64, FNN_AVX512_NR_F64, 240, 256, 4096,
+    *c64 = (fnn_gemm_cfg_f64){FNN_AVX512_MR_F64, FNN_AVX512_NR_F64, 238, 256, 4096,
                               fnn_ukr_avx512_f64, fnn_pack_a_avx512_f64, fnn_pack_bt_avx512_f64,
                               fnn_ukr_edge_avx512_f64};
 }

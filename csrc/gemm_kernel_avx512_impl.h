@@ -10,25 +10,24 @@
 
 /* One k step of an R x (NV vectors) tile: row i's accumulators
  * x<i>_0, x<i>_1 += A[i] * B row (the broadcast folds into the FMA). */
-#define FNN_Z_ROW(i)                                                                             \
+#define FNN_Z_ROW(i, OA)                                                                            \
     if (R > (i)) {                                                                               \
-        const V a_ = VSET1(ap[i]);                                                               \
+        const V a_ = VSET1(ap[OA + (i)]);                                                        \
         x##i##_0 = VFMA(a_, b0, x##i##_0);                                                       \
         if (NV > 1) x##i##_1 = VFMA(a_, b1, x##i##_1);                                           \
     }
-#define FNN_Z_STEP                                                                               \
+#define FNN_Z_STEP(OA, OB)                                                                       \
     do {                                                                                         \
-        const V b0 = EDGE ? VMLOAD(m0, bp) : VLOAD(bp);                                          \
-        const V b1 = NV > 1 ? (EDGE ? VMLOAD(m1, bp + VL) : VLOAD(bp + VL)) : b0;                \
-        FNN_Z_ROW(0) FNN_Z_ROW(1) FNN_Z_ROW(2) FNN_Z_ROW(3) FNN_Z_ROW(4) FNN_Z_ROW(5)            \
-        FNN_Z_ROW(6) FNN_Z_ROW(7) FNN_Z_ROW(8) FNN_Z_ROW(9) FNN_Z_ROW(10) FNN_Z_ROW(11)          \
-        FNN_Z_ROW(12) FNN_Z_ROW(13)                                                              \
-        ap += MR;                                                                                \
-        bp += ldbp;                                                                              \
+        const V b0 = EDGE ? VMLOAD(m0, bp + (OB)) : VLOAD(bp + (OB));                            \
+        const V b1 = NV > 1 ? (EDGE ? VMLOAD(m1, bp + (OB) + VL) : VLOAD(bp + (OB) + VL)) : b0;  \
+        FNN_Z_ROW(0, OA) FNN_Z_ROW(1, OA) FNN_Z_ROW(2, OA) FNN_Z_ROW(3, OA) FNN_Z_ROW(4, OA) FNN_Z_ROW(5, OA)            \
+        FNN_Z_ROW(6, OA) FNN_Z_ROW(7, OA) FNN_Z_ROW(8, OA) FNN_Z_ROW(9, OA) FNN_Z_ROW(10, OA) FNN_Z_ROW(11, OA)          \
+        FNN_Z_ROW(12, OA) FNN_Z_ROW(13, OA)                                                              \
     } while (0)
 
 /* C row i = alpha * acc + beta * C (beta == 0: C not read; alpha == 1: no
  * multiply, so the result is the accumulator bit for bit); edge: lane masks. */
+
 #define FNN_Z_STORE1(i, j, MJ)                                                                   \
     do {                                                                                         \
         T *cr_ = c + (i) * ldc + (j) * VL;                                                       \
@@ -53,8 +52,8 @@
  * of C[0:R, 0:cols] = alpha * Ap @ Bp + beta * C.  EDGE == 0: the full MR x NR
  * tile, plain loads and stores; EDGE == 1: B and C through the opmasks of cols.
  * Named accumulators (an array would live in memory); the unused ones of a
- * smaller R or NV are removed by the compiler.  The k loop is unrolled by 4
- * and prefetches the A panel PF_A steps ahead (one line per 64 bytes used). */
+ * smaller R or NV are removed by the compiler.  The k loop prefetches the A
+ * panel PF_A steps ahead (one prefetch per step: MR * sizeof(T) <= 64 bytes). */
 FNN_TARGET_AVX512 FNN_INLINE void SFX(fnn_z_body)(const int R, const int NV, const int EDGE,
                                                   int64_t k, int64_t cols, const T *ap,
                                                   const T *bp, int64_t ldbp, T *c, int64_t ldc,
@@ -68,16 +67,26 @@ FNN_TARGET_AVX512 FNN_INLINE void SFX(fnn_z_body)(const int R, const int NV, con
     V x6_0 = x0_0, x6_1 = x0_0, x7_0 = x0_0, x7_1 = x0_0, x8_0 = x0_0, x8_1 = x0_0;
     V x9_0 = x0_0, x9_1 = x0_0, x10_0 = x0_0, x10_1 = x0_0, x11_0 = x0_0, x11_1 = x0_0;
     V x12_0 = x0_0, x12_1 = x0_0, x13_0 = x0_0, x13_1 = x0_0;
-    for (int i = 0; i < R; i++) {
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        if (NV > 1) _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
-    }
+    /* The last NV * R steps prefetch the C tile, one line each, so it arrives
+     * just before the stores (prefetched at the start, the lines would be
+     * evicted again by the A and B streams: C rows 4 KiB apart share a set). */
+    const int64_t kmain = k > NV * R ? k - NV * R : 0;
+    int64_t p = 0;
     /* One step per iteration: GCC's register allocation of an unrolled body
      * rotates the accumulators through other registers and spills. */
 #pragma GCC unroll 1
-    for (int64_t p = 0; p < k; p++) {
+    for (; p < kmain; p++) {
         _mm_prefetch((const char *)(ap + PF_A * MR), _MM_HINT_T0);
-        FNN_Z_STEP;
+        FNN_Z_STEP(0, 0);
+        ap += MR;
+        bp += ldbp;
+    }
+#pragma GCC unroll 1
+    for (int64_t l = 0; p < k; p++, l++) {
+        _mm_prefetch((const char *)(c + (l / NV) * ldc + (l % NV) * VL), _MM_HINT_T0);
+        FNN_Z_STEP(0, 0);
+        ap += MR;
+        bp += ldbp;
     }
     const V va = VSET1(alpha), vb = VSET1(beta);
     FNN_Z_STORE(0) FNN_Z_STORE(1) FNN_Z_STORE(2) FNN_Z_STORE(3) FNN_Z_STORE(4) FNN_Z_STORE(5)
