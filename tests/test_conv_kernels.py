@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, seeded_rng
 
 import fastnn
 from fastnn import _kernels as _k
@@ -23,7 +23,7 @@ PADDINGS = [0, 1, "same"]
 
 
 def rng_for(*key):
-    return np.random.default_rng(abs(hash(key)) % (2**32))
+    return seeded_rng(*key)  # not hash(): salted per process for str keys
 
 
 def _pad_of(padding, k):
