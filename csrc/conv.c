@@ -11,6 +11,12 @@
 /* Tile of the float AVX2 forward micro-kernel (below). */
 #define CONV_FAST_MR 4
 #define CONV_FAST_NR 24
+/* The widest fast tile any ISA uses (the AVX-512 one: 4 x 48, same MR). */
+#ifdef FNN_HAVE_X86
+#define CONV_FAST_NR_MAX FNN_CONV_AVX512_NR
+#else
+#define CONV_FAST_NR_MAX CONV_FAST_NR
+#endif
 
 /* Sizes of one convolution, checked once (see fnn_conv_geometry). */
 typedef struct {
@@ -77,8 +83,8 @@ static int fnn_conv_workspace_plan(fnn_conv_ws *ws, const fnn_conv_geom *g, size
     fnn_gemm_blocking((int)elem, &mr, &nr, &mc, &kc, &nc);
     const int64_t K = g->c * g->kh * g->kw, P = g->oh * g->ow, Ka = K + 1;
     /* room for the layout of either forward micro-kernel (engine or conv AVX2) */
-    const int64_t Ppad = FNN_MAX((P + nr - 1) / nr * nr,
-                                 (P + CONV_FAST_NR - 1) / CONV_FAST_NR * CONV_FAST_NR);
+    const int64_t fnr = FNN_MAX(CONV_FAST_NR, CONV_FAST_NR_MAX);
+    const int64_t Ppad = FNN_MAX((P + nr - 1) / nr * nr, (P + fnr - 1) / fnr * fnr);
     const int64_t Mpad = FNN_MAX((g->oc + mr - 1) / mr * mr,
                                  (g->oc + CONV_FAST_MR - 1) / CONV_FAST_MR * CONV_FAST_MR);
     const double est = ((double)Ka * Ppad + (double)g->oc * P + (double)Ppad + 2.0 * P +
@@ -187,6 +193,7 @@ static void fnn_conv_ukr_avx2_f32(int64_t k, const float *ap, const float *bp, f
 #undef CONV_STORE_ROW
 }
 #define CONV_FAST_UKR fnn_conv_ukr_avx2_f32
+#define CONV_FAST_UKR512 fnn_conv_ukr_avx512_f32 /* gemm_kernel_avx512.c, 4 x 48 */
 #endif /* FNN_HAVE_X86 */
 
 #define T float
@@ -197,6 +204,7 @@ static void fnn_conv_ukr_avx2_f32(int64_t k, const float *ap, const float *bp, f
 #undef SFX
 #undef TM
 #undef CONV_FAST_UKR
+#undef CONV_FAST_UKR512
 
 #define T double
 #define SFX(f) f##_f64

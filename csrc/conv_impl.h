@@ -228,6 +228,12 @@ static SFX(fnn_conv_kern) SFX(conv_kern)(void)
         kk.nr = CONV_FAST_NR;
         kk.fast = 1;
     }
+#ifdef CONV_FAST_UKR512
+    if (fnn_isa() >= FNN_ISA_AVX512) { /* temporary, until the ISA registry */
+        kk.nr = FNN_CONV_AVX512_NR;
+        kk.fast = 2;
+    }
+#endif
 #endif
     return kk;
 }
@@ -239,6 +245,12 @@ FNN_INLINE void SFX(conv_tile)(const SFX(fnn_conv_kern) *kk, int64_t k, const T 
 {
 #ifdef CONV_FAST_UKR
     if (kk->fast) {
+#ifdef CONV_FAST_UKR512
+        if (kk->fast == 2) {
+            CONV_FAST_UKR512(k, ap, bp, c, ldc, bias, beta);
+            return;
+        }
+#endif
         CONV_FAST_UKR(k, ap, bp, c, ldc, bias, beta);
         return;
     }

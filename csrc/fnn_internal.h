@@ -134,6 +134,11 @@ void fnn_pack_a_avx512_f32(float *dst, const float *a, int64_t lda, int64_t kc);
 void fnn_pack_bt_avx512_f32(float *dst, const float *b, int64_t ldb, int64_t kc);
 void fnn_pack_a_avx512_f64(double *dst, const double *a, int64_t lda, int64_t kc);
 void fnn_pack_bt_avx512_f64(double *dst, const double *b, int64_t ldb, int64_t kc);
+/* conv forward 4 x 48 tile (conv.c's contract of its AVX2 4 x 24 kernel). */
+#define FNN_CONV_AVX512_MR 4
+#define FNN_CONV_AVX512_NR 48
+void fnn_conv_ukr_avx512_f32(int64_t k, const float *ap, const float *bp, float *c, int64_t ldc,
+                             const float *bias, float beta);
 #endif
 
 /* ---- elementwise kernels compiled twice: baseline ISA and AVX2+FMA ---------- */
