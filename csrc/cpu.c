@@ -2,9 +2,10 @@
  * cpu.c -- run-time CPU feature detection and the GEMM dispatch table.
  *
  * The table is filled once by fnn_init() (called when the Python module is
- * imported) and only read afterwards.  FASTNN_ISA=generic forces the portable
- * micro-kernels; FASTNN_ISA=avx2 asks for AVX2 + FMA (used only when the CPU
- * and the OS support it).
+ * imported) and only read afterwards: the best level the CPU and the OS
+ * support (AVX-512 F/BW/VL/DQ, else AVX2 + FMA, else the portable kernels).
+ * FASTNN_ISA=generic forces the portable micro-kernels; FASTNN_ISA=avx2 caps
+ * the level at AVX2 + FMA.
  */
 #include <stdlib.h>
 #include <string.h>

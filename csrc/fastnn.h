@@ -48,9 +48,10 @@ int fnn_act_needs_z(int act);
 /* ---- run-time CPU dispatch (cpu.c) ------------------------------------- */
 enum { FNN_ISA_GENERIC = 0, FNN_ISA_AVX2 = 1, FNN_ISA_AVX512 = 2 }; /* ranked: compare with >= */
 
-/* Detect the CPU once and fill the dispatch table.  FASTNN_ISA=generic forces
- * the portable path; FASTNN_ISA=avx2 asks for AVX2 (ignored if the CPU lacks
- * it).  Returns the ISA chosen.  Idempotent; call before any kernel. */
+/* Detect the CPU once and fill the dispatch table with the best level it has.
+ * FASTNN_ISA=generic forces the portable path; FASTNN_ISA=avx2 caps the level
+ * at AVX2 (the portable path if the CPU lacks it).  Returns the ISA chosen.
+ * Idempotent; call before any kernel. */
 int fnn_init(void);
 int fnn_isa(void);
 const char *fnn_isa_name(int isa);
