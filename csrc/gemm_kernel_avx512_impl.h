@@ -67,9 +67,14 @@ FNN_TARGET_AVX512 FNN_INLINE void SFX(fnn_z_body)(const int R, const int NV, con
     V x6_0 = x0_0, x6_1 = x0_0, x7_0 = x0_0, x7_1 = x0_0, x8_0 = x0_0, x8_1 = x0_0;
     V x9_0 = x0_0, x9_1 = x0_0, x10_0 = x0_0, x10_1 = x0_0, x11_0 = x0_0, x11_1 = x0_0;
     V x12_0 = x0_0, x12_1 = x0_0, x13_0 = x0_0, x13_1 = x0_0;
-    /* The last NV * R steps prefetch the C tile, one line each, so it arrives
-     * just before the stores (prefetched at the start, the lines would be
-     * evicted again by the A and B streams: C rows 4 KiB apart share a set). */
+    /* The C tile is prefetched into L2 now (its rows may come from L3 or memory)
+     * and into L1 during the last NV * R steps, one line each: prefetched into
+     * L1 now, the lines would be evicted again before the stores (C rows 4 KiB
+     * apart share one of L1's 64 sets, 12 ways, with the A and B streams). */
+    for (int i = 0; i < R; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T1);
+        if (NV > 1) _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T1);
+    }
     const int64_t kmain = k > NV * R ? k - NV * R : 0;
     int64_t p = 0;
     /* One step per iteration: GCC's register allocation of an unrolled body
