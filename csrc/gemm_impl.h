@@ -26,6 +26,18 @@
             for (int i = 0; i < (MRC); i++) dst[p * (MRC) + i] = rr[i][p];                         \
     } while (0)
 
+/* d[0:n] = s[0:n], n >= 4, in 4-element chunks (the last one overlapping): a
+ * loop the compilers do not turn into a memcpy call, which costs more than the
+ * copy for the short runs (MR or NR values) of a panel with a run-time MR / NR. */
+FNN_INLINE void SFX(copy_run)(T *FNN_RESTRICT d, const T *FNN_RESTRICT s, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int u = 0; u < 4; u++) d[i + u] = s[i + u];
+    if (i < n)
+        for (int u = 0; u < 4; u++) d[n - 4 + u] = s[n - 4 + u];
+}
+
 /* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-tall panels:
  * panel q holds rows i0+q*MR.., element (i, p) at q*MR*kc + p*MR + i.
  * Rows past mc are zero-filled. */
@@ -57,6 +69,8 @@ static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t ld
             } else if (ib == 4 && mr == 4) {
                 for (int64_t p = 0; p < kc; p++)
                     for (int i = 0; i < 4; i++) dst[p * 4 + i] = a0[p * lda + i];
+            } else if (ib >= 4) {
+                for (int64_t p = 0; p < kc; p++) SFX(copy_run)(dst + p * mr, a0 + p * lda, ib);
             } else {
                 for (int64_t p = 0; p < kc; p++)
                     for (int64_t i = 0; i < ib; i++) dst[p * mr + i] = a0[p * lda + i];
@@ -96,7 +110,12 @@ static void SFX(pack_b)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT b, int64_t ld
             }
             for (; q < q1; q++) {
                 const int64_t nb = FNN_MIN(nr, ncur - q * nr);
-                for (int64_t j = 0; j < nb; j++) d[(q - q0) * kc * nr + j] = src[q * nr + j];
+                int64_t j0 = 0;
+                if (nb >= 4) {
+                    SFX(copy_run)(d + (q - q0) * kc * nr, src + q * nr, nb);
+                    j0 = nb;
+                }
+                for (int64_t j = j0; j < nb; j++) d[(q - q0) * kc * nr + j] = src[q * nr + j];
                 for (int64_t j = nb; j < nr; j++) d[(q - q0) * kc * nr + j] = 0;
             }
         }
