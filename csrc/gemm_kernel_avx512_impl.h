@@ -88,6 +88,8 @@ FNN_TARGET_AVX512 FNN_INLINE void SFX(fnn_z_body)(const int R, const int NV, con
     }
 #pragma GCC unroll 1
     for (int64_t l = 0; p < k; p++, l++) {
+        /* A: also the first steps of the next panel (packed right after this one) */
+        _mm_prefetch((const char *)(ap + PF_A * MR), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + (l / NV) * ldc + (l % NV) * VL), _MM_HINT_T0);
         FNN_Z_STEP(0, 0);
         ap += MR;
