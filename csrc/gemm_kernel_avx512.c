@@ -38,7 +38,12 @@
 #define FNN_AVX512_NR_F64 16
 
 /* k steps ahead of the current one at which the A panel is prefetched. */
+#ifndef PF_A
 #define PF_A 16
+#endif
+#ifndef FNN_AVX512_KC_F32
+#define FNN_AVX512_KC_F32 256
+#endif
 
 /* In-register 16 x 16 transpose: r[i] = row i in, r[j] = column j out. */
 FNN_TARGET_AVX512 FNN_INLINE void fnn_transpose16_avx512_ps(__m512 r[16])
@@ -206,7 +211,7 @@ FNN_TARGET_AVX512 void fnn_conv_ukr_avx512_f32(int64_t k, const float *ap, const
  * mc x kc A block; the kc x nc B block stays in L3. */
 void fnn_gemm_cfg_avx512(fnn_gemm_cfg_f32 *c32, fnn_gemm_cfg_f64 *c64)
 {
-    *c32 = (fnn_gemm_cfg_f32){FNN_AVX512_MR_F32, FNN_AVX512_NR_F32, 476, 256, 4096,
+    *c32 = (fnn_gemm_cfg_f32){FNN_AVX512_MR_F32, FNN_AVX512_NR_F32, 476, FNN_AVX512_KC_F32, 4096,
                               fnn_ukr_avx512_f32, fnn_pack_a_avx512_f32, fnn_pack_bt_avx512_f32,
                               fnn_ukr_edge_avx512_f32};
     *c64 = (fnn_gemm_cfg_f64){FNN_AVX512_MR_F64, FNN_AVX512_NR_F64, 238, 256, 4096,
