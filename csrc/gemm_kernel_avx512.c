@@ -7,13 +7,17 @@
  * only (no inline assembly), so the same source also builds against SIMDe.
  *
  * Tiles, for 32 zmm registers (BLIS's skx shapes, transposed to our row-major C):
- *   float  FNN_AVX512_MR_F32 x 32: MR rows x 2 zmm = 2*MR accumulators,
- *   double FNN_AVX512_MR_F64 x 16: likewise with 8 doubles per zmm;
- * per k step 2 B vectors are loaded and each of the MR A values is broadcast
- * straight into its two FMAs ({1toN} memory operand), so the k loop holds
- * 2*MR + 2 zmm and issues 2*MR FMAs per 2 + MR loads.
- * Edge tiles run the same body with fewer rows and opmasked B loads and C
- * loads/stores; packing transposes VL x VL blocks in registers.
+ *   float  14 x 32: 14 rows x 2 zmm = 28 accumulators,
+ *   double 14 x 16: likewise with 8 doubles per zmm;
+ * per k step 2 B vectors are loaded and each of the 14 A values broadcast once
+ * for its two FMAs: the k loop holds 28 + 2 + 1 zmm and issues 28 FMAs per
+ * 16 loads (14 x 32 measured a little ahead of 12 x 32 here).
+ * Prefetch: the A panel 16 steps ahead (and the next panel's start during the
+ * last steps); the C tile into L2 at the start and into L1, one line per step,
+ * during the last 28 steps; the B micro-panel stays in L1 across the ir loop.
+ * Edge tiles run the same body with fewer rows (and one vector when cols <= VL)
+ * and opmasked B loads and C loads/stores; packing transposes VL x VL blocks in
+ * registers.  Also here: the float conv forward micro-kernel (4 x 48).
  * The type-generic code is gemm_kernel_avx512_impl.h, included once per type.
  */
 #include "fnn_internal.h"
@@ -205,15 +209,17 @@ FNN_TARGET_AVX512 void fnn_conv_ukr_avx512_f32(int64_t k, const float *ap, const
 #undef FNN_CZ_ROW
 #undef FNN_CZ_STORE
 
-/* The AVX-512 GEMM configuration of both types (kernels and block sizes).
- * L1d 48 KiB holds the kc x NR B micro-panel (256 x 32 floats = 32 KiB) that
- * the ir loop reuses, plus the streamed A panel; L2 (2 MiB) the packed
- * mc x kc A block; the kc x nc B block stays in L3. */
+/* The AVX-512 GEMM configuration of both types (kernels and block sizes), for
+ * Sapphire Rapids' caches: L1d (48 KiB) holds the kc x NR B micro-panel that
+ * the ir loop reuses (256 x 32 floats or 256 x 16 doubles = 32 KiB) next to the
+ * streamed 14 x kc A panel; L2 (2 MiB) the packed mc x kc A block (476 KiB);
+ * the kc x nc B block (up to 4 MiB) L3.  MC is a multiple of MR.  KC 192 / 320,
+ * MC 240 / 952 and NC 1024 / 2048 measured no better. */
 void fnn_gemm_cfg_avx512(fnn_gemm_cfg_f32 *c32, fnn_gemm_cfg_f64 *c64)
 {
-    *c32 = (fnn_gemm_cfg_f32){FNN_AVX512_MR_F32, FNN_AVX512_NR_F32, 476, FNN_AVX512_KC_F32, 4096,
-                              fnn_ukr_avx512_f32, fnn_pack_a_avx512_f32, fnn_pack_bt_avx512_f32,
-                              fnn_ukr_edge_avx512_f32};
+    *c32 = (fnn_gemm_cfg_f32){FNN_AVX512_MR_F32,     FNN_AVX512_NR_F32,      476,
+                              FNN_AVX512_KC_F32,     4096,                   fnn_ukr_avx512_f32,
+                              fnn_pack_a_avx512_f32, fnn_pack_bt_avx512_f32, fnn_ukr_edge_avx512_f32};
     *c64 = (fnn_gemm_cfg_f64){FNN_AVX512_MR_F64, FNN_AVX512_NR_F64, 238, 256, 4096,
                               fnn_ukr_avx512_f64, fnn_pack_a_avx512_f64, fnn_pack_bt_avx512_f64,
                               fnn_ukr_edge_avx512_f64};

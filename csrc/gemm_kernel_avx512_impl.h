@@ -9,8 +9,8 @@
  */
 
 /* One k step of an R x (NV vectors) tile: row i's accumulators
- * x<i>_0, x<i>_1 += A[i] * B row (the broadcast folds into the FMA). */
-#define FNN_Z_ROW(i, OA)                                                                            \
+ * x<i>_0, x<i>_1 += A[i] * B row (one broadcast of A[i], two FMAs). */
+#define FNN_Z_ROW(i, OA)                                                                         \
     if (R > (i)) {                                                                               \
         const V a_ = VSET1(ap[OA + (i)]);                                                        \
         x##i##_0 = VFMA(a_, b0, x##i##_0);                                                       \
@@ -20,9 +20,9 @@
     do {                                                                                         \
         const V b0 = EDGE ? VMLOAD(m0, bp + (OB)) : VLOAD(bp + (OB));                            \
         const V b1 = NV > 1 ? (EDGE ? VMLOAD(m1, bp + (OB) + VL) : VLOAD(bp + (OB) + VL)) : b0;  \
-        FNN_Z_ROW(0, OA) FNN_Z_ROW(1, OA) FNN_Z_ROW(2, OA) FNN_Z_ROW(3, OA) FNN_Z_ROW(4, OA) FNN_Z_ROW(5, OA)            \
-        FNN_Z_ROW(6, OA) FNN_Z_ROW(7, OA) FNN_Z_ROW(8, OA) FNN_Z_ROW(9, OA) FNN_Z_ROW(10, OA) FNN_Z_ROW(11, OA)          \
-        FNN_Z_ROW(12, OA) FNN_Z_ROW(13, OA)                                                              \
+        FNN_Z_ROW(0, OA) FNN_Z_ROW(1, OA) FNN_Z_ROW(2, OA) FNN_Z_ROW(3, OA) FNN_Z_ROW(4, OA)     \
+        FNN_Z_ROW(5, OA) FNN_Z_ROW(6, OA) FNN_Z_ROW(7, OA) FNN_Z_ROW(8, OA) FNN_Z_ROW(9, OA)     \
+        FNN_Z_ROW(10, OA) FNN_Z_ROW(11, OA) FNN_Z_ROW(12, OA) FNN_Z_ROW(13, OA)                  \
     } while (0)
 
 /* C row i = alpha * acc + beta * C (beta == 0: C not read; alpha == 1: no
