@@ -217,9 +217,9 @@ FNN_TARGET_AVX512 void fnn_conv_ukr_avx512_f32(int64_t k, const float *ap, const
  * MC 240 / 952 and NC 1024 / 2048 measured no better. */
 void fnn_gemm_cfg_avx512(fnn_gemm_cfg_f32 *c32, fnn_gemm_cfg_f64 *c64)
 {
-    *c32 = (fnn_gemm_cfg_f32){FNN_AVX512_MR_F32,     FNN_AVX512_NR_F32,      476,
-                              FNN_AVX512_KC_F32,     4096,                   fnn_ukr_avx512_f32,
-                              fnn_pack_a_avx512_f32, fnn_pack_bt_avx512_f32, fnn_ukr_edge_avx512_f32};
+    *c32 = (fnn_gemm_cfg_f32){FNN_AVX512_MR_F32, FNN_AVX512_NR_F32, 476, FNN_AVX512_KC_F32,
+                              4096, fnn_ukr_avx512_f32, fnn_pack_a_avx512_f32,
+                              fnn_pack_bt_avx512_f32, fnn_ukr_edge_avx512_f32};
     *c64 = (fnn_gemm_cfg_f64){FNN_AVX512_MR_F64, FNN_AVX512_NR_F64, 238, 256, 4096,
                               fnn_ukr_avx512_f64, fnn_pack_a_avx512_f64, fnn_pack_bt_avx512_f64,
                               fnn_ukr_edge_avx512_f64};
