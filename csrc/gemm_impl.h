@@ -151,16 +151,21 @@ static void SFX(scale_c)(T *c, int64_t ldc, int64_t rows, int64_t cols, T beta)
 }
 
 /* Split nth threads into a tm x tn grid over (row panels pm, column panels pn)
- * that minimizes the largest per-thread share of tiles; ties favour tm. */
-static void SFX(thread_grid)(int nth, int64_t pm, int64_t pn, int *tm, int *tn)
+ * that minimizes the largest per-thread share of work, counted as rows (at most
+ * m; a partial last row panel counts its rows, not MR) times column panels.
+ * A split of the columns must beat the row split by more than 10%: each thread
+ * packs the A panels of its rows, so column-split threads pack the same A. */
+static void SFX(thread_grid)(int nth, int64_t m, int64_t mr, int64_t pm, int64_t pn, int *tm,
+                             int *tn)
 {
     int64_t best = -1;
     *tm = 1;
     *tn = nth;
     for (int d = nth; d >= 1; d--) {
         if (nth % d) continue;
-        int64_t share = ((pm + d - 1) / d) * ((pn + nth / d - 1) / (nth / d));
-        if (best < 0 || share < best) {
+        const int64_t rows = FNN_MIN(m, ((pm + d - 1) / d) * mr);
+        const int64_t share = rows * ((pn + nth / d - 1) / (nth / d));
+        if (best < 0 || share * 10 < best * 9) {
             best = share;
             *tm = d;
             *tn = nth / d;
@@ -228,7 +233,7 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
     int one_ic;
     {
         int tm0, tn0;
-        SFX(thread_grid)(nt, pm, (nc_max + NR - 1) / NR, &tm0, &tn0);
+        SFX(thread_grid)(nt, m, MR, pm, (nc_max + NR - 1) / NR, &tm0, &tn0);
         one_ic = ((pm + tm0 - 1) / tm0) * MR <= MC;
     }
     /* With B not transposed and one ic pass, the micro-kernel can read full B
@@ -255,7 +260,7 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
         const int tid = 0, nth = 1;
 #endif
         int tm, tn;
-        SFX(thread_grid)(nth, pm, (nc_max + NR - 1) / NR, &tm, &tn);
+        SFX(thread_grid)(nth, m, MR, pm, (nc_max + NR - 1) / NR, &tm, &tn);
         const int ti = tid / tn, tj = tid % tn;
         /* this thread's rows, in whole MR panels, and its share of column panels */
         const int64_t r0 = FNN_MIN(m, (pm * ti / tm) * MR);
