@@ -49,6 +49,15 @@
 #define FNN_AVX512_KC_F32 256
 #endif
 
+/* 128-bit lanes of a (imm bits 0-3) and b (bits 4-7), through the integer form
+ * of the shuffle: SIMDe 0.7 has no alias for _mm512_shuffle_f32x4 / _f64x2. */
+#define FNN_LANES_PS(a, b, imm)                                                                  \
+    _mm512_castsi512_ps(                                                                         \
+        _mm512_shuffle_i32x4(_mm512_castps_si512(a), _mm512_castps_si512(b), (imm)))
+#define FNN_LANES_PD(a, b, imm)                                                                  \
+    _mm512_castsi512_pd(                                                                         \
+        _mm512_shuffle_i32x4(_mm512_castpd_si512(a), _mm512_castpd_si512(b), (imm)))
+
 /* In-register 16 x 16 transpose: r[i] = row i in, r[j] = column j out. */
 FNN_TARGET_AVX512 FNN_INLINE void fnn_transpose16_avx512_ps(__m512 r[16])
 {
@@ -65,14 +74,14 @@ FNN_TARGET_AVX512 FNN_INLINE void fnn_transpose16_avx512_ps(__m512 r[16])
     }
     /* u[4i + q], 128-bit lane L: column 4L + q of rows 4i..4i+3 */
     for (int q = 0; q < 4; q++) {
-        const __m512 w0 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x88);
-        const __m512 w1 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xDD);
-        const __m512 w2 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x88);
-        const __m512 w3 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xDD);
-        r[q] = _mm512_shuffle_f32x4(w0, w2, 0x88);
-        r[4 + q] = _mm512_shuffle_f32x4(w1, w3, 0x88);
-        r[8 + q] = _mm512_shuffle_f32x4(w0, w2, 0xDD);
-        r[12 + q] = _mm512_shuffle_f32x4(w1, w3, 0xDD);
+        const __m512 w0 = FNN_LANES_PS(u[q], u[4 + q], 0x88);
+        const __m512 w1 = FNN_LANES_PS(u[q], u[4 + q], 0xDD);
+        const __m512 w2 = FNN_LANES_PS(u[8 + q], u[12 + q], 0x88);
+        const __m512 w3 = FNN_LANES_PS(u[8 + q], u[12 + q], 0xDD);
+        r[q] = FNN_LANES_PS(w0, w2, 0x88);
+        r[4 + q] = FNN_LANES_PS(w1, w3, 0x88);
+        r[8 + q] = FNN_LANES_PS(w0, w2, 0xDD);
+        r[12 + q] = FNN_LANES_PS(w1, w3, 0xDD);
     }
 }
 
@@ -86,21 +95,21 @@ FNN_TARGET_AVX512 FNN_INLINE void fnn_transpose8_avx512_pd(__m512d r[8])
     }
     /* t[2i + q], 128-bit lane L: column 2L + q of rows 2i, 2i+1 */
     for (int q = 0; q < 2; q++) {
-        const __m512d w0 = _mm512_shuffle_f64x2(t[q], t[2 + q], 0x88);
-        const __m512d w1 = _mm512_shuffle_f64x2(t[q], t[2 + q], 0xDD);
-        const __m512d w2 = _mm512_shuffle_f64x2(t[4 + q], t[6 + q], 0x88);
-        const __m512d w3 = _mm512_shuffle_f64x2(t[4 + q], t[6 + q], 0xDD);
-        r[q] = _mm512_shuffle_f64x2(w0, w2, 0x88);
-        r[2 + q] = _mm512_shuffle_f64x2(w1, w3, 0x88);
-        r[4 + q] = _mm512_shuffle_f64x2(w0, w2, 0xDD);
-        r[6 + q] = _mm512_shuffle_f64x2(w1, w3, 0xDD);
+        const __m512d w0 = FNN_LANES_PD(t[q], t[2 + q], 0x88);
+        const __m512d w1 = FNN_LANES_PD(t[q], t[2 + q], 0xDD);
+        const __m512d w2 = FNN_LANES_PD(t[4 + q], t[6 + q], 0x88);
+        const __m512d w3 = FNN_LANES_PD(t[4 + q], t[6 + q], 0xDD);
+        r[q] = FNN_LANES_PD(w0, w2, 0x88);
+        r[2 + q] = FNN_LANES_PD(w1, w3, 0x88);
+        r[4 + q] = FNN_LANES_PD(w0, w2, 0xDD);
+        r[6 + q] = FNN_LANES_PD(w1, w3, 0xDD);
     }
 }
 
 #define T float
 #define SFX(f) f##_f32
 #define V __m512
-#define M __mmask16
+#define M uint16_t /* = __mmask16; SIMDe 0.7 has only simde__mmask16 */
 #define VL 16
 #define MR FNN_AVX512_MR_F32
 #define NR FNN_AVX512_NR_F32
@@ -136,7 +145,7 @@ FNN_TARGET_AVX512 FNN_INLINE void fnn_transpose8_avx512_pd(__m512d r[8])
 #define T double
 #define SFX(f) f##_f64
 #define V __m512d
-#define M __mmask8
+#define M uint8_t /* = __mmask8 */
 #define VL 8
 #define MR FNN_AVX512_MR_F64
 #define NR FNN_AVX512_NR_F64
