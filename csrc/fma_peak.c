@@ -70,7 +70,9 @@ FNN_TARGET_AVX512 static float fnn_fma_chains_avx512_f32(int64_t n)
     }
     __m512 s = x[0];
     for (int j = 1; j < FNN_FMA_CHAINS; j++) s = _mm512_add_ps(s, x[j]);
-    return _mm512_reduce_add_ps(s);
+    float v[16];
+    _mm512_storeu_ps(v, s);
+    return v[0] + v[15];
 }
 #endif
 

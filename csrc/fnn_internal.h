@@ -135,6 +135,12 @@ void fnn_ukr_edge_avx512_f32(int64_t k, int64_t rows, int64_t cols, const float 
 void fnn_ukr_edge_avx512_f64(int64_t k, int64_t rows, int64_t cols, const double *ap,
                              const double *bp, int64_t ldbp, double *c, int64_t ldc,
                              double alpha, double beta);
+void fnn_pack_a_avx512_f32(float *dst, const float *a, int64_t lda, int64_t kc);
+void fnn_pack_bt_avx512_f32(float *dst, const float *b, int64_t ldb, int64_t kc);
+void fnn_pack_a_avx512_f64(double *dst, const double *a, int64_t lda, int64_t kc);
+void fnn_pack_bt_avx512_f64(double *dst, const double *b, int64_t ldb, int64_t kc);
+/* The AVX-512 GEMM configuration of both types: kernels and block sizes. */
+void fnn_gemm_cfg_avx512(fnn_gemm_cfg_f32 *c32, fnn_gemm_cfg_f64 *c64);
 #endif
 
 /* The top 24 bits of splitmix64 output number k for `seed` (dropout.c). */

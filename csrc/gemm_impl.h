@@ -49,6 +49,18 @@ FNN_INLINE void SFX(pack_b_row)(T *FNN_RESTRICT d, const T *FNN_RESTRICT src, in
         for (int64_t j = 0; j < nr; j++) d[(q - q0) * kc * nr + j] = src[q * nr + j];
 }
 
+/* d[0:n] = s[0:n], n >= 4, in 4-element chunks (the last one overlapping): a
+ * loop the compilers do not turn into a memcpy call, which costs more than the
+ * copy for the short runs (MR or NR values) of a panel with a run-time MR / NR. */
+FNN_INLINE void SFX(copy_run)(T *FNN_RESTRICT d, const T *FNN_RESTRICT s, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int u = 0; u < 4; u++) d[i + u] = s[i + u];
+    if (i < n)
+        for (int u = 0; u < 4; u++) d[n - 4 + u] = s[n - 4 + u];
+}
+
 /* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-tall panels:
  * panel q holds rows i0+q*MR.., element (i, p) at q*MR*kc + p*MR + i.
  * Rows past mc are zero-filled. */
@@ -70,9 +82,15 @@ static void SFX(pack_a)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT a, int64_t ld
             }
 #undef FNN_PACK_A_CASE
         } else {
+            /* the last, partial panel: ib < mr rows, zero-filled to mr; a transposed
+             * A's rows are contiguous runs of ib values (copy_run: no memcpy call) */
             for (int64_t p = 0; p < kc; p++) {
-                for (int64_t i = 0; i < ib; i++)
-                    dst[p * mr + i] = trans ? a0[p * lda + i] : a0[i * lda + p];
+                if (trans && ib >= 4) {
+                    SFX(copy_run)(dst + p * mr, a0 + p * lda, ib);
+                } else {
+                    for (int64_t i = 0; i < ib; i++)
+                        dst[p * mr + i] = trans ? a0[p * lda + i] : a0[i * lda + p];
+                }
                 for (int64_t i = ib; i < mr; i++) dst[p * mr + i] = 0;
             }
         }
@@ -103,7 +121,12 @@ static void SFX(pack_b)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT b, int64_t ld
 #undef FNN_PACK_B_CASE
             for (int64_t q = qfull; q < q1; q++) {
                 const int64_t nb = FNN_MIN(nr, ncur - q * nr);
-                for (int64_t j = 0; j < nb; j++) d[(q - q0) * kc * nr + j] = src[q * nr + j];
+                int64_t j0 = 0;
+                if (nb >= 4) {
+                    SFX(copy_run)(d + (q - q0) * kc * nr, src + q * nr, nb);
+                    j0 = nb;
+                }
+                for (int64_t j = j0; j < nb; j++) d[(q - q0) * kc * nr + j] = src[q * nr + j];
                 for (int64_t j = nb; j < nr; j++) d[(q - q0) * kc * nr + j] = 0;
             }
         }
@@ -139,16 +162,21 @@ static void SFX(scale_c)(T *c, int64_t ldc, int64_t rows, int64_t cols, T beta)
 }
 
 /* Split nth threads into a tm x tn grid over (row panels pm, column panels pn)
- * that minimizes the largest per-thread share of tiles; ties favour tm. */
-static void SFX(thread_grid)(int nth, int64_t pm, int64_t pn, int *tm, int *tn)
+ * that minimizes the largest per-thread share of work, counted as rows (at most
+ * m; a partial last row panel counts its rows, not MR) times column panels.
+ * A split of the columns must beat the row split by more than 10%: each thread
+ * packs the A panels of its rows, so column-split threads pack the same A. */
+static void SFX(thread_grid)(int nth, int64_t m, int64_t mr, int64_t pm, int64_t pn, int *tm,
+                             int *tn)
 {
     int64_t best = -1;
     *tm = 1;
     *tn = nth;
     for (int d = nth; d >= 1; d--) {
         if (nth % d) continue;
-        int64_t share = ((pm + d - 1) / d) * ((pn + nth / d - 1) / (nth / d));
-        if (best < 0 || share < best) {
+        const int64_t rows = FNN_MIN(m, ((pm + d - 1) / d) * mr);
+        const int64_t share = rows * ((pn + nth / d - 1) / (nth / d));
+        if (best < 0 || share * 10 < best * 9) {
             best = share;
             *tm = d;
             *tn = nth / d;
@@ -213,7 +241,7 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
     int one_ic;
     {
         int tm0, tn0;
-        SFX(thread_grid)(nt, pm, (nc_max + NR - 1) / NR, &tm0, &tn0);
+        SFX(thread_grid)(nt, m, MR, pm, (nc_max + NR - 1) / NR, &tm0, &tn0);
         one_ic = ((pm + tm0 - 1) / tm0) * MR <= MC;
     }
     /* With B not transposed and one ic pass, the micro-kernel can read full B
@@ -241,7 +269,7 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
         const int tid = 0, nth = 1;
 #endif
         int tm, tn;
-        SFX(thread_grid)(nth, pm, (nc_max + NR - 1) / NR, &tm, &tn);
+        SFX(thread_grid)(nth, m, MR, pm, (nc_max + NR - 1) / NR, &tm, &tn);
         const int ti = tid / tn, tj = tid % tn;
         /* this thread's rows, in whole MR panels, and its share of column panels */
         const int64_t r0 = FNN_MIN(m, (pm * ti / tm) * MR);

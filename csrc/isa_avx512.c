@@ -57,16 +57,13 @@ FNN_TARGET_AVX512 static void fnn_conv_ukr_avx512_f32(int64_t k, const float *ap
     }
 }
 
-/* Registers the AVX-512 loops and float conv kernel, and (placeholder) the AVX2
- * GEMM (over what the lower levels put in ctx). */
+/* Registers the AVX-512 GEMM, the float conv kernel and the loops (over what the
+ * lower levels put in ctx). */
 void fnn_register_avx512(fnn_isa_ctx *ctx)
 {
-    /* GEMM: placeholder -- the AVX2 kernels with the AVX2 blocking, so that the
-     * level works end to end; replaced by gemm_kernel_avx512.c (its fnn_ukr_avx512_*,
-     * fnn_ukr_edge_avx512_*, fnn_pack_*_avx512_* and blocking, with isa_of AVX512). */
-    ctx->gemm_f32 = fnn_gemm_cfg_avx2_f32;
-    ctx->gemm_f64 = fnn_gemm_cfg_avx2_f64;
-    ctx->isa_of[FNN_FAM_GEMM_F32] = ctx->isa_of[FNN_FAM_GEMM_F64] = FNN_ISA_AVX2;
+    /* GEMM: gemm_kernel_avx512.c's micro-kernels, edge kernels, packing and blocking */
+    fnn_gemm_cfg_avx512(&ctx->gemm_f32, &ctx->gemm_f64);
+    ctx->isa_of[FNN_FAM_GEMM_F32] = ctx->isa_of[FNN_FAM_GEMM_F64] = FNN_ISA_AVX512;
     /* conv: 8 x 48 float tile; double keeps the GEMM engine's kernel */
     ctx->conv_f32 = (fnn_conv_cfg_f32){.mr = FNN_CONV512_MR, .nr = 16 * FNN_CONV512_NV,
                                        .ukr = fnn_conv_ukr_avx512_f32};

@@ -53,6 +53,28 @@ def test_engine_edges(case, ta, tb, dtype, threads):
                  f"gemm {m}x{k}x{n} ta={ta} tb={tb}")
 
 
+@pytest.mark.parametrize("k_case", range(5))
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_tile_boundaries_alpha_beta(k_case, ta, tb, dtype, threads):
+    """Every row count and column count around the tile in use (MR +- 1, NR +- 1,
+    half an NR, where a vector-wide kernel switches from one to two vectors),
+    primes, and k around KC, with alpha and beta both != 0, 1: corner tiles,
+    the masks of an edge kernel and the beta path of both."""
+    mr, nr, _, kc, _ = blocking(dtype)
+    k = [1, 7, kc - 1, kc + 1, 2 * kc + 13][k_case]
+    ms = sorted({1, mr - 1, mr, mr + 1, 2 * mr + 3, 31})
+    ns = sorted({1, nr // 2 - 1, nr // 2, nr // 2 + 1, nr - 1, nr, nr + 1, 2 * nr + 5, 37})
+    rng = rng_for("tiles", k_case, ta, tb)
+    for m in ms:
+        for n in ns:
+            a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+            b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            got = K.gemm(a, b, trans_a=ta, trans_b=tb, alpha=0.5, beta=-1.5, out=c0.copy())
+            want = 0.5 * R.gemm(a, b, trans_a=ta, trans_b=tb) - 1.5 * c0.astype(np.float64)
+            assert_close(got, want, dtype, k, f"gemm {m}x{k}x{n} ta={ta} tb={tb} a=.5 b=-1.5")
+
+
 @pytest.mark.parametrize("m,k,n", [(7, 300, 33), (130, 600, 70), (1, 1, 1)])
 def test_beta_one_accumulates(m, k, n, dtype, threads):
     rng = rng_for("acc", m, k, n)

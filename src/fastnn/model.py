@@ -26,6 +26,23 @@ from .training import Trainer
 _OWNERS: weakref.WeakKeyDictionary[Layer, weakref.ref] = weakref.WeakKeyDictionary()
 
 
+
+def _empty_aligned(n: int, dtype: Any, align: int = 64) -> np.ndarray:
+    """An uninitialized 1-D array of ``n`` elements starting on an ``align``-byte boundary.
+
+    The GEMM micro-kernels read a weight matrix in place (x @ W, small batches) one
+    row of a panel at a time: rows that start on a cache line are one or two lines,
+    rows that do not are split across one more (measured ~8% slower with AVX-512).
+
+    Returns
+    -------
+    ndarray, (n,)
+    """
+    item = np.dtype(dtype).itemsize
+    buf = np.empty(n + align // item, dtype)
+    start = (-buf.ctypes.data % align) // item
+    return buf[start:start + n]
+
 class Sequential:
     """A linear stack of layers.
 
@@ -176,8 +193,9 @@ class Sequential:
             self._shapes.append(shape)
         self.output_shape = shape
         total = sum(p.size for layer in self._layers for p in layer.params)
-        flat_p = np.empty(total, self.dtype)
-        flat_g = np.zeros(total, self.dtype)
+        flat_p = _empty_aligned(total, self.dtype)
+        flat_g = _empty_aligned(total, self.dtype)
+        flat_g[...] = 0
         off = 0
         ranges = []
         for layer in self._layers:
