@@ -48,7 +48,7 @@ if [ "$#" -eq 0 ]; then
     set -- tests/test_kernels.py tests/test_conv_kernels.py tests/test_dropout_kernels.py \
         tests/test_optim_kernels.py tests/test_properties.py tests/test_hard_inputs.py \
         tests/test_fuzz_loader.py tests/test_errors.py tests/test_gradcheck.py \
-        tests/test_cnn.py tests/test_model.py tests/test_isa.py
+        tests/test_cnn.py tests/test_model.py tests/test_isa.py tests/test_api_fuzz.py
 fi
 log="$work/sanitizer"
 echo "== memcheck: pytest $*"
