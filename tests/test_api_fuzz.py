@@ -69,13 +69,28 @@ def _near(draw, n):
     return draw(st.sampled_from([n, n, n, n, max(n - 1, 0), n + 1, 0, 1]))
 
 
+CALLS = {"ok": 0, "refused": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_calls():
+    """Print how many public calls the run made (for a long run's record)."""
+    yield
+    if os.environ.get("FASTNN_FUZZ_EXAMPLES"):
+        print(f"\nAPI fuzz: {CALLS['ok'] + CALLS['refused']} public calls, "
+              f"{CALLS['refused']} refused with a clean error")
+
+
 def _call(fn, *args, **kwargs):
     """Call ``fn``; a clean error is fine, any other exception is a failure."""
+    CALLS["ok"] += 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return fn(*args, **kwargs), None
     except CLEAN as exc:
+        CALLS["ok"] -= 1
+        CALLS["refused"] += 1
         assert str(exc), f"{fn.__name__} raised {type(exc).__name__} with no message"
         return None, exc
 
