@@ -17,20 +17,22 @@ mini-batches and their shuffling, the per-batch loss with its L2 term
 ``alpha / (2 * sum(sample_weight of the batch)) * ||W||^2``, the tol /
 n_iter_no_change convergence rule, ``'adaptive'`` learning rate divided by 5,
 early stopping on a held-out validation split with the best weights restored).
-With ``dtype="float64"`` and the same ``random_state`` a fit reproduces
+With float64 X (or ``dtype="float64"``) and the same ``random_state`` a fit reproduces
 scikit-learn's run up to float rounding.  The work is done by fastnn's fused C
 kernels on one flat parameter buffer, several times faster than scikit-learn.
 
 Extras (fastnn only): ``dropout`` (inverted dropout after every hidden layer,
 stochastic solvers only), ``n_threads`` (threads for this estimator's fit and
-predict; default: fastnn's global setting) and ``dtype`` (``"float32"``, the
-default, or ``"float64"``).
+predict; default: fastnn's global setting) and ``dtype`` (None, the default:
+scikit-learn's rule below; ``"float32"`` or ``"float64"`` to choose).
 
 Differences from scikit-learn, all deliberate:
 
-* Computation is in ``dtype`` (float32 by default) whatever the dtype of X;
-  scikit-learn computes in X's dtype.  Probabilities and regression outputs
-  are returned as float64.
+* The dtype follows scikit-learn's rule by default: float32 X trains (and the
+  model predicts) in float32, any other X in float64; ``coefs_``,
+  ``intercepts_``, probabilities and regression outputs are in the model's
+  dtype.  ``dtype="float32"`` (fastnn only) trains in float32 whatever X is --
+  the fastest setting; passing float32 X does the same.
 * Early stopping's validation split is stratified for every single-label
   classification target (scikit-learn's documentation promises a stratified
   split but its code only stratifies binary targets).

@@ -106,10 +106,19 @@ class SklearnLoss(Loss):
 
 
 class _EstimatorTrainer(Trainer):
-    """The engine as scikit-learn runs it: a non-finite loss is an error, not a stop."""
+    """The engine as scikit-learn runs it: a non-finite loss is an error, not a stop --
+    except with early stopping (``tolerate_nonfinite``), where scikit-learn keeps the
+    best validated weights: training stops and :attr:`diverged` is set.
+    """
+
+    tolerate_nonfinite = False
+    diverged = False
 
     def on_nonfinite(self, loss: float) -> None:
-        """Raise scikit-learn's error for a diverged fit."""
+        """Raise scikit-learn's error for a diverged fit (or record the divergence)."""
+        if self.tolerate_nonfinite:
+            self.diverged = True
+            return
         raise ValueError("Solver produced non-finite parameter weights. The input data may"
                          " contain large values and need to be preprocessed.")
 
@@ -119,8 +128,9 @@ class _EpochRules(Callback):
     end-of-epoch rules, a bound method of the estimator), which says whether to stop.
     """
 
-    def __init__(self, end_epoch: Callable[[float], bool]) -> None:
+    def __init__(self, end_epoch: Callable[[float], bool], trainer: _EstimatorTrainer) -> None:
         self.end_epoch = end_epoch
+        self.trainer = trainer
         self.accumulated = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -133,6 +143,8 @@ class _EpochRules(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         """Run the estimator's rules; stop training when they say so."""
+        if self.trainer.diverged:
+            return  # recorded once, after the fit (see _fit_stochastic)
         if self.end_epoch(self.accumulated):
             self.model.stop_training = True
 
@@ -219,6 +231,7 @@ class _SolversMixin:
                               batch_size=batch_size, order=order if self.shuffle else None,
                               dtype=self._dtype)
         trainer = _EstimatorTrainer(model, opt, SklearnLoss(self._loss_kind))
+        trainer.tolerate_nonfinite = validation is not None
         alpha = float(self.alpha)
         if alpha:
             weights = opt.param_groups[0]  # the coefs_; the intercepts carry no L2 term
@@ -233,15 +246,17 @@ class _SolversMixin:
         try:
             trainer.fit(source, model.epoch + self.max_iter, initial_epoch=model.epoch,
                         callbacks=[_EpochRules(lambda acc: self._end_epoch(
-                            acc, n_samples, validation, incremental))])
+                            acc, n_samples, validation, incremental), trainer)])
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
+        if trainer.diverged:  # scikit-learn's loss and validation score become NaN
+            self._end_epoch(np.nan, n_samples, validation, incremental, diverged=True)
 
         if validation is not None:
             model.parameters()[...] = self._best_flat
 
     def _end_epoch(self, accumulated: float, n_samples: int, validation: tuple | None,
-                   incremental: bool) -> bool:
+                   incremental: bool, diverged: bool = False) -> bool:
         """Loss curve, convergence, learning-rate schedule; True to stop (as scikit-learn)."""
         self.n_iter_ += 1
         self.loss_ = accumulated / n_samples
@@ -249,7 +264,7 @@ class _SolversMixin:
         self.loss_curve_.append(self.loss_)
         if self.verbose:
             print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-        self._update_no_improvement_count(validation)
+        self._update_no_improvement_count(validation, diverged)
         if self.solver == "sgd" and self.learning_rate == "invscaling":
             self._set_lr(float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t)
         if self._no_improvement_count > self.n_iter_no_change:
@@ -281,9 +296,10 @@ class _SolversMixin:
             print(msg + f" Setting learning rate to {self._opt.lr:f}")
         return False
 
-    def _update_no_improvement_count(self, validation: tuple | None) -> None:
+    def _update_no_improvement_count(self, validation: tuple | None,
+                                     diverged: bool = False) -> None:
         if validation is not None:
-            score = self._score_raw(*validation)
+            score = np.nan if diverged else self._score_raw(*validation)
             self.validation_scores_.append(score)
             if self.verbose:
                 print(f"Validation score: {score:f}")
