@@ -21,6 +21,15 @@ With float64 X (or ``dtype="float64"``) and the same ``random_state`` a fit repr
 scikit-learn's run up to float rounding.  The work is done by fastnn's fused C
 kernels on one flat parameter buffer, several times faster than scikit-learn.
 
+Or leave the imports alone and patch scikit-learn, as scikit-learn-intelex's
+``patch_sklearn()`` does::
+
+    import fastnn.sklearn
+    fastnn.sklearn.patch()        # sklearn.neural_network.MLP* are now fastnn's
+    from sklearn.neural_network import MLPClassifier
+    ...
+    fastnn.sklearn.unpatch()      # scikit-learn's own again
+
 Extras (fastnn only): ``dropout`` (inverted dropout after every hidden layer,
 stochastic solvers only), ``n_threads`` (threads for this estimator's fit and
 predict; default: fastnn's global setting) and ``dtype`` (None, the default:
@@ -50,10 +59,10 @@ Differences from scikit-learn, all deliberate:
   clipped probabilities, so ``loss_`` can differ when a probability underflows
   ``2.2e-16``.
 
-The package: :mod:`._solvers` (scikit-learn's loss as a fastnn loss, the stochastic
-solvers on :class:`fastnn.training.Trainer`, L-BFGS through scipy), :mod:`._base`
-(parameter checks, the fastnn model, prediction, pickling) and :mod:`._estimators`
-(the two classes).
+The package: :mod:`._patch` (patch / unpatch), :mod:`._solvers` (scikit-learn's loss
+as a fastnn loss, the stochastic solvers on :class:`fastnn.training.Trainer`, L-BFGS
+through scipy), :mod:`._base` (parameter checks, the fastnn model, prediction,
+pickling) and :mod:`._estimators` (the two classes).
 
 Pickling stores the weights and optimizer state as NumPy arrays and rebuilds
 the fastnn model on load; no C object is pickled.
@@ -62,5 +71,6 @@ scikit-learn is imported by this module only: ``import fastnn`` never imports it
 """
 
 from ._estimators import MLPClassifier, MLPRegressor
+from ._patch import is_patched, patch, unpatch
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "is_patched", "patch", "unpatch"]

@@ -351,11 +351,14 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
 
     # ---- prediction ------------------------------------------------------------------
     def _forward_raw(self, X: Any) -> np.ndarray:
-        """Output activations ((n, n_outputs), the model's dtype) for validated X."""
+        """Output activations (n, n_outputs) for validated X, in the model's dtype or
+        X's when that is wider (float64 X on a float32 model), as scikit-learn's NumPy
+        arithmetic gives.
+        """
         model = self._ensure_model()
         Xd = self._as_model_input(X)
         n = Xd.shape[0]
-        out = np.empty((n, self.n_outputs_), model.dtype)
+        out = np.empty((n, self.n_outputs_), np.result_type(model.dtype, X.dtype))
         buf = None
         with _config.threads(self.n_threads):
             for s in range(0, n, _PREDICT_CHUNK):

@@ -15,6 +15,7 @@ engine's public means:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import shuffle as _sk_shuffle
 
 from .. import _kernels as _k
-from .._batches import ArrayBatches
+from .._batches import ArrayBatches, Batch
 from ..callbacks import Callback
 from ..losses import Loss
 from ..optim import SGD, Adam
@@ -53,11 +54,31 @@ class SklearnLoss(Loss):
     ``sum(w_i * loss_i) / sum(w)``.
     """
 
-    fusable = False
-
     def __init__(self, kind: str) -> None:
         self.kind_name = kind
         self.name = f"sklearn_{kind}"
+        #: the one-call step computes this loss with C's convention (see :meth:`fused_factors`)
+        self.fusable = kind != "poisson"
+
+    def kind(self, y: np.ndarray) -> int:
+        """The C loss of the one-call step: labels, weighted target rows, BCE or MSE."""
+        if self.kind_name == "ce":
+            return _k.LOSS_CE_LABELS if y.ndim == 1 else _k.LOSS_CE_ROWS
+        return _k.LOSS_BCE if self.kind_name == "bce" else _k.LOSS_MSE
+
+    def fused_factors(self, n_outputs: int) -> tuple[float, float]:
+        """(loss factor, gradient factor) turning the C kernels' convention (a mean over
+        every element; MSE without the 1/2) into scikit-learn's (a mean over rows).
+        """
+        if self.kind_name == "bce":
+            return float(n_outputs), float(n_outputs)
+        if self.kind_name == "mse":
+            return 0.5, 0.5 * n_outputs
+        return 1.0, 1.0
+
+    def accuracy(self, out: np.ndarray, y: np.ndarray) -> None:
+        """Not needed by the estimators' rules: no per-batch argmax."""
+        return None
 
     def __call__(self, out: np.ndarray, y: np.ndarray, grad: np.ndarray,
                  sample_weight: np.ndarray | None = None) -> float:
@@ -66,6 +87,8 @@ class SklearnLoss(Loss):
         m, k = out.shape
         spec = _SPEC[out.dtype]
         g = grad
+        if kind == "ce" and y.ndim == 2:  # weighted rows: already sum(w) normalized
+            return float(_k.cross_entropy[spec](g, out, None, y))
         if kind == "ce":
             loss = _k.cross_entropy[spec](g, out, y, None)
         elif kind == "bce":
@@ -113,6 +136,20 @@ class _EstimatorTrainer(Trainer):
 
     tolerate_nonfinite = False
     diverged = False
+    #: (loss, gradient) factors applied after a one-call step (SklearnLoss.fused_factors)
+    factors = (1.0, 1.0)
+
+    def compute_gradients(self, x: np.ndarray, y: np.ndarray,
+                          sample_weight: np.ndarray | None = None, scale: float = 1.0) -> float:
+        """The engine's step, in scikit-learn's convention whichever path it took."""
+        loss = super().compute_gradients(x, y, sample_weight, scale)
+        lf, gf = self.factors
+        if (lf != 1.0 or gf != 1.0) and sample_weight is None and scale == 1.0 \
+                and math.isfinite(loss) and self.uses_fused_step():
+            grads = self.model.gradients()
+            np.multiply(grads, grads.dtype.type(gf), out=grads)
+            loss *= lf
+        return loss
 
     def on_nonfinite(self, loss: float) -> None:
         """Raise scikit-learn's error for a diverged fit (or record the divergence)."""
@@ -121,6 +158,33 @@ class _EstimatorTrainer(Trainer):
             return
         raise ValueError("Solver produced non-finite parameter weights. The input data may"
                          " contain large values and need to be preprocessed.")
+
+
+class _WeightedRows:
+    """A batch source for softmax targets with sample weights, so that weighted batches
+    take the one-call step too: ``inner`` yields target rows ``w_i * onehot(y_i)`` with
+    their weights; each batch's rows are scaled by ``rows / sum(w)`` into a reused buffer
+    (the C cross-entropy of rows ``t`` has the gradient ``(softmax * sum(t) - t) / rows``
+    = ``w_i (p_i - y_i) / sum(w)``, scikit-learn's delta).  A batch whose weights sum to
+    zero is skipped; :attr:`weight` is the last batch's sum of weights.
+    """
+
+    def __init__(self, inner: ArrayBatches) -> None:
+        self.inner = inner
+        self.n_samples = inner.n_samples
+        self.weight = 0.0
+        self._buf = np.empty((inner.batch_size, *inner.y.shape[1:]), inner.y.dtype)
+
+    def batches(self, epoch: int):
+        """The inner batches with normalized target rows and no weight array."""
+        for b in self.inner.batches(epoch):
+            m = b.x.shape[0]
+            total = float(b.w.sum())
+            if not total > 0:
+                continue
+            self.weight = total
+            t = np.multiply(b.y, b.y.dtype.type(m / total), out=self._buf[:m])
+            yield Batch(b.x, t, None, b.size, b.scale)
 
 
 class _EpochRules(Callback):
@@ -227,17 +291,26 @@ class _SolversMixin:
             sample_idx = _sk_shuffle(sample_idx, random_state=rs)
             return sample_idx
 
-        source = ArrayBatches(self._as_model_input(X_train), self._prepare_targets(y_train), sw,
-                              batch_size=batch_size, order=order if self.shuffle else None,
-                              dtype=self._dtype)
-        trainer = _EstimatorTrainer(model, opt, SklearnLoss(self._loss_kind))
+        loss = SklearnLoss(self._loss_kind)
+        weighted_rows = sw is not None and self._loss_kind == "ce"
+        if weighted_rows:  # softmax with weights: the one-call step on weighted rows
+            rows = np.multiply(y_train, sw[:, None], dtype=np.float64).astype(self._dtype)
+            source: Any = _WeightedRows(ArrayBatches(
+                self._as_model_input(X_train), rows, sw, batch_size=batch_size,
+                order=order if self.shuffle else None, dtype=self._dtype))
+        else:
+            source = ArrayBatches(self._as_model_input(X_train), self._prepare_targets(y_train),
+                                  sw, batch_size=batch_size,
+                                  order=order if self.shuffle else None, dtype=self._dtype)
+        trainer = _EstimatorTrainer(model, opt, loss)
         trainer.tolerate_nonfinite = validation is not None
+        trainer.factors = loss.fused_factors(self.n_outputs_)
         alpha = float(self.alpha)
         if alpha:
             weights = opt.param_groups[0]  # the coefs_; the intercepts carry no L2 term
 
             def l2(grads: np.ndarray, step: dict) -> None:
-                wd = alpha / step["weight"]
+                wd = alpha / (source.weight if weighted_rows else step["weight"])
                 weights["weight_decay"] = wd
                 step["loss"] += 0.5 * wd * self._weight_sq_norm()
 
