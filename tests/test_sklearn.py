@@ -420,3 +420,25 @@ def test_every_batch_takes_the_one_call_step(digits, monkeypatch, case):
         monkeypatch.setattr(_solvers._EstimatorTrainer, "backward", layer_path)
         b = fn_cls(random_state=0, **kw).fit(X, target, sample_weight=sw)
     _assert_same_fit(a, b)
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_float32_full_batch_weights_equal_repeated_rows(cls):
+    """A full-batch float32 fit sums over rows in float64: a row of weight k and k copies
+    of it give the same float32 model (bitwise here), and the fit follows scikit-learn's."""
+    rng = np.random.RandomState(1)
+    X = rng.rand(20, 6)
+    y = rng.randint(0, 3, 20) if cls is MLPClassifier else rng.rand(20)
+    sw = rng.randint(0, 4, 20)
+    kw = dict(hidden_layer_sizes=(12,), max_iter=40, random_state=0, dtype="float32",
+              activation="tanh")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = cls(**kw).fit(X, y, sample_weight=sw)
+        b = cls(**kw).fit(X.repeat(sw, axis=0), y.repeat(sw))
+        sk = (SkClassifier if cls is MLPClassifier else SkRegressor)(
+            **{k: v for k, v in kw.items() if k != "dtype"}).fit(X, y, sample_weight=sw)
+    for ca, cb, cs in zip(a.coefs_, b.coefs_, sk.coefs_):
+        assert ca.dtype == np.float32
+        np.testing.assert_array_equal(ca, cb)
+        np.testing.assert_allclose(ca, cs, rtol=1e-4, atol=1e-5)

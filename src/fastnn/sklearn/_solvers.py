@@ -31,6 +31,7 @@ from sklearn.utils import shuffle as _sk_shuffle
 from .. import _kernels as _k
 from .._batches import ArrayBatches, Batch
 from ..callbacks import Callback
+from ..layers import Dense
 from ..losses import Loss
 from ..optim import SGD, Adam
 from ..training import Trainer
@@ -139,9 +140,16 @@ class _EstimatorTrainer(Trainer):
     #: (loss, gradient) factors applied after a one-call step (SklearnLoss.fused_factors)
     factors = (1.0, 1.0)
 
+    #: full-batch float32 training: the row sums in float64 (:meth:`_exact_gradients`)
+    exact = False
+
     def compute_gradients(self, x: np.ndarray, y: np.ndarray,
                           sample_weight: np.ndarray | None = None, scale: float = 1.0) -> float:
         """The engine's step, in scikit-learn's convention whichever path it took."""
+        if self.exact:
+            self.attach()
+            self.bad_gradients = False
+            return self._exact_gradients(x, y, sample_weight)
         loss = super().compute_gradients(x, y, sample_weight, scale)
         lf, gf = self.factors
         if (lf != 1.0 or gf != 1.0) and sample_weight is None and scale == 1.0 \
@@ -158,6 +166,73 @@ class _EstimatorTrainer(Trainer):
             return
         raise ValueError("Solver produced non-finite parameter weights. The input data may"
                          " contain large values and need to be preprocessed.")
+
+
+    def _exact_gradients(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> float:
+        """Gradients of a Dense-only network whose sums over rows are float64.
+
+        The forward pass is fastnn's (its rows do not depend on the other rows of the
+        batch); every per-row quantity of the backward pass is the unweighted one, in
+        float64; a sample weight enters only the sums over rows (``dW = A^T (w * delta)``,
+        ``db``, the loss), which float64 makes independent of the order of the rows.  So a
+        row of weight k and k copies of that row give the same float32 gradient (the
+        sample-weight equivalence that scikit-learn's checks demand) -- for full-batch
+        epochs, the only case where repeated rows and weights see the same batches.
+        """
+        layers = self.model.layers
+        acts = [x]
+        for layer in layers:
+            acts.append(layer.forward(acts[-1], True))
+        out = acts[-1]
+        self.last_output = out
+        z = out.astype(np.float64)
+        kind = self.loss.kind_name
+        if kind == "ce":
+            zmax = z.max(axis=1, keepdims=True)
+            e = np.exp(z - zmax)
+            s = e.sum(axis=1, keepdims=True)
+            rows = np.arange(len(z))
+            per_row = (zmax[:, 0] + np.log(s[:, 0])) - z[rows, y]
+            delta = e / s
+            delta[rows, y] -= 1.0
+        else:
+            t = y.astype(np.float64)
+            if kind == "bce":
+                per_row = (np.logaddexp(0.0, z) - t * z).sum(axis=1)
+                with np.errstate(over="ignore"):
+                    delta = 1.0 / (1.0 + np.exp(-z)) - t
+            elif kind == "mse":
+                per_row = 0.5 * ((z - t) ** 2).mean(axis=1)
+                delta = z - t
+            else:  # poisson, log link
+                p = np.exp(z)
+                per_row = (xlogy(t, t / p) - t + p).sum(axis=1)
+                delta = p - t
+        total = float(len(z)) if w is None else float(np.sum(w))
+        loss = float(per_row.sum() if w is None else np.dot(per_row, w)) / total
+        if not np.isfinite(loss):
+            return loss
+        for i in range(len(layers) - 1, -1, -1):
+            layer = layers[i]
+            a_in = acts[i].astype(np.float64)
+            wdelta = delta if w is None else delta * w[:, None]
+            layer.grads[0][...] = (a_in.T @ wdelta) / total
+            if layer.use_bias:
+                layer.grads[1][...] = wdelta.sum(axis=0) / total
+            if i:
+                delta = delta @ layer.weight.astype(np.float64).T
+                a = acts[i].astype(np.float64)
+                act = layers[i - 1].activation
+                if act == "relu":
+                    delta *= a > 0
+                elif act == "tanh":
+                    delta *= 1.0 - a * a
+                elif act == "sigmoid":
+                    delta *= a * (1.0 - a)
+        if not _k.all_finite[_SPEC[self.model.gradients().dtype]](self.model.gradients()):
+            self.bad_gradients = True
+            return math.nan
+        return loss
 
 
 class _WeightedRows:
@@ -297,7 +372,10 @@ class _SolversMixin:
             return sample_idx
 
         loss = SklearnLoss(self._loss_kind)
-        weighted_rows = sw is not None and self._loss_kind == "ce"
+        # full-batch float32 epochs sum over rows in float64 (sample-weight equivalence)
+        exact = (self._dtype == np.float32 and batch_size >= n_samples
+                 and all(type(la) is Dense for la in model.layers))
+        weighted_rows = sw is not None and self._loss_kind == "ce" and not exact
         if weighted_rows:  # softmax with weights: the one-call step on weighted rows
             rows = np.multiply(y_train, sw[:, None], dtype=np.float64).astype(self._dtype)
             source: Any = _WeightedRows(ArrayBatches(
@@ -310,6 +388,7 @@ class _SolversMixin:
         trainer = _EstimatorTrainer(model, opt, loss)
         trainer.tolerate_nonfinite = validation is not None
         trainer.factors = loss.fused_factors(self.n_outputs_)
+        trainer.exact = exact
         alpha = float(self.alpha)
         if alpha:
             weights = opt.param_groups[0]  # the coefs_; the intercepts carry no L2 term
