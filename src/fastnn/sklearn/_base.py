@@ -228,12 +228,12 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
         return model
 
     def _attach_optimizer(self, opt: Any) -> None:
-        """Attach ``opt`` to the model, with the weights (not the intercepts) in a parameter
-        group of their own: scikit-learn's L2 term is weight decay on the weights only.
+        """Attach ``opt`` to the model's flat buffers: one range, so one fused C update per
+        step (scikit-learn's L2 term, on the weights only, is added to the gradient by
+        the solver's gradient hook, not by the optimizer).
         """
         model = self._model
-        opt.set_param_groups([{"params": [x.weight for x in self._dense_layers()],
-                               "weight_decay": 0.0}])
+        opt.set_param_groups([])
         opt.setup(model.parameters(), model.gradients(), model.trainable_ranges())
         self._opt = opt
 

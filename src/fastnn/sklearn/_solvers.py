@@ -4,10 +4,23 @@ solvers ('sgd', 'adam') on fastnn's training engine, and 'lbfgs' through scipy.
 The stochastic solvers express scikit-learn's per-batch semantics through the
 engine's public means:
 
-* the loss (:class:`SklearnLoss`) takes the batch's sample weights;
-* the L2 term ``alpha / (2 * sum(sample_weight of the batch)) * ||W||^2`` is the
-  optimizer's weight decay on a parameter group holding the weights only (the
-  intercepts carry none), set per batch by a gradient hook;
+* a Dense-only network (no dropout) takes the engine's one-call step (``MLPPlan``:
+  forward, loss, backward in one C call) for every batch: softmax, logistic and
+  squared-error targets run on the C losses, whose convention (a mean over every
+  output, MSE without the 1/2) is turned into scikit-learn's by two factors after the
+  step (:meth:`SklearnLoss.fused_factors`; none for softmax and binary targets);
+* sample weights: for softmax targets as weighted target rows
+  ``w_i * onehot(y_i) * rows / sum(w)`` (:class:`_WeightedRows`), which the C
+  cross-entropy of target rows turns into scikit-learn's weighted delta, so weighted
+  batches take the one-call step too; for logistic / squared-error / Poisson targets
+  the layer-by-layer path with the loss (:class:`SklearnLoss`) taking the weights;
+* Poisson and dropout networks run layer by layer;
+* full-batch float32 epochs (``batch_size >= n_samples``) sum over rows in float64
+  (:meth:`_EstimatorTrainer._exact_gradients`, NumPy), so that a row of weight k and
+  k copies of it give the same model -- scikit-learn's sample-weight equivalence;
+* the L2 term ``alpha / (2 * sum(sample_weight of the batch)) * ||W||^2``: its
+  gradient is added to the weights' gradients (not the intercepts') by a gradient
+  hook, so that the optimizer updates the whole flat buffer in one C call;
 * Adam's epsilon is scikit-learn's (``Adam(eps_hat=True)``);
 * the epoch-end rules (loss curve, ``tol`` / ``n_iter_no_change``, the
   'invscaling' and 'adaptive' learning rates, early stopping) are a callback.
@@ -391,12 +404,15 @@ class _SolversMixin:
         trainer.exact = exact
         alpha = float(self.alpha)
         if alpha:
-            weights = opt.param_groups[0]  # the coefs_; the intercepts carry no L2 term
+            # the coefs_ only (the intercepts carry no L2 term), with a scratch buffer each
+            pairs = [(x.grad_weight, x.weight, np.empty_like(x.weight))
+                     for x in self._dense_layers()]
 
             def l2(grads: np.ndarray, step: dict) -> None:
                 wd = alpha / (source.weight if weighted_rows else step["weight"])
-                weights["weight_decay"] = wd
                 step["loss"] += 0.5 * wd * self._weight_sq_norm()
+                for g, w, tmp in pairs:
+                    g += np.multiply(w, wd, out=tmp)
 
             trainer.gradient_hooks.append(l2)
         self.n_iter_ = 0
