@@ -29,27 +29,19 @@ import fastnn  # noqa: E402
 from fastnn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 # ---- scikit-learn's estimator checks ---------------------------------------------------
-# float32 (the default) with adam, and float64 with sgd / lbfgs: every solver and dtype.
+# the defaults (scikit-learn's dtype rule: the checks' float64 X trains in float64), float32
+# forced, and sgd / lbfgs: every solver and both dtypes.  No expected failures.
 CHECKED = [
     MLPClassifier(max_iter=100, random_state=0),
     MLPRegressor(max_iter=100, random_state=0),
+    MLPClassifier(max_iter=100, random_state=0, dtype="float32"),
+    MLPRegressor(max_iter=100, random_state=0, dtype="float32"),
     MLPClassifier(solver="sgd", max_iter=100, random_state=0, dtype="float64"),
     MLPRegressor(solver="lbfgs", max_iter=100, random_state=0, dtype="float64"),
 ]
 
-_F32_SW = ("float32 rounding: the weighted and the repeated-rows fits sum the same terms in a "
-           "different order, so predictions agree to ~1e-7 relative while the check demands "
-           "rtol=1e-7; the float64 instances pass this check")
 
-
-def _expected_failures(est):
-    if est.dtype == "float32":
-        return {"check_sample_weight_equivalence_on_dense_data": _F32_SW,
-                "check_sample_weight_equivalence_on_sparse_data": _F32_SW}
-    return {}
-
-
-@parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failures)
+@parametrize_with_checks(CHECKED)
 def test_sklearn_estimator_checks(estimator, check):
     name = getattr(check, "func", check).__name__
     if name == "check_array_api_input" and not os.environ.get("SCIPY_ARRAY_API"):
@@ -162,18 +154,48 @@ def test_partial_fit_reproduces_sklearn(digits):
 
 
 # ---- behaviour ---------------------------------------------------------------------------
-def test_float32_default_learns_digits(digits):
+def test_float32_learns_digits(digits):
     X, y = digits
-    clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=60, random_state=0).fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=60, random_state=0,
+                        dtype="float32").fit(X, y)
     assert clf.score(X, y) > 0.97
     assert clf.coefs_[0].dtype == np.float32 and clf.coefs_[0].shape == (64, 64)
     assert [c.shape for c in clf.coefs_] == [(64, 64), (64, 10)]
     assert [b.shape for b in clf.intercepts_] == [(64,), (10,)]
     assert clf.out_activation_ == "softmax" and clf.n_layers_ == 3 and clf.n_outputs_ == 10
-    proba = clf.predict_proba(X)
-    assert proba.dtype == np.float64 and np.allclose(proba.sum(1), 1)
-    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba))
-    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(1)])
+    X32 = X.astype(np.float32)
+    proba = clf.predict_proba(X32)
+    assert proba.dtype == np.float32 and np.allclose(proba.sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(clf.predict_log_proba(X32), np.log(proba), rtol=1e-6)
+    np.testing.assert_array_equal(clf.predict(X32), clf.classes_[proba.argmax(1)])
+    np.testing.assert_allclose(clf.predict_proba(X), proba, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_dtype_rule(digits, cls):
+    """scikit-learn's rule by default; an explicit dtype overrides it."""
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(8,), max_iter=2, random_state=0)
+    cases = [(X.astype(np.float32), None, np.float32), (X, None, np.float64),
+             (X.astype(np.int64), None, np.float64), (X, "float32", np.float32),
+             (X.astype(np.float32), "float64", np.float64)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for Xc, dtype, expected in cases:
+            est = cls(dtype=dtype, **kw).fit(Xc, y)
+            assert all(a.dtype == expected for a in est.coefs_ + est.intercepts_)
+            X32 = Xc.astype(np.float32)
+            out = est.predict_proba(X32) if cls is MLPClassifier else est.predict(X32)
+            assert out.dtype == expected
+            # float64 X on a float32 model predicts in float64 (NumPy's promotion, as
+            # scikit-learn); float32 X on a float64 model in float64
+            for Xp in (X, X.astype(np.float32)):
+                out = est.predict_proba(Xp) if cls is MLPClassifier else est.predict(Xp)
+                assert out.dtype == np.result_type(expected, Xp.dtype)
+            # partial_fit / warm start continue in the model's dtype
+            est.set_params(warm_start=True).fit(X.astype(np.float32) if expected == np.float64
+                                               else X, y)
+            assert est.coefs_[0].dtype == expected
 
 
 def test_convergence_warning_and_tol_stop(digits):
@@ -325,3 +347,98 @@ def test_extras_dropout_threads_and_errors(digits):
 def test_import_fastnn_does_not_import_sklearn(tmp_path):
     code = "import fastnn, sys; assert 'sklearn' not in sys.modules, 'sklearn imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env=child_env(), cwd=tmp_path)
+
+
+# ---- patch() / unpatch() -----------------------------------------------------------------
+def _sklearn_pipeline(X, y):
+    """Code written for scikit-learn, unchanged: it imports scikit-learn's MLP by name."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(32,), max_iter=40,
+                                                         learning_rate_init=0.01,
+                                                         random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        score = cross_val_score(pipe, X, y, cv=3).mean()
+    return type(pipe[-1]), score
+
+
+def test_patch_and_unpatch(digits):
+    import sklearn.neural_network as nn
+    import sklearn.neural_network._multilayer_perceptron as mp
+
+    X, y = digits[0][:600], digits[1][:600]
+    assert not fastnn.sklearn.is_patched()
+    try:
+        fastnn.sklearn.patch()
+        fastnn.sklearn.patch()  # twice is harmless: unpatch still restores the originals
+        assert fastnn.sklearn.is_patched()
+        assert nn.MLPClassifier is MLPClassifier and nn.MLPRegressor is MLPRegressor
+        assert mp.MLPClassifier is MLPClassifier
+        cls, score = _sklearn_pipeline(X, y)
+        assert cls is MLPClassifier and score > 0.85
+        from sklearn.neural_network import MLPRegressor as R
+        assert R is MLPRegressor
+    finally:
+        fastnn.sklearn.unpatch()
+    assert not fastnn.sklearn.is_patched()
+    assert nn.MLPClassifier is SkClassifier and nn.MLPRegressor is SkRegressor
+    assert mp.MLPClassifier is SkClassifier and mp.MLPRegressor is SkRegressor
+    cls, score = _sklearn_pipeline(X, y)
+    assert cls is SkClassifier and score > 0.85
+    fastnn.sklearn.unpatch()  # a no-op when not patched
+    assert nn.MLPClassifier is SkClassifier
+
+
+# ---- the one-call step ---------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["multiclass", "multiclass_weighted", "binary", "regression",
+                                  "multioutput"])
+def test_every_batch_takes_the_one_call_step(digits, monkeypatch, case):
+    """Training never runs the layer-by-layer path (forward / backward per layer) for a
+    Dense-only network, with sample weights for softmax targets too, and still equals
+    scikit-learn's run."""
+    from fastnn.sklearn import _solvers
+
+    def layer_path(*args, **kwargs):
+        raise AssertionError("the layer-by-layer path ran")
+
+    X, y = digits
+    X, y = X[:500], y[:500]
+    sw = np.random.RandomState(0).randint(0, 4, len(y)).astype(float) \
+        if case == "multiclass_weighted" else None
+    target = {"binary": y > 4, "regression": y / 10.0,
+              "multioutput": np.c_[y / 10.0, (y % 3) / 3.0]}.get(case, y)
+    sk_cls, fn_cls = ((SkRegressor, MLPRegressor) if case in ("regression", "multioutput")
+                      else (SkClassifier, MLPClassifier))
+    kw = dict(hidden_layer_sizes=(16, 8), max_iter=5, alpha=1e-3, batch_size=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = sk_cls(random_state=0, **kw).fit(X, target, sample_weight=sw)
+        monkeypatch.setattr(_solvers._EstimatorTrainer, "forward", layer_path)
+        monkeypatch.setattr(_solvers._EstimatorTrainer, "backward", layer_path)
+        b = fn_cls(random_state=0, **kw).fit(X, target, sample_weight=sw)
+    _assert_same_fit(a, b)
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_float32_full_batch_weights_equal_repeated_rows(cls):
+    """A full-batch float32 fit sums over rows in float64: a row of weight k and k copies
+    of it give the same float32 model (bitwise here), and the fit follows scikit-learn's."""
+    rng = np.random.RandomState(1)
+    X = rng.rand(20, 6)
+    y = rng.randint(0, 3, 20) if cls is MLPClassifier else rng.rand(20)
+    sw = rng.randint(0, 4, 20)
+    kw = dict(hidden_layer_sizes=(12,), max_iter=40, random_state=0, dtype="float32",
+              activation="tanh")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = cls(**kw).fit(X, y, sample_weight=sw)
+        b = cls(**kw).fit(X.repeat(sw, axis=0), y.repeat(sw))
+        sk = (SkClassifier if cls is MLPClassifier else SkRegressor)(
+            **{k: v for k, v in kw.items() if k != "dtype"}).fit(X, y, sample_weight=sw)
+    for ca, cb, cs in zip(a.coefs_, b.coefs_, sk.coefs_):
+        assert ca.dtype == np.float32
+        np.testing.assert_array_equal(ca, cb)
+        np.testing.assert_allclose(ca, cs, rtol=1e-4, atol=1e-5)

@@ -17,20 +17,31 @@ mini-batches and their shuffling, the per-batch loss with its L2 term
 ``alpha / (2 * sum(sample_weight of the batch)) * ||W||^2``, the tol /
 n_iter_no_change convergence rule, ``'adaptive'`` learning rate divided by 5,
 early stopping on a held-out validation split with the best weights restored).
-With ``dtype="float64"`` and the same ``random_state`` a fit reproduces
+With float64 X (or ``dtype="float64"``) and the same ``random_state`` a fit reproduces
 scikit-learn's run up to float rounding.  The work is done by fastnn's fused C
 kernels on one flat parameter buffer, several times faster than scikit-learn.
 
+Or leave the imports alone and patch scikit-learn, as scikit-learn-intelex's
+``patch_sklearn()`` does::
+
+    import fastnn.sklearn
+    fastnn.sklearn.patch()        # sklearn.neural_network.MLP* are now fastnn's
+    from sklearn.neural_network import MLPClassifier
+    ...
+    fastnn.sklearn.unpatch()      # scikit-learn's own again
+
 Extras (fastnn only): ``dropout`` (inverted dropout after every hidden layer,
 stochastic solvers only), ``n_threads`` (threads for this estimator's fit and
-predict; default: fastnn's global setting) and ``dtype`` (``"float32"``, the
-default, or ``"float64"``).
+predict; default: fastnn's global setting) and ``dtype`` (None, the default:
+scikit-learn's rule below; ``"float32"`` or ``"float64"`` to choose).
 
 Differences from scikit-learn, all deliberate:
 
-* Computation is in ``dtype`` (float32 by default) whatever the dtype of X;
-  scikit-learn computes in X's dtype.  Probabilities and regression outputs
-  are returned as float64.
+* The dtype follows scikit-learn's rule by default: float32 X trains (and the
+  model predicts) in float32, any other X in float64; ``coefs_``,
+  ``intercepts_``, probabilities and regression outputs are in the model's
+  dtype.  ``dtype="float32"`` (fastnn only) trains in float32 whatever X is --
+  the fastest setting; passing float32 X does the same.
 * Early stopping's validation split is stratified for every single-label
   classification target (scikit-learn's documentation promises a stratified
   split but its code only stratifies binary targets).
@@ -48,10 +59,10 @@ Differences from scikit-learn, all deliberate:
   clipped probabilities, so ``loss_`` can differ when a probability underflows
   ``2.2e-16``.
 
-The package: :mod:`._solvers` (scikit-learn's loss as a fastnn loss, the stochastic
-solvers on :class:`fastnn.training.Trainer`, L-BFGS through scipy), :mod:`._base`
-(parameter checks, the fastnn model, prediction, pickling) and :mod:`._estimators`
-(the two classes).
+The package: :mod:`._patch` (patch / unpatch), :mod:`._solvers` (scikit-learn's loss
+as a fastnn loss, the stochastic solvers on :class:`fastnn.training.Trainer`, L-BFGS
+through scipy), :mod:`._base` (parameter checks, the fastnn model, prediction,
+pickling) and :mod:`._estimators` (the two classes).
 
 Pickling stores the weights and optimizer state as NumPy arrays and rebuilds
 the fastnn model on load; no C object is pickled.
@@ -60,5 +71,6 @@ scikit-learn is imported by this module only: ``import fastnn`` never imports it
 """
 
 from ._estimators import MLPClassifier, MLPRegressor
+from ._patch import is_patched, patch, unpatch
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "is_patched", "patch", "unpatch"]

@@ -82,13 +82,16 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
             options["loss"] = {"squared_error", "poisson"}
         for name, opts in options.items():
             v = getattr(self, name)
+            if name == "dtype" and v is None:
+                continue
             if name == "dtype" and not isinstance(v, str):
                 try:
                     v = np.dtype(v).name
                 except TypeError:
-                    raise bad(name, f"a str among {sorted(opts)}") from None
+                    raise bad(name, f"None or a str among {sorted(opts)}") from None
             if not isinstance(v, str) or v not in opts:
-                raise bad(name, f"a str among {sorted(opts)}")
+                raise bad(name, f"{'None or ' if name == 'dtype' else ''}a str among "
+                                f"{sorted(opts)}")
         reals = {"alpha": (0, None, True), "learning_rate_init": (0, None, False),
                  "power_t": (0, None, True), "tol": (0, None, True), "epsilon": (0, None, False)}
         for name, (lo, _, closed) in reals.items():
@@ -130,7 +133,20 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
 
     @property
     def _dtype(self) -> np.dtype:
-        return np.dtype(self.dtype)
+        """The model's dtype: fixed by the fit (see :meth:`_fit_dtype_for`)."""
+        dt = self.__dict__.get("_fit_dtype")
+        if dt is None:  # before a fit, or a pickle of an older version
+            coefs = self.__dict__.get("coefs_")
+            dt = np.asarray(coefs[0]).dtype if coefs else np.dtype(self.dtype or np.float64)
+        return np.dtype(dt)
+
+    def _fit_dtype_for(self, X: Any) -> np.dtype:
+        """scikit-learn's rule: float32 X trains in float32, any other X in float64;
+        an explicit ``dtype`` parameter overrides it.
+        """
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        return np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
 
     # ---- the fastnn model ------------------------------------------------------
     def _make_model(self, layer_units: list[int], dtype: np.dtype, seed: int) -> Sequential:
@@ -212,12 +228,12 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
         return model
 
     def _attach_optimizer(self, opt: Any) -> None:
-        """Attach ``opt`` to the model, with the weights (not the intercepts) in a parameter
-        group of their own: scikit-learn's L2 term is weight decay on the weights only.
+        """Attach ``opt`` to the model's flat buffers: one range, so one fused C update per
+        step (scikit-learn's L2 term, on the weights only, is added to the gradient by
+        the solver's gradient hook, not by the optimizer).
         """
         model = self._model
-        opt.set_param_groups([{"params": [x.weight for x in self._dense_layers()],
-                               "weight_decay": 0.0}])
+        opt.set_param_groups([])
         opt.setup(model.parameters(), model.gradients(), model.trainable_ranges())
         self._opt = opt
 
@@ -265,6 +281,8 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
         hls = self._check_params()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        if first_pass or self.dtype is not None:
+            self._fit_dtype = self._fit_dtype_for(X)  # else: continue in the model's dtype
         n_samples, n_features = X.shape
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
@@ -333,11 +351,14 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
 
     # ---- prediction ------------------------------------------------------------------
     def _forward_raw(self, X: Any) -> np.ndarray:
-        """Output activations (float64, (n, n_outputs)) for validated X."""
+        """Output activations (n, n_outputs) for validated X, in the model's dtype or
+        X's when that is wider (float64 X on a float32 model), as scikit-learn's NumPy
+        arithmetic gives.
+        """
         model = self._ensure_model()
         Xd = self._as_model_input(X)
         n = Xd.shape[0]
-        out = np.empty((n, self.n_outputs_), np.float64)
+        out = np.empty((n, self.n_outputs_), np.result_type(model.dtype, X.dtype))
         buf = None
         with _config.threads(self.n_threads):
             for s in range(0, n, _PREDICT_CHUNK):
@@ -350,6 +371,13 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
                     xb = Xd[s:e]
                 out[s:e] = model.trainer.forward(xb, training=False)
         act = self.out_activation_
+        with np.errstate(over="ignore"):  # exp(-z) = inf for a very negative z: sigmoid 0
+            self._output_activation(out, act)
+        return out
+
+    @staticmethod
+    def _output_activation(out: np.ndarray, act: str) -> None:
+        """The output activation, in place on ``out`` (n, n_outputs)."""
         if act == "softmax":
             out -= out.max(axis=1, keepdims=True)
             np.exp(out, out=out)
@@ -362,7 +390,6 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
             np.reciprocal(out, out=out)
         elif act == "exp":
             np.exp(out, out=out)
-        return out
 
     def _forward_pass_fast(self, X: Any, check_input: bool = True) -> np.ndarray:
         if check_input:

@@ -52,8 +52,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         fastnn extra: dropout probability after every hidden layer (stochastic solvers).
     n_threads : int or None, default=None
         fastnn extra: threads for this estimator's fit/predict (None: fastnn's setting).
-    dtype : {'float32', 'float64'}, default='float32'
-        fastnn extra: the precision of training and inference.
+    dtype : {'float32', 'float64'} or None, default=None
+        fastnn extra: the precision of training and inference.  None: scikit-learn's
+        rule (float32 X trains and predicts in float32, any other X in float64).
+        ``'float32'`` gives fastnn's full speed whatever the dtype of X.
 
     Attributes
     ----------
@@ -72,7 +74,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dropout=0.0, n_threads=None, dtype="float32"):
+                 dropout=0.0, n_threads=None, dtype=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -171,7 +173,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Returns
         -------
-        ndarray of shape (n_samples, n_classes), float64, columns in ``classes_`` order
+        ndarray of shape (n_samples, n_classes), the model's dtype, columns in ``classes_``
+        order
         """
         check_is_fitted(self)
         y_pred = self._forward_pass_fast(X)
@@ -209,7 +212,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dropout=0.0, n_threads=None, dtype="float32"):
+                 dropout=0.0, n_threads=None, dtype=None):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -249,7 +252,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return X, y
 
     def predict(self, X):
-        """Predicted targets, shape (n_samples,) or (n_samples, n_outputs), float64."""
+        """Predicted targets, shape (n_samples,) or (n_samples, n_outputs), the model's dtype."""
         check_is_fitted(self)
         return self._predict(X)
 

@@ -4,10 +4,23 @@ solvers ('sgd', 'adam') on fastnn's training engine, and 'lbfgs' through scipy.
 The stochastic solvers express scikit-learn's per-batch semantics through the
 engine's public means:
 
-* the loss (:class:`SklearnLoss`) takes the batch's sample weights;
-* the L2 term ``alpha / (2 * sum(sample_weight of the batch)) * ||W||^2`` is the
-  optimizer's weight decay on a parameter group holding the weights only (the
-  intercepts carry none), set per batch by a gradient hook;
+* a Dense-only network (no dropout) takes the engine's one-call step (``MLPPlan``:
+  forward, loss, backward in one C call) for every batch: softmax, logistic and
+  squared-error targets run on the C losses, whose convention (a mean over every
+  output, MSE without the 1/2) is turned into scikit-learn's by two factors after the
+  step (:meth:`SklearnLoss.fused_factors`; none for softmax and binary targets);
+* sample weights: for softmax targets as weighted target rows
+  ``w_i * onehot(y_i) * rows / sum(w)`` (:class:`_WeightedRows`), which the C
+  cross-entropy of target rows turns into scikit-learn's weighted delta, so weighted
+  batches take the one-call step too; for logistic / squared-error / Poisson targets
+  the layer-by-layer path with the loss (:class:`SklearnLoss`) taking the weights;
+* Poisson and dropout networks run layer by layer;
+* full-batch float32 epochs (``batch_size >= n_samples``) sum over rows in float64
+  (:meth:`_EstimatorTrainer._exact_gradients`, NumPy), so that a row of weight k and
+  k copies of it give the same model -- scikit-learn's sample-weight equivalence;
+* the L2 term ``alpha / (2 * sum(sample_weight of the batch)) * ||W||^2``: its
+  gradient is added to the weights' gradients (not the intercepts') by a gradient
+  hook, so that the optimizer updates the whole flat buffer in one C call;
 * Adam's epsilon is scikit-learn's (``Adam(eps_hat=True)``);
 * the epoch-end rules (loss curve, ``tol`` / ``n_iter_no_change``, the
   'invscaling' and 'adaptive' learning rates, early stopping) are a callback.
@@ -15,6 +28,7 @@ engine's public means:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -28,8 +42,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import shuffle as _sk_shuffle
 
 from .. import _kernels as _k
-from .._batches import ArrayBatches
+from .._batches import ArrayBatches, Batch
 from ..callbacks import Callback
+from ..layers import Dense
 from ..losses import Loss
 from ..optim import SGD, Adam
 from ..training import Trainer
@@ -53,11 +68,31 @@ class SklearnLoss(Loss):
     ``sum(w_i * loss_i) / sum(w)``.
     """
 
-    fusable = False
-
     def __init__(self, kind: str) -> None:
         self.kind_name = kind
         self.name = f"sklearn_{kind}"
+        #: the one-call step computes this loss with C's convention (see :meth:`fused_factors`)
+        self.fusable = kind != "poisson"
+
+    def kind(self, y: np.ndarray) -> int:
+        """The C loss of the one-call step: labels, weighted target rows, BCE or MSE."""
+        if self.kind_name == "ce":
+            return _k.LOSS_CE_LABELS if y.ndim == 1 else _k.LOSS_CE_ROWS
+        return _k.LOSS_BCE if self.kind_name == "bce" else _k.LOSS_MSE
+
+    def fused_factors(self, n_outputs: int) -> tuple[float, float]:
+        """(loss factor, gradient factor) turning the C kernels' convention (a mean over
+        every element; MSE without the 1/2) into scikit-learn's (a mean over rows).
+        """
+        if self.kind_name == "bce":
+            return float(n_outputs), float(n_outputs)
+        if self.kind_name == "mse":
+            return 0.5, 0.5 * n_outputs
+        return 1.0, 1.0
+
+    def accuracy(self, out: np.ndarray, y: np.ndarray) -> None:
+        """Not needed by the estimators' rules: no per-batch argmax."""
+        return None
 
     def __call__(self, out: np.ndarray, y: np.ndarray, grad: np.ndarray,
                  sample_weight: np.ndarray | None = None) -> float:
@@ -66,6 +101,8 @@ class SklearnLoss(Loss):
         m, k = out.shape
         spec = _SPEC[out.dtype]
         g = grad
+        if kind == "ce" and y.ndim == 2:  # weighted rows: already sum(w) normalized
+            return float(_k.cross_entropy[spec](g, out, None, y))
         if kind == "ce":
             loss = _k.cross_entropy[spec](g, out, y, None)
         elif kind == "bce":
@@ -106,12 +143,136 @@ class SklearnLoss(Loss):
 
 
 class _EstimatorTrainer(Trainer):
-    """The engine as scikit-learn runs it: a non-finite loss is an error, not a stop."""
+    """The engine as scikit-learn runs it: a non-finite loss is an error, not a stop --
+    except with early stopping (``tolerate_nonfinite``), where scikit-learn keeps the
+    best validated weights: training stops and :attr:`diverged` is set.
+    """
+
+    tolerate_nonfinite = False
+    diverged = False
+    #: (loss, gradient) factors applied after a one-call step (SklearnLoss.fused_factors)
+    factors = (1.0, 1.0)
+
+    #: full-batch float32 training: the row sums in float64 (:meth:`_exact_gradients`)
+    exact = False
+
+    def compute_gradients(self, x: np.ndarray, y: np.ndarray,
+                          sample_weight: np.ndarray | None = None, scale: float = 1.0) -> float:
+        """The engine's step, in scikit-learn's convention whichever path it took."""
+        if self.exact:
+            self.attach()
+            self.bad_gradients = False
+            return self._exact_gradients(x, y, sample_weight)
+        loss = super().compute_gradients(x, y, sample_weight, scale)
+        lf, gf = self.factors
+        if (lf != 1.0 or gf != 1.0) and sample_weight is None and scale == 1.0 \
+                and math.isfinite(loss) and self.uses_fused_step():
+            grads = self.model.gradients()
+            np.multiply(grads, grads.dtype.type(gf), out=grads)
+            loss *= lf
+        return loss
 
     def on_nonfinite(self, loss: float) -> None:
-        """Raise scikit-learn's error for a diverged fit."""
+        """Raise scikit-learn's error for a diverged fit (or record the divergence)."""
+        if self.tolerate_nonfinite:
+            self.diverged = True
+            return
         raise ValueError("Solver produced non-finite parameter weights. The input data may"
                          " contain large values and need to be preprocessed.")
+
+
+    def _exact_gradients(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> float:
+        """Gradients of a Dense-only network whose sums over rows are float64.
+
+        The forward pass is fastnn's (its rows do not depend on the other rows of the
+        batch); every per-row quantity of the backward pass is the unweighted one, in
+        float64; a sample weight enters only the sums over rows (``dW = A^T (w * delta)``,
+        ``db``, the loss), which float64 makes independent of the order of the rows.  So a
+        row of weight k and k copies of that row give the same float32 gradient (the
+        sample-weight equivalence that scikit-learn's checks demand) -- for full-batch
+        epochs, the only case where repeated rows and weights see the same batches.
+        """
+        layers = self.model.layers
+        acts = [x]
+        for layer in layers:
+            acts.append(layer.forward(acts[-1], True))
+        out = acts[-1]
+        self.last_output = out
+        z = out.astype(np.float64)
+        kind = self.loss.kind_name
+        if kind == "ce":
+            zmax = z.max(axis=1, keepdims=True)
+            e = np.exp(z - zmax)
+            s = e.sum(axis=1, keepdims=True)
+            rows = np.arange(len(z))
+            per_row = (zmax[:, 0] + np.log(s[:, 0])) - z[rows, y]
+            delta = e / s
+            delta[rows, y] -= 1.0
+        else:
+            t = y.astype(np.float64)
+            if kind == "bce":
+                per_row = (np.logaddexp(0.0, z) - t * z).sum(axis=1)
+                with np.errstate(over="ignore"):
+                    delta = 1.0 / (1.0 + np.exp(-z)) - t
+            elif kind == "mse":
+                per_row = 0.5 * ((z - t) ** 2).mean(axis=1)
+                delta = z - t
+            else:  # poisson, log link
+                p = np.exp(z)
+                per_row = (xlogy(t, t / p) - t + p).sum(axis=1)
+                delta = p - t
+        total = float(len(z)) if w is None else float(np.sum(w))
+        loss = float(per_row.sum() if w is None else np.dot(per_row, w)) / total
+        if not np.isfinite(loss):
+            return loss
+        for i in range(len(layers) - 1, -1, -1):
+            layer = layers[i]
+            a_in = acts[i].astype(np.float64)
+            wdelta = delta if w is None else delta * w[:, None]
+            layer.grads[0][...] = (a_in.T @ wdelta) / total
+            if layer.use_bias:
+                layer.grads[1][...] = wdelta.sum(axis=0) / total
+            if i:
+                delta = delta @ layer.weight.astype(np.float64).T
+                a = acts[i].astype(np.float64)
+                act = layers[i - 1].activation
+                if act == "relu":
+                    delta *= a > 0
+                elif act == "tanh":
+                    delta *= 1.0 - a * a
+                elif act == "sigmoid":
+                    delta *= a * (1.0 - a)
+        if not _k.all_finite[_SPEC[self.model.gradients().dtype]](self.model.gradients()):
+            self.bad_gradients = True
+            return math.nan
+        return loss
+
+
+class _WeightedRows:
+    """A batch source for softmax targets with sample weights, so that weighted batches
+    take the one-call step too: ``inner`` yields target rows ``w_i * onehot(y_i)`` with
+    their weights; each batch's rows are scaled by ``rows / sum(w)`` into a reused buffer
+    (the C cross-entropy of rows ``t`` has the gradient ``(softmax * sum(t) - t) / rows``
+    = ``w_i (p_i - y_i) / sum(w)``, scikit-learn's delta).  A batch whose weights sum to
+    zero is skipped; :attr:`weight` is the last batch's sum of weights.
+    """
+
+    def __init__(self, inner: ArrayBatches) -> None:
+        self.inner = inner
+        self.n_samples = inner.n_samples
+        self.weight = 0.0
+        self._buf = np.empty((inner.batch_size, *inner.y.shape[1:]), inner.y.dtype)
+
+    def batches(self, epoch: int):
+        """The inner batches with normalized target rows and no weight array."""
+        for b in self.inner.batches(epoch):
+            m = b.x.shape[0]
+            total = float(b.w.sum())
+            if not total > 0:
+                continue
+            self.weight = total
+            t = np.multiply(b.y, b.y.dtype.type(m / total), out=self._buf[:m])
+            yield Batch(b.x, t, None, b.size, b.scale)
 
 
 class _EpochRules(Callback):
@@ -119,8 +280,9 @@ class _EpochRules(Callback):
     end-of-epoch rules, a bound method of the estimator), which says whether to stop.
     """
 
-    def __init__(self, end_epoch: Callable[[float], bool]) -> None:
+    def __init__(self, end_epoch: Callable[[float], bool], trainer: _EstimatorTrainer) -> None:
         self.end_epoch = end_epoch
+        self.trainer = trainer
         self.accumulated = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -133,6 +295,8 @@ class _EpochRules(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         """Run the estimator's rules; stop training when they say so."""
+        if self.trainer.diverged:
+            return  # recorded once, after the fit (see _fit_stochastic)
         if self.end_epoch(self.accumulated):
             self.model.stop_training = True
 
@@ -153,7 +317,12 @@ class _SolversMixin:
         return np.ascontiguousarray(y, dtype=self._dtype)
 
     def _weight_sq_norm(self) -> float:
-        return float(sum(np.dot(w.ravel(), w.ravel()) for w in self.coefs_))
+        """``sum ||W||^2`` over ``coefs_``.  NumPy's own loop (einsum), not BLAS's dot:
+        a threaded BLAS call per batch next to fastnn's OpenMP threads costs
+        milliseconds when the two thread pools contend for the cores.
+        """
+        return float(sum(np.einsum("i,i->", w.reshape(-1), w.reshape(-1))
+                         for w in self.coefs_))
 
     def _new_optimizer(self) -> Any:
         if self.solver == "sgd":
@@ -215,33 +384,52 @@ class _SolversMixin:
             sample_idx = _sk_shuffle(sample_idx, random_state=rs)
             return sample_idx
 
-        source = ArrayBatches(self._as_model_input(X_train), self._prepare_targets(y_train), sw,
-                              batch_size=batch_size, order=order if self.shuffle else None,
-                              dtype=self._dtype)
-        trainer = _EstimatorTrainer(model, opt, SklearnLoss(self._loss_kind))
+        loss = SklearnLoss(self._loss_kind)
+        # full-batch float32 epochs sum over rows in float64 (sample-weight equivalence)
+        exact = (self._dtype == np.float32 and batch_size >= n_samples
+                 and all(type(la) is Dense for la in model.layers))
+        weighted_rows = sw is not None and self._loss_kind == "ce" and not exact
+        if weighted_rows:  # softmax with weights: the one-call step on weighted rows
+            rows = np.multiply(y_train, sw[:, None], dtype=np.float64).astype(self._dtype)
+            source: Any = _WeightedRows(ArrayBatches(
+                self._as_model_input(X_train), rows, sw, batch_size=batch_size,
+                order=order if self.shuffle else None, dtype=self._dtype))
+        else:
+            source = ArrayBatches(self._as_model_input(X_train), self._prepare_targets(y_train),
+                                  sw, batch_size=batch_size,
+                                  order=order if self.shuffle else None, dtype=self._dtype)
+        trainer = _EstimatorTrainer(model, opt, loss)
+        trainer.tolerate_nonfinite = validation is not None
+        trainer.factors = loss.fused_factors(self.n_outputs_)
+        trainer.exact = exact
         alpha = float(self.alpha)
         if alpha:
-            weights = opt.param_groups[0]  # the coefs_; the intercepts carry no L2 term
+            # the coefs_ only (the intercepts carry no L2 term), with a scratch buffer each
+            pairs = [(x.grad_weight, x.weight, np.empty_like(x.weight))
+                     for x in self._dense_layers()]
 
             def l2(grads: np.ndarray, step: dict) -> None:
-                wd = alpha / step["weight"]
-                weights["weight_decay"] = wd
+                wd = alpha / (source.weight if weighted_rows else step["weight"])
                 step["loss"] += 0.5 * wd * self._weight_sq_norm()
+                for g, w, tmp in pairs:
+                    g += np.multiply(w, wd, out=tmp)
 
             trainer.gradient_hooks.append(l2)
         self.n_iter_ = 0
         try:
             trainer.fit(source, model.epoch + self.max_iter, initial_epoch=model.epoch,
                         callbacks=[_EpochRules(lambda acc: self._end_epoch(
-                            acc, n_samples, validation, incremental))])
+                            acc, n_samples, validation, incremental), trainer)])
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
+        if trainer.diverged:  # scikit-learn's loss and validation score become NaN
+            self._end_epoch(np.nan, n_samples, validation, incremental, diverged=True)
 
         if validation is not None:
             model.parameters()[...] = self._best_flat
 
     def _end_epoch(self, accumulated: float, n_samples: int, validation: tuple | None,
-                   incremental: bool) -> bool:
+                   incremental: bool, diverged: bool = False) -> bool:
         """Loss curve, convergence, learning-rate schedule; True to stop (as scikit-learn)."""
         self.n_iter_ += 1
         self.loss_ = accumulated / n_samples
@@ -249,7 +437,7 @@ class _SolversMixin:
         self.loss_curve_.append(self.loss_)
         if self.verbose:
             print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-        self._update_no_improvement_count(validation)
+        self._update_no_improvement_count(validation, diverged)
         if self.solver == "sgd" and self.learning_rate == "invscaling":
             self._set_lr(float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t)
         if self._no_improvement_count > self.n_iter_no_change:
@@ -281,9 +469,10 @@ class _SolversMixin:
             print(msg + f" Setting learning rate to {self._opt.lr:f}")
         return False
 
-    def _update_no_improvement_count(self, validation: tuple | None) -> None:
+    def _update_no_improvement_count(self, validation: tuple | None,
+                                     diverged: bool = False) -> None:
         if validation is not None:
-            score = self._score_raw(*validation)
+            score = np.nan if diverged else self._score_raw(*validation)
             self.validation_scores_.append(score)
             if self.verbose:
                 print(f"Validation score: {score:f}")
