@@ -43,7 +43,7 @@ open(sys.argv[2], "wb").write(z.read(names[0]))' "$1" "$tmp/ext.so"
     *) so="$1" ;;
 esac
 
-if ! objdump -f "$so" | grep -q "x86-64"; then
+if ! objdump -f "$so" | grep "x86-64" > /dev/null; then
     echo "check_isa: $1 is not an x86-64 object; nothing to check" >&2
     exit 2
 fi

@@ -94,7 +94,7 @@ if [ "$(uname -s)" = Linux ]; then
     step "auditwheel show $(basename "$wheel_final")"
     "$tools/auditwheel" show "$wheel_final" | tee "$work/show.txt"
     tr '\n' ' ' < "$work/show.txt" |
-        grep -Eq 'consistent with the following platform tag: "(many|musl)linux_' ||
+        grep -E 'consistent with the following platform tag: "(many|musl)linux_' > /dev/null ||
         fail "auditwheel show found no manylinux tag"
     # the unrepaired wheel names the system libraries it needs; after repair
     # the only non-system library must be the vendored OpenMP runtime

@@ -40,7 +40,7 @@ grep "fastnn: OpenMP flags" "$work/build.log"
 if [ -z "${FASTNN_NO_OPENMP:-}" ] && grep -q "OpenMP flags none" "$work/build.log"; then
     echo "memcheck: OpenMP was not detected in the sanitizer build" >&2; exit 1
 fi
-ldd "$work"/src/fastnn/_kernels*.so | grep -q libasan \
+ldd "$work"/src/fastnn/_kernels*.so | grep libasan > /dev/null \
     || { echo "memcheck: the extension is not linked against libasan" >&2; exit 1; }
 
 cp -r tests "$work/tests"
