@@ -122,3 +122,23 @@ def test_thread_count_validation():
         fastnn.set_num_threads(0)
     with pytest.raises(TypeError):
         fastnn.set_num_threads(1.5)
+
+
+def test_threads_block_checks_and_caps_like_set_num_threads():
+    """``fastnn.threads(n)`` applies set_num_threads' rule: same errors, same cap, and the
+    cap's warning names the caller's line."""
+    import fastnn
+
+    with pytest.raises(ValueError, match="threads: n must be >= 1, got 0"):
+        with fastnn.threads(0):
+            pass
+    with pytest.raises(TypeError, match="threads: n must be an int"):
+        with fastnn.threads(True):
+            pass
+    from fastnn._config import max_num_threads
+
+    cap = max_num_threads()
+    with pytest.warns(RuntimeWarning, match="at most 4 per CPU") as rec:
+        with fastnn.threads(cap + 1):
+            assert fastnn.get_num_threads() == cap
+    assert rec[0].filename == __file__

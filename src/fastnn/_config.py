@@ -41,6 +41,13 @@ def _cgroup_cpu_limit() -> int | None:
     return None
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, or ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)  # pragma: no cover - macOS / Windows
+
+
 def default_num_threads() -> int:
     """Threads to use when the user has not chosen: ``OMP_NUM_THREADS`` if set,
     else the CPUs this process may run on, capped by a cgroup CPU quota.
@@ -48,12 +55,37 @@ def default_num_threads() -> int:
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    if hasattr(os, "sched_getaffinity"):
-        n = len(os.sched_getaffinity(0))
-    else:  # pragma: no cover - macOS / Windows
-        n = os.cpu_count() or 1
+    n = _usable_cpus()
     limit = _cgroup_cpu_limit() if sys.platform.startswith("linux") else None
     return max(1, min(n, limit) if limit else n)
+
+
+def _thread_count(n: object, caller: str, stacklevel: int = 3) -> int:
+    """Check a requested thread count and cap it at :func:`max_num_threads` (with a
+    RuntimeWarning).  One rule for :func:`set_num_threads` and :func:`threads`.
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an int (bool excluded).
+    ValueError
+        ``n < 1``.
+    """
+    import numpy as np
+
+    if isinstance(n, bool) or not isinstance(n, int | np.integer):
+        raise TypeError(f"{caller}: n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"{caller}: n must be >= 1, got {n!r}")
+    cap = max_num_threads()
+    if n > cap:
+        import warnings
+
+        warnings.warn(f"{caller}({n}): this process may run on {cap // 4} CPU(s); "
+                      f"using {cap} threads (at most 4 per CPU: more only adds contention)",
+                      RuntimeWarning, stacklevel=stacklevel)
+        return cap
+    return int(n)
 
 
 def set_num_threads(n: int) -> None:
@@ -68,19 +100,7 @@ def set_num_threads(n: int) -> None:
 
     """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int | __import__("numpy").integer):
-        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    cap = max_num_threads()
-    if n > cap:
-        import warnings
-
-        warnings.warn(f"set_num_threads({n}): this process may run on {cap // 4} CPU(s); "
-                      f"using {cap} threads (at most 4 per CPU: more only adds contention)",
-                      RuntimeWarning, stacklevel=2)
-        n = cap
-    _num_threads = int(n)
+    _num_threads = _thread_count(n, "set_num_threads")
 
 
 def max_num_threads() -> int:
@@ -88,11 +108,7 @@ def max_num_threads() -> int:
     (its affinity mask, or ``os.cpu_count()``).  A larger request is capped there, with a
     RuntimeWarning, so that a script written for a bigger machine still runs well.
     """
-    if hasattr(os, "sched_getaffinity"):
-        n = len(os.sched_getaffinity(0))
-    else:  # pragma: no cover - macOS / Windows
-        n = os.cpu_count() or 1
-    return 4 * max(1, n)
+    return 4 * _usable_cpus()
 
 
 def get_num_threads() -> int:
@@ -124,17 +140,15 @@ def threads(n: int | None) -> Iterator[None]:
     """Use ``n`` kernel threads in this block, on the calling thread only (None: no change).
 
     Unlike :func:`set_num_threads` this changes no process-wide setting, so two threads
-    (e.g. two estimators fitting at once) can each use their own count.
+    (e.g. two estimators fitting at once) can each use their own count.  ``n`` is
+    checked and capped like :func:`set_num_threads`'s.
     """
     if n is None:
         yield
         return
-    if isinstance(n, bool) or not isinstance(n, int | __import__("numpy").integer):
-        raise TypeError(f"threads: n must be an int >= 1 or None, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"threads: n must be an int >= 1 or None, got {n!r}")
+    count = _thread_count(n, "threads", stacklevel=4)  # through contextlib's __enter__
     prev = _local.n
-    _local.n = int(n)
+    _local.n = count
     try:
         yield
     finally:
