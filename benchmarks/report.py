@@ -59,19 +59,13 @@ TRAINING = [("x W", 128, 784, 256, False, False), ("x^T d", 784, 128, 256, True,
 
 def measure_fma_peak(threads: list[int]) -> dict[str, dict[int, float]]:
     """FMA peak GFLOP/s at each thread count, measured by fastnn itself with the widest
-    FMA vectors of the ISA level it runs (512-bit on AVX-512, 256-bit on AVX2):
-    {"wall": best wall-clock rate, "cpu": best sum of per-thread rates per CPU-second
-    (the peak while running, even when other processes share the cores)}, each the
-    best of 5 repetitions."""
-    from fastnn import _kernels
+    FMA vectors of the ISA level it runs (:func:`fastnn.bench.fma_peaks`, best of 5):
+    {"wall": best wall-clock rate, "cpu": best sum of per-thread rates per CPU-second}."""
+    from fastnn.bench import fma_peaks
 
-    out = {"wall": {}, "cpu": {}}
-    for t in threads:
-        runs = [_kernels.fma_peak(0.3, t) for _ in range(5)]
-        out["wall"][t] = max(r["wall"] for r in runs)
-        out["cpu"][t] = max(r["cpu"] for r in runs)
-    print(f"FMA peak: {runs[0]['width']}-bit FMAs ({runs[0]['isa']})")
-    return out
+    p = fma_peaks(threads, reps=5, seconds=0.3)
+    print(f"FMA peak: {p['width']}-bit FMAs ({p['isa']})")
+    return {"wall": p["wall"], "cpu": p["cpu"]}
 
 
 def read_fma_tool(path: str) -> dict[str, dict[int, float]]:

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 NETS = {"mlp": (784, 256, 256, 10), "wide": (784, 800, 10),
         # conv 1->16 3x3 pad 1 relu, maxpool 2, conv 16->32 3x3 pad 1 relu, maxpool 2,
@@ -390,32 +391,52 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def measure_fma_peak(threads: tuple[int, ...], reps: int = 3) -> tuple[dict[str, float], int]:
-    """The float32 FMA peak per thread count, with the widest vectors fastnn runs here.
+def fma_peaks(threads: tuple[int, ...] | list[int], reps: int = 3, seconds: float = 0.2
+              ) -> dict[str, Any]:
+    """The float32 FMA peak at each thread count, with the widest vectors fastnn runs here
+    (``_kernels.fma_peak``: independent FMA chains on every thread).
 
     Parameters
     ----------
-    threads : tuple of int
+    threads : sequence of int
         Thread counts to measure.
     reps : int
-        Repetitions; the best is kept.
+        Repetitions per count; the best is kept.
+    seconds : float
+        Length of one repetition.
+
+    Returns
+    -------
+    dict
+        ``"wall"`` and ``"cpu"``: thread count -> GFLOP/s, the best wall-clock rate and
+        the best sum of the threads' rates per CPU-second (the peak while running, even
+        on a shared machine); ``"width"``: vector width in bits (512 on AVX-512, 256 on
+        AVX2); ``"isa"``: the level that ran.
+    """
+    from . import _kernels
+
+    out: dict[str, Any] = {"wall": {}, "cpu": {}, "width": 0, "isa": ""}
+    for t in threads:
+        runs = [_kernels.fma_peak(seconds, t) for _ in range(reps)]
+        out["wall"][t] = max(r["wall"] for r in runs)
+        out["cpu"][t] = max(r["cpu"] for r in runs)
+        out["width"], out["isa"] = runs[0]["width"], runs[0]["isa"]
+    return out
+
+
+def measure_fma_peak(threads: tuple[int, ...], reps: int = 3) -> tuple[dict[str, float], int]:
+    """The per-CPU-second FMA peak per thread count (see :func:`fma_peaks`), keyed like
+    a result's entries.
 
     Returns
     -------
     peaks : dict
-        Thread count (as a string, like the result's keys) -> GFLOP/s: the sum of the
-        threads' rates per CPU-second, the peak while running even on a shared machine.
+        Thread count (as a string) -> GFLOP/s per CPU-second.
     width : int
-        The vector width measured, in bits (512 on AVX-512, 256 on AVX2).
+        The vector width measured, in bits.
     """
-    from . import _kernels
-
-    peaks, width = {}, 0
-    for t in threads:
-        runs = [_kernels.fma_peak(0.2, t) for _ in range(reps)]
-        peaks[str(t)] = max(r["cpu"] for r in runs)
-        width = runs[0]["width"]
-    return peaks, width
+    p = fma_peaks(threads, reps)
+    return {str(t): g for t, g in p["cpu"].items()}, p["width"]
 
 
 def main(argv: list[str] | None = None) -> int:
