@@ -467,7 +467,8 @@ def _channel_vec(v: Any, name: str, c: int, dtype: np.dtype, required: bool) -> 
 def check_batchnorm_forward(x, weight, bias, running_mean, running_var, training, eps, out,
                             mean_out, var_out) -> tuple:
     """Checked arguments of ``batchnorm_forward``: x (n, c, *spatial) and (c,) vectors;
-    returns (x, weight, bias, running_mean, running_var, training, eps, out, mean, var)."""
+    returns (x, weight, bias, running_mean, running_var, training, eps, out, mean, var).
+    """
     dt = common_float_dtype(x, weight, bias, running_mean, running_var)
     x = as_float_array(x, "x", dt)
     if x.ndim < 2:
@@ -492,7 +493,8 @@ def check_batchnorm_forward(x, weight, bias, running_mean, running_var, training
 def check_batchnorm_backward(grad_out, x, mean, var, weight, training, eps, dx_out,
                              dweight_out, dbias_out) -> tuple:
     """Checked arguments of ``batchnorm_backward``; returns
-    (dy, x, mean, var, weight, training, eps, dx, dweight, dbias)."""
+    (dy, x, mean, var, weight, training, eps, dx, dweight, dbias).
+    """
     dt = common_float_dtype(grad_out, x, mean, var, weight)
     x = as_float_array(x, "x", dt)
     if x.ndim < 2:
@@ -546,7 +548,8 @@ def normalized_shape_of(normalized_shape: Any) -> tuple[int, ...]:
 def check_layernorm_forward(x, normalized_shape, weight, bias, eps, out, mean_out,
                             rstd_out) -> tuple:
     """Checked arguments of ``layernorm_forward``; returns
-    (x, shape, weight, bias, eps, out, mean, rstd) with mean, rstd of x.shape[:-k]."""
+    (x, shape, weight, bias, eps, out, mean, rstd) with mean, rstd of x.shape[:-k].
+    """
     shape = normalized_shape_of(normalized_shape)
     dt = common_float_dtype(x, weight, bias)
     x = as_float_array(x, "x", dt)
@@ -572,7 +575,8 @@ def check_layernorm_forward(x, normalized_shape, weight, bias, eps, out, mean_ou
 def check_layernorm_backward(grad_out, x, mean, rstd, weight, dx_out, dweight_out,
                              dbias_out) -> tuple:
     """Checked arguments of ``layernorm_backward``: the normalized shape is
-    ``x.shape[mean.ndim:]``; returns (dy, x, mean, rstd, weight, dx, dweight, dbias)."""
+    ``x.shape[mean.ndim:]``; returns (dy, x, mean, rstd, weight, dx, dweight, dbias).
+    """
     dt = common_float_dtype(grad_out, x, mean, rstd, weight)
     x = as_float_array(x, "x", dt)
     dy = as_float_array(grad_out, "grad_out", dt)
