@@ -434,6 +434,8 @@ def _buffers_to_load(model: Any, z: zipfile.ZipFile, meta: dict,
         else:
             values = {k: _read_npy(z, f"{layer.name}/{k}.npy", mine[k].size)
                       for k in have if k in mine}
+            values = {k: v.reshape(mine[k].shape) if v.size == mine[k].size else v
+                      for k, v in values.items()}  # (.npy stores a 0-d count as (1,))
         if set(values) != set(mine) or any(values[k].shape != mine[k].shape for k in mine):
             if skip_mismatch:
                 continue
