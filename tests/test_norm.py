@@ -395,3 +395,27 @@ def test_fit_is_repeatable():
 
     a, b = run(), run()
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 2e-5)])
+def test_fuse_batchnorm_folds_into_dense_and_conv(dtype, tol):
+    rng = rng_for("fuse", dtype)
+    model = fnn.Sequential([
+        fnn.Conv2D(2, 4, 3, padding=1), fnn.BatchNorm2D(4), fnn.Activation("relu"),
+        fnn.Flatten(), fnn.Dense(144, 8, bias=False), fnn.BatchNorm1D(8), fnn.BatchNorm1D(8),
+        fnn.Dense(8, 6, "tanh"), fnn.BatchNorm1D(6, affine=False), fnn.Dense(6, 3),
+        fnn.BatchNorm1D(3), fnn.Activation("softmax")], dtype=dtype, seed=0,
+        input_shape=(2, 6, 6))
+    model.compile(fnn.optim.Adam(lr=1e-2), "cross_entropy")
+    x = (rng.standard_normal((32, 2, 6, 6)) * 2 + 1).astype(dtype)
+    model.fit(x, rng.integers(0, 3, 32), epochs=3, batch_size=8, verbose=0)
+    before = [w.copy() for w in model.get_weights()]
+    fused = model.fuse_batchnorm()
+    kinds = [type(la).__name__ for la in fused.layers]
+    # conv+bn+relu -> one Conv2D(relu); dense+bn -> Dense (the second BN stays); a BN after
+    # an activation stays; dense+bn before softmax -> Dense, the softmax stays
+    assert kinds == ["Conv2D", "Flatten", "Dense", "BatchNorm1D", "Dense", "BatchNorm1D",
+                     "Dense", "Activation"]
+    assert fused[0].activation == "relu" and fused[2].use_bias
+    np.testing.assert_allclose(fused.predict(x), model.predict(x), atol=tol, rtol=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
