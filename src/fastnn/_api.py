@@ -29,12 +29,15 @@ from ._version import __version__
 from .layers import (
     Activation,
     AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
     GlobalAvgPool2D,
     Layer,
+    LayerNorm,
     MaxPool2D,
 )
 from .model import Sequential, load
@@ -62,6 +65,9 @@ __all__ = [
     "MaxPool2D",
     "AvgPool2D",
     "GlobalAvgPool2D",
+    "BatchNorm1D",
+    "BatchNorm2D",
+    "LayerNorm",
     "load",
     "get_num_threads",
     "set_num_threads",

@@ -2,7 +2,8 @@
 
 One module per kernel family, as in ``csrc/``: :mod:`.dense` (GEMM, Dense,
 activations), :mod:`.loss`, :mod:`.optim`, :mod:`.dropout`, :mod:`.conv`
-(convolution and pooling).  Argument checks shared with the NumPy twins live
+(convolution and pooling), :mod:`.norm` (batch and layer normalization).
+Argument checks shared with the NumPy twins live
 below both, in :mod:`fastnn._validation`.
 
 Every function here has a twin of the same name and signature in
@@ -51,6 +52,13 @@ from .conv import (
 from .dense import activation_backward, activation_forward, dense_backward, dense_forward, gemm
 from .dropout import dropout_backward, dropout_forward
 from .loss import binary_cross_entropy, cross_entropy, mse
+from .norm import (
+    batchnorm_backward,
+    batchnorm_forward,
+    batchnorm_update_stats,
+    layernorm_backward,
+    layernorm_forward,
+)
 from .optim import adagrad_step, adam_step, rmsprop_step, sgd_step, sgd_update
 
 #: the same names as fastnn.reference's twins (fastnn._names.KERNELS)
@@ -78,4 +86,9 @@ __all__ = [
     "avgpool2d_backward",
     "global_avgpool_forward",
     "global_avgpool_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_update_stats",
+    "layernorm_forward",
+    "layernorm_backward",
 ]
