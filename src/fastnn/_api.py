@@ -32,10 +32,13 @@ from .layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
+    GlobalAvgPool1D,
     GlobalAvgPool2D,
     Layer,
     MaxPool2D,
+    Residual,
 )
 from .model import Sequential, load
 
@@ -62,6 +65,9 @@ __all__ = [
     "MaxPool2D",
     "AvgPool2D",
     "GlobalAvgPool2D",
+    "Embedding",
+    "GlobalAvgPool1D",
+    "Residual",
     "load",
     "get_num_threads",
     "set_num_threads",
