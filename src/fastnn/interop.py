@@ -174,8 +174,12 @@ def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...]
                 if len(sc_model.layers) != 1:
                     raise ValueError("from_torch: a TorchResidual shortcut must be one layer")
                 sc = copy.deepcopy(sc_model.layers[0])
+                sc.name = None  # named by the block
             act = None if mod.act is None else _torch_activation(mod.act)
-            layers.append(L.Residual([copy.deepcopy(la) for la in body.layers], sc, act))
+            inner = [copy.deepcopy(la) for la in body.layers]
+            for la in inner:
+                la.name = None
+            layers.append(L.Residual(inner, sc, act))
         elif kind == "Flatten":
             if mod.start_dim != 1 or mod.end_dim != -1:
                 raise ValueError("from_torch: only Flatten(start_dim=1, end_dim=-1) is supported")
