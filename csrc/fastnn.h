@@ -471,6 +471,54 @@ int fnn_global_avgpool1d_backward_f32(float *dx, const float *dout, int64_t n, i
                                       int64_t d, int n_threads);
 int fnn_global_avgpool1d_backward_f64(double *dx, const double *dout, int64_t n, int64_t l,
                                       int64_t d, int n_threads);
+/* ---- normalization (norm.c) -------------------------------------------- */
+/* x, out (n, c, s); weight, bias (c,) or NULL; running_mean, running_var (c,)
+ * (read in eval); mean, var (c,) (written in training: batch mean, biased variance).
+ * out = (x - mean) / sqrt(var + eps) * weight + bias, with the batch statistics in
+ * training (n*s >= 1), the running ones in eval.  out may alias x. */
+int fnn_batchnorm_forward_f32(float *out, float *mean, float *var, const float *x,
+                              const float *weight, const float *bias, const float *running_mean,
+                              const float *running_var, int64_t n, int64_t c, int64_t s, double eps,
+                              int training, int n_threads);
+int fnn_batchnorm_forward_f64(double *out, double *mean, double *var, const double *x,
+                              const double *weight, const double *bias, const double *running_mean,
+                              const double *running_var, int64_t n, int64_t c, int64_t s,
+                              double eps, int training, int n_threads);
+/* dy, x, dx (n, c, s); mean, var, weight (c,) as the forward used them (weight NULL:
+ * ones).  dweight = sum dy xhat, dbias = sum dy per channel; dx the closed form
+ * through the batch statistics (training) or dy weight / sqrt(var + eps) (eval).
+ * dx, dweight, dbias each NULL when not wanted; dx may alias dy. */
+int fnn_batchnorm_backward_f32(float *dx, float *dweight, float *dbias, const float *dy,
+                               const float *x, const float *mean, const float *var,
+                               const float *weight, int64_t n, int64_t c, int64_t s, double eps,
+                               int training, int n_threads);
+int fnn_batchnorm_backward_f64(double *dx, double *dweight, double *dbias, const double *dy,
+                               const double *x, const double *mean, const double *var,
+                               const double *weight, int64_t n, int64_t c, int64_t s, double eps,
+                               int training, int n_threads);
+/* running_mean, running_var, mean, var (c,): running = (1 - momentum) running +
+ * momentum batch, the variance unbiased (var count / (count - 1)) as torch;
+ * count >= 2, momentum in [0, 1]. */
+int fnn_batchnorm_update_stats_f32(float *running_mean, float *running_var, const float *mean,
+                                   const float *var, int64_t c, int64_t count, double momentum);
+int fnn_batchnorm_update_stats_f64(double *running_mean, double *running_var, const double *mean,
+                                   const double *var, int64_t c, int64_t count, double momentum);
+/* x, out (rows, d); weight, bias (d,) or NULL; mean, rstd (rows,) written.
+ * out = (x - mean) rstd weight + bias per row, rstd = 1/sqrt(biased var + eps). */
+int fnn_layernorm_forward_f32(float *out, float *mean, float *rstd, const float *x,
+                              const float *weight, const float *bias, int64_t rows, int64_t d,
+                              double eps, int n_threads);
+int fnn_layernorm_forward_f64(double *out, double *mean, double *rstd, const double *x,
+                              const double *weight, const double *bias, int64_t rows, int64_t d,
+                              double eps, int n_threads);
+/* dy, x, dx (rows, d); mean, rstd (rows,); weight (d,) or NULL.  dx per row (closed
+ * form), dweight = sum dy xhat, dbias = sum dy over rows; each NULL when not wanted. */
+int fnn_layernorm_backward_f32(float *dx, float *dweight, float *dbias, const float *dy,
+                               const float *x, const float *mean, const float *rstd,
+                               const float *weight, int64_t rows, int64_t d, int n_threads);
+int fnn_layernorm_backward_f64(double *dx, double *dweight, double *dbias, const double *dy,
+                               const double *x, const double *mean, const double *rstd,
+                               const double *weight, int64_t rows, int64_t d, int n_threads);
 
 #ifdef __cplusplus
 }

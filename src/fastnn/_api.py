@@ -29,6 +29,8 @@ from ._version import __version__
 from .layers import (
     Activation,
     AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
     Conv2D,
     Dense,
     Dropout,
@@ -37,6 +39,7 @@ from .layers import (
     GlobalAvgPool1D,
     GlobalAvgPool2D,
     Layer,
+    LayerNorm,
     MaxPool2D,
     Residual,
 )
@@ -68,6 +71,9 @@ __all__ = [
     "Embedding",
     "GlobalAvgPool1D",
     "Residual",
+    "BatchNorm1D",
+    "BatchNorm2D",
+    "LayerNorm",
     "load",
     "get_num_threads",
     "set_num_threads",

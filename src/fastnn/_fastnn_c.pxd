@@ -131,6 +131,39 @@ cdef extern from "fastnn.h" nogil:
                                  double p, int n_threads)
     int fnn_dropout_backward_f64(double *dx, const double *dy, const uint8_t *mask, int64_t n,
                                  double p, int n_threads)
+    int fnn_batchnorm_forward_f32(float *out, float *mean, float *var, const float *x,
+                                  const float *weight, const float *bias, const float *running_mean,
+                                  const float *running_var, int64_t n, int64_t c, int64_t s,
+                                  double eps, int training, int n_threads)
+    int fnn_batchnorm_forward_f64(double *out, double *mean, double *var, const double *x,
+                                  const double *weight, const double *bias,
+                                  const double *running_mean, const double *running_var, int64_t n,
+                                  int64_t c, int64_t s, double eps, int training, int n_threads)
+    int fnn_batchnorm_backward_f32(float *dx, float *dweight, float *dbias, const float *dy,
+                                   const float *x, const float *mean, const float *var,
+                                   const float *weight, int64_t n, int64_t c, int64_t s, double eps,
+                                   int training, int n_threads)
+    int fnn_batchnorm_backward_f64(double *dx, double *dweight, double *dbias, const double *dy,
+                                   const double *x, const double *mean, const double *var,
+                                   const double *weight, int64_t n, int64_t c, int64_t s,
+                                   double eps, int training, int n_threads)
+    int fnn_batchnorm_update_stats_f32(float *running_mean, float *running_var, const float *mean,
+                                       const float *var, int64_t c, int64_t count, double momentum)
+    int fnn_batchnorm_update_stats_f64(double *running_mean, double *running_var,
+                                       const double *mean, const double *var, int64_t c,
+                                       int64_t count, double momentum)
+    int fnn_layernorm_forward_f32(float *out, float *mean, float *rstd, const float *x,
+                                  const float *weight, const float *bias, int64_t rows, int64_t d,
+                                  double eps, int n_threads)
+    int fnn_layernorm_forward_f64(double *out, double *mean, double *rstd, const double *x,
+                                  const double *weight, const double *bias, int64_t rows, int64_t d,
+                                  double eps, int n_threads)
+    int fnn_layernorm_backward_f32(float *dx, float *dweight, float *dbias, const float *dy,
+                                   const float *x, const float *mean, const float *rstd,
+                                   const float *weight, int64_t rows, int64_t d, int n_threads)
+    int fnn_layernorm_backward_f64(double *dx, double *dweight, double *dbias, const double *dy,
+                                   const double *x, const double *mean, const double *rstd,
+                                   const double *weight, int64_t rows, int64_t d, int n_threads)
 
 
 

@@ -930,6 +930,173 @@ def global_avgpool1d_backward(floating[:, :, ::1] dx, const floating[:, ::1] dou
     _check(st, "global_avgpool1d_backward")
 
 
+# ---- normalization (csrc/norm.c) ----------------------------------------------------
+# Arrays are passed flat (C order) with their sizes: batch norm (n, c, s) with s = H*W
+# (1 for (N, C) input), layer norm (rows, d).  Each length is checked before the call.
+
+cdef int _norm_len(str kernel, int64_t n, int64_t c, int64_t s) except -1:
+    if n < 0 or c < 0 or s < 0:
+        raise ValueError(f"{kernel}: sizes must be >= 0, got ({n}, {c}, {s})")
+    if n * <object>c * s >= 2**62:
+        raise ValueError(f"{kernel}: array sizes overflow 64-bit indexing")
+    return 0
+
+
+def batchnorm_forward(floating[::1] out, floating[::1] mean, floating[::1] var,
+                      const floating[::1] x, const floating[::1] weight,
+                      const floating[::1] bias, const floating[::1] running_mean,
+                      const floating[::1] running_var, int64_t n, int64_t c, int64_t s,
+                      double eps, bint training, int n_threads):
+    """Batch norm forward on flat (n*c*s,) x and out; per-channel (c,) weight, bias (or
+    None), running_mean, running_var (read in eval), mean, var (written in training).
+    Arguments: out, mean, var, x, weight, bias, running_mean, running_var, n, c, s, eps,
+    training, n_threads."""
+    cdef int st
+    cdef str k = "batchnorm_forward"
+    _norm_len(k, n, c, s)
+    cdef int64_t total = n * c * s
+    _s1(x, total, False, k, "x")
+    _s1(out, total, False, k, "out")
+    _s1(weight, c, True, k, "weight")
+    _s1(bias, c, True, k, "bias")
+    _s1(running_mean, c, training, k, "running_mean")
+    _s1(running_var, c, training, k, "running_var")
+    _s1(mean, c, not training, k, "mean")
+    _s1(var, c, not training, k, "var")
+    with nogil:
+        fnn_fpenv_push()
+        if floating is float:
+            st = fnn_batchnorm_forward_f32(_p1(out), _p1(mean), _p1(var), _c1(x), _c1(weight),
+                                           _c1(bias), _c1(running_mean), _c1(running_var), n,
+                                           c, s, eps, training, n_threads)
+        else:
+            st = fnn_batchnorm_forward_f64(_p1(out), _p1(mean), _p1(var), _c1(x), _c1(weight),
+                                           _c1(bias), _c1(running_mean), _c1(running_var), n,
+                                           c, s, eps, training, n_threads)
+        fnn_fpenv_pop()
+    _check(st, k)
+
+
+def batchnorm_backward(floating[::1] dx, floating[::1] dweight, floating[::1] dbias,
+                       const floating[::1] dy, const floating[::1] x,
+                       const floating[::1] mean, const floating[::1] var,
+                       const floating[::1] weight, int64_t n, int64_t c, int64_t s,
+                       double eps, bint training, int n_threads):
+    """Batch norm backward: dx (n*c*s,) (or None), dweight, dbias (c,) (or None) from dy,
+    x (n*c*s,) and the forward's mean, var and weight (c,).  Arguments: dx, dweight,
+    dbias, dy, x, mean, var, weight, n, c, s, eps, training, n_threads."""
+    cdef int st
+    cdef str k = "batchnorm_backward"
+    _norm_len(k, n, c, s)
+    cdef int64_t total = n * c * s
+    _s1(dy, total, False, k, "dy")
+    _s1(x, total, False, k, "x")
+    _s1(dx, total, True, k, "dx")
+    _s1(dweight, c, True, k, "dweight")
+    _s1(dbias, c, True, k, "dbias")
+    _s1(mean, c, False, k, "mean")
+    _s1(var, c, False, k, "var")
+    _s1(weight, c, True, k, "weight")
+    with nogil:
+        fnn_fpenv_push()
+        if floating is float:
+            st = fnn_batchnorm_backward_f32(_p1(dx), _p1(dweight), _p1(dbias), _c1(dy), _c1(x),
+                                            _c1(mean), _c1(var), _c1(weight), n, c, s, eps,
+                                            training, n_threads)
+        else:
+            st = fnn_batchnorm_backward_f64(_p1(dx), _p1(dweight), _p1(dbias), _c1(dy), _c1(x),
+                                            _c1(mean), _c1(var), _c1(weight), n, c, s, eps,
+                                            training, n_threads)
+        fnn_fpenv_pop()
+    _check(st, k)
+
+
+def batchnorm_update_stats(floating[::1] running_mean, floating[::1] running_var,
+                           const floating[::1] mean, const floating[::1] var, int64_t count,
+                           double momentum):
+    """running = (1 - momentum) running + momentum batch (variance unbiased over count
+    values), in place; all (c,).  Arguments: running_mean, running_var, mean, var, count,
+    momentum."""
+    cdef int st
+    cdef str k = "batchnorm_update_stats"
+    if running_mean is None:
+        raise ValueError(f"{k}: running_mean is required")
+    cdef int64_t c = running_mean.shape[0]
+    _s1(running_var, c, False, k, "running_var")
+    _s1(mean, c, False, k, "mean")
+    _s1(var, c, False, k, "var")
+    with nogil:
+        if floating is float:
+            st = fnn_batchnorm_update_stats_f32(_p1(running_mean), _p1(running_var), _c1(mean),
+                                                _c1(var), c, count, momentum)
+        else:
+            st = fnn_batchnorm_update_stats_f64(_p1(running_mean), _p1(running_var), _c1(mean),
+                                                _c1(var), c, count, momentum)
+    _check(st, k + " (count must be >= 2, momentum in [0, 1])")
+
+
+def layernorm_forward(floating[::1] out, floating[::1] mean, floating[::1] rstd,
+                      const floating[::1] x, const floating[::1] weight,
+                      const floating[::1] bias, int64_t rows, int64_t d, double eps,
+                      int n_threads):
+    """Layer norm forward on flat (rows*d,) x and out; weight, bias (d,) or None; mean,
+    rstd (rows,) written.  Arguments: out, mean, rstd, x, weight, bias, rows, d, eps,
+    n_threads."""
+    cdef int st
+    cdef str k = "layernorm_forward"
+    _norm_len(k, rows, d, 1)
+    cdef int64_t total = rows * d
+    _s1(x, total, False, k, "x")
+    _s1(out, total, False, k, "out")
+    _s1(weight, d, True, k, "weight")
+    _s1(bias, d, True, k, "bias")
+    _s1(mean, rows, False, k, "mean")
+    _s1(rstd, rows, False, k, "rstd")
+    with nogil:
+        fnn_fpenv_push()
+        if floating is float:
+            st = fnn_layernorm_forward_f32(_p1(out), _p1(mean), _p1(rstd), _c1(x), _c1(weight),
+                                           _c1(bias), rows, d, eps, n_threads)
+        else:
+            st = fnn_layernorm_forward_f64(_p1(out), _p1(mean), _p1(rstd), _c1(x), _c1(weight),
+                                           _c1(bias), rows, d, eps, n_threads)
+        fnn_fpenv_pop()
+    _check(st, k)
+
+
+def layernorm_backward(floating[::1] dx, floating[::1] dweight, floating[::1] dbias,
+                       const floating[::1] dy, const floating[::1] x,
+                       const floating[::1] mean, const floating[::1] rstd,
+                       const floating[::1] weight, int64_t rows, int64_t d, int n_threads):
+    """Layer norm backward: dx (rows*d,) (or None), dweight, dbias (d,) (or None) from dy,
+    x (rows*d,), the forward's mean, rstd (rows,) and weight (d,) or None.  Arguments:
+    dx, dweight, dbias, dy, x, mean, rstd, weight, rows, d, n_threads."""
+    cdef int st
+    cdef str k = "layernorm_backward"
+    _norm_len(k, rows, d, 1)
+    cdef int64_t total = rows * d
+    _s1(dy, total, False, k, "dy")
+    _s1(x, total, False, k, "x")
+    _s1(dx, total, True, k, "dx")
+    _s1(dweight, d, True, k, "dweight")
+    _s1(dbias, d, True, k, "dbias")
+    _s1(mean, rows, False, k, "mean")
+    _s1(rstd, rows, False, k, "rstd")
+    _s1(weight, d, True, k, "weight")
+    with nogil:
+        fnn_fpenv_push()
+        if floating is float:
+            st = fnn_layernorm_backward_f32(_p1(dx), _p1(dweight), _p1(dbias), _c1(dy), _c1(x),
+                                            _c1(mean), _c1(rstd), _c1(weight), rows, d,
+                                            n_threads)
+        else:
+            st = fnn_layernorm_backward_f64(_p1(dx), _p1(dweight), _p1(dbias), _c1(dy), _c1(x),
+                                            _c1(mean), _c1(rstd), _c1(weight), rows, d,
+                                            n_threads)
+        fnn_fpenv_pop()
+    _check(st, k)
+
+
 # ---- a Dense-only network's training step in one call (csrc/mlp.c) ----------
 from libc.stdlib cimport calloc, free
 

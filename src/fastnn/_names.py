@@ -48,4 +48,6 @@ KERNELS: tuple[str, ...] = (
     "avgpool2d_backward", "global_avgpool_forward", "global_avgpool_backward",
     "embedding_forward", "embedding_backward", "global_avgpool1d_forward",
     "global_avgpool1d_backward",
+    "batchnorm_forward", "batchnorm_backward", "batchnorm_update_stats", "layernorm_forward",
+    "layernorm_backward",
 )

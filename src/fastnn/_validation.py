@@ -493,3 +493,150 @@ def input_shape_3d(fn: str, input_shape: Any) -> tuple[int, int, int]:
         raise ValueError(f"{fn}: input_shape must be (batch, length, features) of "
                          f"non-negative ints, got {input_shape!r}")
     return shape  # type: ignore[return-value]
+
+
+# ---- normalization (batch norm, layer norm) ----------------------------------------
+
+def _channel_vec(v: Any, name: str, c: int, dtype: np.dtype, required: bool) -> np.ndarray | None:
+    """A per-channel (c,) input converted to ``dtype``, or None when not given."""
+    if v is None:
+        if required:
+            raise ValueError(f"{name} is required, of shape ({c},)")
+        return None
+    arr = as_float_array(v, name, dtype)
+    check_shape(arr, name, (c,))
+    return arr
+
+
+def check_batchnorm_forward(x, weight, bias, running_mean, running_var, training, eps, out,
+                            mean_out, var_out) -> tuple:
+    """Checked arguments of ``batchnorm_forward``: x (n, c, *spatial) and (c,) vectors;
+    returns (x, weight, bias, running_mean, running_var, training, eps, out, mean, var).
+    """
+    dt = common_float_dtype(x, weight, bias, running_mean, running_var)
+    x = as_float_array(x, "x", dt)
+    if x.ndim < 2:
+        raise ValueError(f"x must be (batch, channels, ...) with at least 2 dimensions, got "
+                         f"shape {x.shape}")
+    c = x.shape[1]
+    training = bool(training)
+    eps = real_number(eps, "eps")
+    w = _channel_vec(weight, "weight", c, dt, False)
+    b = _channel_vec(bias, "bias", c, dt, False)
+    rm = _channel_vec(running_mean, "running_mean", c, dt, not training)
+    rv = _channel_vec(running_var, "running_var", c, dt, not training)
+    if training and x.size // max(c, 1) == 0 and c:
+        raise ValueError(f"batch norm in training needs at least one value per channel, got "
+                         f"x of shape {x.shape}")
+    out = output(out, "out", x.shape, dt, same_ok=(x,))
+    mean = output(mean_out, "mean_out", (c,), dt, (x, out))
+    var = output(var_out, "var_out", (c,), dt, (x, out, mean))
+    return x, w, b, rm, rv, training, eps, out, mean, var
+
+
+def check_batchnorm_backward(grad_out, x, mean, var, weight, training, eps, dx_out,
+                             dweight_out, dbias_out) -> tuple:
+    """Checked arguments of ``batchnorm_backward``; returns
+    (dy, x, mean, var, weight, training, eps, dx, dweight, dbias).
+    """
+    dt = common_float_dtype(grad_out, x, mean, var, weight)
+    x = as_float_array(x, "x", dt)
+    if x.ndim < 2:
+        raise ValueError(f"x must be (batch, channels, ...), got shape {x.shape}")
+    dy = as_float_array(grad_out, "grad_out", dt)
+    check_shape(dy, "grad_out", x.shape)
+    c = x.shape[1]
+    mean = _channel_vec(mean, "mean", c, dt, True)
+    var = _channel_vec(var, "var", c, dt, True)
+    w = _channel_vec(weight, "weight", c, dt, False)
+    eps = real_number(eps, "eps")
+    dx = output(dx_out, "dx_out", x.shape, dt, (x,), same_ok=(dy,))
+    dw = output(dweight_out, "dweight_out", (c,), dt, (x, dy, dx))
+    db = output(dbias_out, "dbias_out", (c,), dt, (x, dy, dx, dw))
+    return dy, x, mean, var, w, bool(training), eps, dx, dw, db
+
+
+def check_batchnorm_update_stats(running_mean, running_var, mean, var, count,
+                                 momentum) -> tuple:
+    """Checked arguments of ``batchnorm_update_stats`` (running_* updated in place)."""
+    for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
+        if not isinstance(arr, np.ndarray) or arr.dtype not in (_F32, _F64):
+            raise TypeError(f"{name} must be a float32 or float64 numpy.ndarray, got "
+                            f"{getattr(arr, 'dtype', type(arr).__name__)}")
+    c = running_mean.shape[0] if running_mean.ndim == 1 else -1
+    rm = output(running_mean, "running_mean", (c,), running_mean.dtype)
+    rv = output(running_var, "running_var", (c,), running_mean.dtype, (rm,))
+    m = _channel_vec(mean, "mean", c, rm.dtype, True)
+    v = _channel_vec(var, "var", c, rm.dtype, True)
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 2:
+        raise ValueError(f"count must be an int >= 2 (values behind each statistic), got "
+                         f"{count!r}")
+    return rm, rv, m, v, int(count), real_number(momentum, "momentum", 0.0, 1.0)
+
+
+def normalized_shape_of(normalized_shape: Any) -> tuple[int, ...]:
+    """A layer norm's ``normalized_shape`` (an int or a tuple of ints >= 1) as a tuple."""
+    shp = (normalized_shape,) if isinstance(normalized_shape, int | np.integer) \
+        else normalized_shape
+    try:
+        out = tuple(int(d) for d in shp)
+    except (TypeError, ValueError):
+        raise TypeError(f"normalized_shape must be an int or a tuple of ints, got "
+                        f"{normalized_shape!r}") from None
+    if not out or any(isinstance(d, bool) or d < 1 for d in out):
+        raise ValueError(f"normalized_shape must be a non-empty tuple of ints >= 1, got "
+                         f"{normalized_shape!r}")
+    return out
+
+
+def check_layernorm_forward(x, normalized_shape, weight, bias, eps, out, mean_out,
+                            rstd_out) -> tuple:
+    """Checked arguments of ``layernorm_forward``; returns
+    (x, shape, weight, bias, eps, out, mean, rstd) with mean, rstd of x.shape[:-k].
+    """
+    shape = normalized_shape_of(normalized_shape)
+    dt = common_float_dtype(x, weight, bias)
+    x = as_float_array(x, "x", dt)
+    k = len(shape)
+    if x.ndim < k or tuple(x.shape[x.ndim - k:]) != shape:
+        raise ValueError(f"x's trailing dimensions must be normalized_shape {shape}, got x of "
+                         f"shape {x.shape}")
+    ws = []
+    for name, v in (("weight", weight), ("bias", bias)):
+        if v is None:
+            ws.append(None)
+            continue
+        arr = as_float_array(v, name, dt)
+        check_shape(arr, name, shape)
+        ws.append(arr)
+    lead = x.shape[:x.ndim - k]
+    out = output(out, "out", x.shape, dt, same_ok=(x,))
+    mean = output(mean_out, "mean_out", lead, dt, (x, out))
+    rstd = output(rstd_out, "rstd_out", lead, dt, (x, out, mean))
+    return x, shape, ws[0], ws[1], real_number(eps, "eps"), out, mean, rstd
+
+
+def check_layernorm_backward(grad_out, x, mean, rstd, weight, dx_out, dweight_out,
+                             dbias_out) -> tuple:
+    """Checked arguments of ``layernorm_backward``: the normalized shape is
+    ``x.shape[mean.ndim:]``; returns (dy, x, mean, rstd, weight, dx, dweight, dbias).
+    """
+    dt = common_float_dtype(grad_out, x, mean, rstd, weight)
+    x = as_float_array(x, "x", dt)
+    dy = as_float_array(grad_out, "grad_out", dt)
+    check_shape(dy, "grad_out", x.shape)
+    mean = as_float_array(mean, "mean", dt)
+    if mean.ndim >= x.ndim or tuple(x.shape[:mean.ndim]) != mean.shape:
+        raise ValueError(f"mean must have x's leading shape (the rows normalized), got "
+                         f"{mean.shape} for x of shape {x.shape}")
+    rstd = as_float_array(rstd, "rstd", dt)
+    check_shape(rstd, "rstd", mean.shape)
+    shape = tuple(x.shape[mean.ndim:])
+    w = None
+    if weight is not None:
+        w = as_float_array(weight, "weight", dt)
+        check_shape(w, "weight", shape)
+    dx = output(dx_out, "dx_out", x.shape, dt, (x,), same_ok=(dy,))
+    dw = output(dweight_out, "dweight_out", shape, dt, (x, dy, dx))
+    db = output(dbias_out, "dbias_out", shape, dt, (x, dy, dx, dw))
+    return dy, x, mean, rstd, w, dx, dw, db

@@ -99,7 +99,8 @@ def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...]
     """Build a fastnn model from a ``torch.nn.Sequential`` of supported layers.
 
     Supported: Linear, Conv2d (when fastnn has Conv2D), MaxPool2d, AvgPool2d,
-    AdaptiveAvgPool2d(1), Flatten(start_dim=1), Dropout, Identity and the shared
+    AdaptiveAvgPool2d(1), Flatten(start_dim=1), Dropout, BatchNorm1d, BatchNorm2d
+    (with their running statistics), LayerNorm, Identity and the shared
     activations (ReLU, Sigmoid, Tanh, LeakyReLU(0.01), ELU(1), GELU, Softplus(1),
     SiLU, Softmax over the last axis).  An activation right after a Linear or
     Conv2d is fused into it.  Embedding (without padding_idx, max_norm or
@@ -125,6 +126,7 @@ def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...]
 
     layers: list[Layer] = []
     weights: list[tuple[Layer, list[np.ndarray]]] = []
+    buffers: list[tuple[Layer, dict[str, Any]]] = []  # batch norm's running statistics
     for mod in _torch_modules(module):
         kind = type(mod).__name__
         if kind == "Linear":
@@ -180,6 +182,29 @@ def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...]
             for la in inner:
                 la.name = None
             layers.append(L.Residual(inner, sc, act))
+        elif kind in ("BatchNorm1d", "BatchNorm2d"):
+            if not mod.track_running_stats or mod.running_mean is None:
+                raise ValueError(f"from_torch: {kind} without running statistics "
+                                 "(track_running_stats=False) is not supported")
+            cls = L.BatchNorm1D if kind == "BatchNorm1d" else L.BatchNorm2D
+            layer = cls(mod.num_features, eps=mod.eps, momentum=mod.momentum, affine=mod.affine)
+            vals = ([mod.weight.detach().cpu().numpy(), mod.bias.detach().cpu().numpy()]
+                    if mod.affine else [])
+            layers.append(layer)
+            weights.append((layer, vals))
+            buffers.append((layer, {
+                "running_mean": mod.running_mean.detach().cpu().numpy(),
+                "running_var": mod.running_var.detach().cpu().numpy(),
+                "num_batches_tracked": int(mod.num_batches_tracked)}))
+        elif kind == "LayerNorm":
+            has_bias = mod.elementwise_affine and mod.bias is not None
+            layer = L.LayerNorm(tuple(mod.normalized_shape), eps=mod.eps,
+                                elementwise_affine=mod.elementwise_affine, bias=has_bias)
+            vals = [mod.weight.detach().cpu().numpy()] if mod.elementwise_affine else []
+            if has_bias:
+                vals.append(mod.bias.detach().cpu().numpy())
+            layers.append(layer)
+            weights.append((layer, vals))
         elif kind == "Flatten":
             if mod.start_dim != 1 or mod.end_dim != -1:
                 raise ValueError("from_torch: only Flatten(start_dim=1, end_dim=-1) is supported")
@@ -202,6 +227,8 @@ def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...]
     for layer, vals in weights:
         for i, v in enumerate(vals):
             layer.set_param(i, v)
+    for layer, bufs in buffers:
+        layer.set_buffers(bufs)
     return model
 
 
@@ -265,6 +292,28 @@ def to_torch(model: Sequential) -> Any:
             act = None if layer.activation == "identity" else act_mods[layer.activation]()
             mods.append(torch_classes()["TorchResidual"](body, sc, act))
             continue
+        elif kind in ("BatchNorm1D", "BatchNorm2D"):
+            cls = nn.BatchNorm1d if kind == "BatchNorm1D" else nn.BatchNorm2d
+            bn = cls(layer.num_features, eps=layer.eps, momentum=layer.momentum,
+                     affine=layer.affine, dtype=tdtype)
+            with torch.no_grad():
+                if layer.affine:
+                    bn.weight.copy_(torch.from_numpy(layer.weight.copy()))
+                    bn.bias.copy_(torch.from_numpy(layer.bias.copy()))
+                bn.running_mean.copy_(torch.from_numpy(layer.running_mean.copy()))
+                bn.running_var.copy_(torch.from_numpy(layer.running_var.copy()))
+                bn.num_batches_tracked.fill_(layer.num_batches_tracked)
+            mods.append(bn)
+        elif kind == "LayerNorm":
+            ln = nn.LayerNorm(layer.normalized_shape, eps=layer.eps,
+                              elementwise_affine=layer.elementwise_affine, bias=layer.use_bias,
+                              dtype=tdtype)
+            with torch.no_grad():
+                if layer.elementwise_affine:
+                    ln.weight.copy_(torch.from_numpy(layer.weight.copy()))
+                if layer.use_bias:
+                    ln.bias.copy_(torch.from_numpy(layer.bias.copy()))
+            mods.append(ln)
         elif kind == "Flatten":
             mods.append(nn.Flatten())
         elif kind == "Dropout":
@@ -400,6 +449,28 @@ def export_onnx(model: Sequential, path: str | os.PathLike, opset: int = 17) -> 
         elif kind == "Flatten":
             y = fresh("flatten")
             nodes.append(helper.make_node("Flatten", [cur], [y], axis=1))
+            cur = y
+        elif kind in ("BatchNorm1D", "BatchNorm2D"):  # inference: the running statistics
+            y, c = fresh("bn"), layer.num_features
+            scale = layer.weight if layer.affine else np.ones(c)
+            shift = layer.bias if layer.affine else np.zeros(c)
+            nodes.append(helper.make_node(
+                "BatchNormalization",
+                [cur, const(fresh("scale"), scale), const(fresh("B"), shift),
+                 const(fresh("mean"), layer.running_mean), const(fresh("var"), layer.running_var)],
+                [y], epsilon=layer.eps))
+            cur = y
+        elif kind == "LayerNorm":
+            if opset < 17:
+                raise ValueError("export_onnx: LayerNorm needs opset >= 17 (LayerNormalization)")
+            y = fresh("ln")
+            shp = layer.normalized_shape
+            ins = [cur, const(fresh("scale"), layer.weight if layer.elementwise_affine
+                              else np.ones(shp))]
+            if layer.use_bias:
+                ins.append(const(fresh("B"), layer.bias))
+            nodes.append(helper.make_node("LayerNormalization", ins, [y], axis=-len(shp),
+                                          epsilon=layer.eps))
             cur = y
         elif kind == "Activation":
             cur = activation(cur, layer.activation)

@@ -343,7 +343,10 @@ def save_weights(model: Any, path: str | os.PathLike) -> None:
     """Write only the parameters, keyed by layer name (``<layer>/<param>.npy``), atomically."""
     meta = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION,
             "layers": {layer.name: list(layer.param_names[:len(layer.params)])
-                       for layer in model.layers if layer.params}}
+                       for layer in model.layers if layer.params},
+            # non-trained buffers (batch norm's running statistics), as <layer>/<buffer>.npy
+            "buffers": {layer.name: list(layer.buffers()) for layer in model.layers
+                        if layer.buffers()}}
 
     def write(f):
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
@@ -351,6 +354,8 @@ def save_weights(model: Any, path: str | os.PathLike) -> None:
             for layer in model.layers:
                 for pname, p in zip(layer.param_names, layer.params):
                     z.writestr(f"{layer.name}/{pname}.npy", _npy_bytes(p))
+                for bname, b in layer.buffers().items():
+                    z.writestr(f"{layer.name}/{bname}.npy", _npy_bytes(np.asarray(b)))
 
     atomic_write(path, write)
 
@@ -382,6 +387,7 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
             entries = {name: [f"{name}/{pn}.npy" for pn in pnames]
                        for name, pnames in meta["layers"].items()}
         plan = []
+        buffer_plan = _buffers_to_load(model, z, meta, skip_mismatch)
         for layer in model.layers:
             names = entries.get(layer.name)
             if not names or not layer.params:
@@ -400,7 +406,44 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
     for layer, arrays in plan:  # every array was read and checked: now assign
         for p, a in zip(layer.params, arrays):
             p[...] = a
-    return [layer.name for layer, _ in plan]
+    for layer, values in buffer_plan:
+        layer.set_buffers(values)
+    loaded = [layer.name for layer, _ in plan]
+    return loaded + [layer.name for layer, _ in buffer_plan if layer.name not in loaded]
+
+
+def _buffers_to_load(model: Any, z: zipfile.ZipFile, meta: dict,
+                     skip_mismatch: bool) -> list[tuple[Any, dict[str, np.ndarray]]]:
+    """(layer, {buffer: array}) for the model's layers whose buffers the file holds, read
+    and shape-checked (nothing assigned): ``<layer>/<buffer>.npy`` entries of a weights
+    file, the layer state of a whole-model file.
+    """
+    if meta["format"] == FORMAT:
+        stored = {spec.get("config", {}).get("name"): st
+                  for spec, st in zip(meta["model"]["layers"], meta["layer_state"])}
+    else:
+        stored = meta.get("buffers", {})
+    out = []
+    for layer in model.layers:
+        mine = layer.buffers()
+        have = stored.get(layer.name)
+        if not mine or not have:
+            continue
+        if meta["format"] == FORMAT:
+            values = {k: np.asarray(v) for k, v in have.items() if k in mine}
+        else:
+            values = {k: _read_npy(z, f"{layer.name}/{k}.npy", mine[k].size)
+                      for k in have if k in mine}
+            values = {k: v.reshape(mine[k].shape) if v.size == mine[k].size else v
+                      for k, v in values.items()}  # (.npy stores a 0-d count as (1,))
+        if set(values) != set(mine) or any(values[k].shape != mine[k].shape for k in mine):
+            if skip_mismatch:
+                continue
+            raise ValueError(f"load_weights: layer {layer.name!r} has buffers "
+                             f"{ {k: v.shape for k, v in mine.items()} }, the file has "
+                             f"{ {k: v.shape for k, v in values.items()} }")
+        out.append((layer, values))
+    return out
 
 
 def _model_file_entries(meta: dict) -> dict[str, list[str]]:

@@ -21,7 +21,15 @@ import numpy as np
 from . import _kernels as _k
 from ._config import get_num_threads
 from ._names import NEEDS_Z, activation_code, activation_name
-from ._validation import conv_padding, int2, pool_args, positive_int, window_size
+from ._validation import (
+    conv_padding,
+    int2,
+    normalized_shape_of,
+    pool_args,
+    positive_int,
+    real_number,
+    window_size,
+)
 from .init import Initializer, check_initializer, draw
 
 SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -228,6 +236,24 @@ class Layer:
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Arrays that are saved with the weights but not trained (e.g. batch norm's
+        running statistics): name -> the array itself.  None for most layers.
+        """
+        return {}
+
+    def set_buffers(self, values: dict[str, Any]) -> None:
+        """Assign buffers by name (as :meth:`buffers` names them), shape-checked first."""
+        mine = self.buffers()
+        for key, v in values.items():
+            if key not in mine:
+                raise ValueError(f"{self.name or type(self).__name__} has no buffer {key!r}")
+            if np.shape(v) != mine[key].shape:
+                raise ValueError(f"{self.name}: buffer {key} must have shape {mine[key].shape}, "
+                                 f"got {np.shape(v)}")
+        for key, v in values.items():
+            mine[key][...] = v
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
@@ -842,6 +868,379 @@ class GlobalAvgPool2D(Layer):
         return {"name": self.name}
 
 
+class _BatchNorm(Layer):
+    """Shared parts of BatchNorm1D and BatchNorm2D (torch's ``_BatchNorm`` semantics).
+
+    The learnable ``weight`` (ones) and ``bias`` (zeros) live in the model's flat
+    parameter buffer; ``running_mean`` (zeros), ``running_var`` (ones) and
+    ``num_batches_tracked`` are buffers: saved with the model and by
+    ``save_weights``, never seen by the optimizer.
+    """
+
+    #: per-sample input ranks accepted, and the name used in messages
+    _ranks: tuple[int, ...] = ()
+    _what = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, name: str | None = None, trainable: bool = True) -> None:
+        super().__init__(name, trainable)
+        self.num_features = positive_int(num_features, "num_features")
+        self.eps = real_number(eps, "eps")
+        self.momentum = None if momentum is None else real_number(momentum, "momentum", 0.0,
+                                                                  1.0)
+        self.affine = bool(affine)
+        self.param_names = ("weight", "bias") if self.affine else ()
+        self.running_mean: np.ndarray | None = None
+        self.running_var: np.ndarray | None = None
+        self._tracked = np.zeros((), np.int64)
+
+    # ---- parameters and buffers ---------------------------------------------
+    @property
+    def weight(self) -> np.ndarray | None:
+        """The scale gamma, (num_features,); None with ``affine=False`` or before building."""
+        return self.params[0] if self.affine and self.params else None
+
+    @weight.setter
+    def weight(self, value: Any) -> None:
+        self.set_param(0, value)
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """The shift beta, (num_features,); None with ``affine=False`` or before building."""
+        return self.params[1] if self.affine and self.params else None
+
+    @bias.setter
+    def bias(self, value: Any) -> None:
+        self.set_param(1, value)
+
+    @property
+    def grad_weight(self) -> np.ndarray | None:
+        """dL/dweight from the last backward pass."""
+        return self.grads[0] if self.affine and self.grads else None
+
+    @property
+    def grad_bias(self) -> np.ndarray | None:
+        """dL/dbias from the last backward pass."""
+        return self.grads[1] if self.affine and self.grads else None
+
+    @property
+    def num_batches_tracked(self) -> int:
+        """Training-mode forwards seen (torch's buffer of the same name)."""
+        return int(self._tracked)
+
+    def param_shapes(self, input_shape):
+        """Weight and bias, (num_features,) each (none without affine)."""
+        return [(self.num_features,)] * 2 if self.affine else []
+
+    def init_params(self, rng, dtype):
+        """Weight ones, bias zeros (torch's reset_parameters)."""
+        c = self.num_features
+        return [np.ones(c, dtype), np.zeros(c, dtype)] if self.affine else []
+
+    def build(self, input_shape, dtype, rng):
+        """Build the parameters; create (or convert) the running statistics."""
+        out = super().build(input_shape, dtype, rng)
+        c = self.num_features
+        if self.running_mean is None:
+            self.running_mean, self.running_var = np.zeros(c, dtype), np.ones(c, dtype)
+        else:
+            self.running_mean = np.ascontiguousarray(self.running_mean, dtype)
+            self.running_var = np.ascontiguousarray(self.running_var, dtype)
+        return out
+
+    def buffers(self):
+        """``running_mean``, ``running_var`` (num_features,) and ``num_batches_tracked`` ()."""
+        if self.running_mean is None:
+            return {}
+        return {"running_mean": self.running_mean, "running_var": self.running_var,
+                "num_batches_tracked": self._tracked}
+
+    def state(self):
+        """The buffers (saved in the model file's header; floats round-trip exactly)."""
+        if self.running_mean is None:
+            return {}
+        return {"running_mean": [float(v) for v in self.running_mean],
+                "running_var": [float(v) for v in self.running_var],
+                "num_batches_tracked": int(self._tracked)}
+
+    def set_state(self, state):
+        """Restore the buffers from :meth:`state` (shape-checked)."""
+        if not state:
+            return
+        if not isinstance(state, dict) or set(state) != {"running_mean", "running_var",
+                                                          "num_batches_tracked"}:
+            raise ValueError(f"{self.name}: batch norm state must hold running_mean, "
+                             f"running_var and num_batches_tracked, got {state!r:.200}")
+        nbt = state["num_batches_tracked"]
+        if isinstance(nbt, bool) or not isinstance(nbt, int) or nbt < 0:
+            raise ValueError(f"{self.name}: num_batches_tracked must be an int >= 0, got {nbt!r}")
+        vals = {k: np.asarray(state[k], dtype=np.float64) for k in ("running_mean",
+                                                                     "running_var")}
+        self.set_buffers({**vals, "num_batches_tracked": nbt})
+
+    # ---- computation ----------------------------------------------------------
+    def output_shape(self, input_shape):
+        """The input shape (checked: channels first, num_features of them)."""
+        if input_shape is None:
+            return None
+        if len(input_shape) not in self._ranks:
+            raise ValueError(f"{self.name or type(self).__name__} takes {self._what} input; "
+                             f"got per-sample shape {tuple(input_shape)}")
+        if input_shape[0] is not None and input_shape[0] != self.num_features:
+            raise ValueError(f"{self.name or type(self).__name__} expects {self.num_features} "
+                             f"channels (num_features), got {input_shape[0]}")
+        return tuple(input_shape)
+
+    def _factor(self) -> float:
+        """The averaging factor of this step: momentum, or 1/num_batches_tracked when None."""
+        return 1.0 / float(self._tracked) if self.momentum is None else self.momentum
+
+    def forward(self, x, training):
+        """Normalize with the batch statistics (training; the running ones are updated)
+        or the running statistics (inference), in one kernel call.
+        """
+        if x.ndim - 1 not in self._ranks or x.shape[1] != self.num_features:
+            self.output_shape(x.shape[1:])  # raises the detailed error
+        n, c = x.shape[0], self.num_features
+        s = x.size // (n * c) if n else 0
+        bufs = self._buffers(x.shape, {"a": x.shape, "dx": x.shape, "mean": (c,), "var": (c,)})
+        w = self.params[0] if self.affine else None
+        b = self.params[1] if self.affine else None
+        spec, nt = SPEC[self.dtype], get_num_threads()
+        if training:
+            if n * s < 2:
+                raise ValueError(f"{self.name}: expected more than 1 value per channel when "
+                                 f"training, got input of shape {x.shape}")
+            _k.batchnorm_forward[spec](bufs["a"].reshape(-1), bufs["mean"], bufs["var"],
+                                       x.reshape(-1), w, b, None, None, n, c, s, self.eps,
+                                       True, nt)
+            self._tracked += 1
+            _k.batchnorm_update_stats[spec](self.running_mean, self.running_var, bufs["mean"],
+                                            bufs["var"], n * s, self._factor())
+        else:
+            bufs["mean"][...] = self.running_mean  # what the backward normalizes with
+            bufs["var"][...] = self.running_var
+            _k.batchnorm_forward[spec](bufs["a"].reshape(-1), None, None, x.reshape(-1), w, b,
+                                       bufs["mean"], bufs["var"], n, c, s, self.eps, False, nt)
+        self._x, self._bufs, self._training = x, bufs, training
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """dweight, dbias and dx in one closed-form kernel call (two passes over the data)."""
+        bufs = self._bufs
+        train = self.trainable and self.affine
+        if not (need_dx or train):
+            return None
+        x = self._x
+        n, c = x.shape[0], self.num_features
+        s = x.size // (n * c) if n else 0
+        dx = bufs["dx"] if need_dx else None
+        _k.batchnorm_backward[SPEC[self.dtype]](
+            None if dx is None else dx.reshape(-1), self.grads[0] if train else None,
+            self.grads[1] if train else None, grad_out.reshape(-1), x.reshape(-1),
+            bufs["mean"], bufs["var"], self.params[0] if self.affine else None, n, c, s,
+            self.eps, self._training, get_num_threads())
+        return dx
+
+    def get_config(self):
+        """Constructor arguments."""
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.affine, **Layer.get_config(self)}
+
+
+class BatchNorm1D(_BatchNorm):
+    """Batch normalization over the batch (``torch.nn.BatchNorm1d``).
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per feature.  In training
+    (``fit``, ``train_step``, ``forward(training=True)``) mean and var are the
+    batch's (biased variance) and the running statistics are updated:
+    ``running = (1 - momentum) * running + momentum * batch`` with the unbiased
+    batch variance, and ``num_batches_tracked += 1``.  In inference (``predict``,
+    ``evaluate``, ``forward(training=False)``) the running statistics are used.
+    A frozen layer (``trainable=False``) keeps its weight and bias but still uses
+    batch statistics in training and updates its running statistics, as a torch
+    module whose parameters have ``requires_grad=False``.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the features of an (N, C) input (or the channels of an (N, C, L) input).
+    eps : float
+        Added to the variance.
+    momentum : float in [0, 1] or None
+        Weight of the new batch in the running statistics; None: a cumulative
+        average (``1 / num_batches_tracked``), as torch.
+    affine : bool
+        Learnable ``weight`` (ones) and ``bias`` (zeros); False: neither.
+    name : str, optional
+    trainable : bool
+
+    Notes
+    -----
+    Input (N, C) or (N, C, L); output the same shape.  Training needs more than one
+    value per channel (N * L > 1).  Under ``DataParallel`` each rank normalizes over
+    its own shard (see ``docs/normalization.md``).
+    """
+
+    _ranks = (1, 2)
+    _what = "(batch, features) or (batch, channels, length)"
+
+
+class BatchNorm2D(_BatchNorm):
+    """Batch normalization of NCHW feature maps (``torch.nn.BatchNorm2d``): statistics
+    per channel over the batch and both spatial axes.
+
+    Everything else is as :class:`BatchNorm1D` (training vs inference, running
+    statistics, momentum, affine, freezing).
+
+    Parameters
+    ----------
+    num_features : int
+        C, the channels of an (N, C, H, W) input.
+    eps : float
+    momentum : float in [0, 1] or None
+    affine : bool
+    name : str, optional
+    trainable : bool
+
+    Notes
+    -----
+    Input (N, C, H, W); output the same shape.  ``Sequential.fuse_batchnorm()`` folds
+    an inference-mode BatchNorm2D into the Conv2D before it.
+    """
+
+    _ranks = (3,)
+    _what = "4-D (batch, channels, height, width)"
+
+
+class LayerNorm(Layer):
+    """Layer normalization over the trailing dimensions (``torch.nn.LayerNorm``).
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` where mean and the biased
+    var are taken over each sample's last ``len(normalized_shape)`` dimensions;
+    the same in training and inference.
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of int
+        The trailing shape normalized over (e.g. the features of an (N, D) input).
+    eps : float
+    elementwise_affine : bool
+        Learnable ``weight`` (ones) and ``bias`` (zeros) of ``normalized_shape``.
+    bias : bool
+        With ``elementwise_affine``, whether there is a bias (torch's ``bias``).
+    name : str, optional
+    trainable : bool
+
+    Notes
+    -----
+    Input (N, ..., *normalized_shape); output the same shape.
+    """
+
+    def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, name: str | None = None, trainable: bool = True) -> None:
+        super().__init__(name, trainable)
+        self.normalized_shape = normalized_shape_of(normalized_shape)
+        self.eps = real_number(eps, "eps")
+        self.elementwise_affine = bool(elementwise_affine)
+        self.use_bias = bool(bias) and self.elementwise_affine
+        self.param_names = (("weight", "bias") if self.use_bias else ("weight",)) \
+            if self.elementwise_affine else ()
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        """The scale, of normalized_shape (None without elementwise_affine)."""
+        return self.params[0] if self.elementwise_affine and self.params else None
+
+    @weight.setter
+    def weight(self, value: Any) -> None:
+        self.set_param(0, value)
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """The shift, of normalized_shape (None without a bias)."""
+        return self.params[1] if self.use_bias and self.params else None
+
+    @bias.setter
+    def bias(self, value: Any) -> None:
+        if not self.use_bias:
+            raise AttributeError("this LayerNorm has no bias")
+        self.set_param(1, value)
+
+    @property
+    def grad_weight(self) -> np.ndarray | None:
+        """dL/dweight from the last backward pass."""
+        return self.grads[0] if self.elementwise_affine and self.grads else None
+
+    @property
+    def grad_bias(self) -> np.ndarray | None:
+        """dL/dbias from the last backward pass."""
+        return self.grads[1] if self.use_bias and self.grads else None
+
+    def param_shapes(self, input_shape):
+        """Weight (and bias), of normalized_shape."""
+        return [self.normalized_shape] * len(self.param_names)
+
+    def init_params(self, rng, dtype):
+        """Weight ones, bias zeros."""
+        shp = self.normalized_shape
+        return [np.ones(shp, dtype), np.zeros(shp, dtype)][:len(self.param_names)]
+
+    def output_shape(self, input_shape):
+        """The input shape (its trailing dimensions checked)."""
+        if input_shape is None:
+            return None
+        k = len(self.normalized_shape)
+        tail = tuple(input_shape)[len(input_shape) - k:] if len(input_shape) >= k else None
+        if tail is None or any(t is not None and t != e for t, e in
+                               zip(tail, self.normalized_shape)):
+            raise ValueError(f"{self.name or 'LayerNorm'} normalizes over trailing dimensions "
+                             f"{self.normalized_shape}; got per-sample shape "
+                             f"{tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def forward(self, x, training):
+        """Normalize each sample's trailing dimensions (one kernel call)."""
+        k = len(self.normalized_shape)
+        if x.ndim < k + 1 or x.shape[x.ndim - k:] != self.normalized_shape:
+            self.output_shape(x.shape[1:])
+        d = int(np.prod(self.normalized_shape))
+        rows = x.size // d
+        bufs = self._buffers(x.shape, {"a": x.shape, "dx": x.shape, "mean": (rows,),
+                                       "rstd": (rows,)})
+        w = self.params[0].reshape(-1) if self.elementwise_affine else None
+        b = self.params[1].reshape(-1) if self.use_bias else None
+        _k.layernorm_forward[SPEC[self.dtype]](bufs["a"].reshape(-1), bufs["mean"],
+                                               bufs["rstd"], x.reshape(-1), w, b, rows, d,
+                                               self.eps, get_num_threads())
+        self._x, self._bufs = x, bufs
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """dweight, dbias (column sums) and dx (closed form per row)."""
+        bufs = self._bufs
+        train = self.trainable and self.elementwise_affine
+        if not (need_dx or train):
+            return None
+        x = self._x
+        d = int(np.prod(self.normalized_shape))
+        dx = bufs["dx"] if need_dx else None
+        _k.layernorm_backward[SPEC[self.dtype]](
+            None if dx is None else dx.reshape(-1),
+            self.grads[0].reshape(-1) if train else None,
+            self.grads[1].reshape(-1) if train and self.use_bias else None,
+            grad_out.reshape(-1), x.reshape(-1), bufs["mean"], bufs["rstd"],
+            self.params[0].reshape(-1) if self.elementwise_affine else None, x.size // d, d,
+            get_num_threads())
+        return dx
+
+    def get_config(self):
+        """Constructor arguments."""
+        return {"normalized_shape": list(self.normalized_shape), "eps": self.eps,
+                "elementwise_affine": self.elementwise_affine, "bias": self.use_bias,
+                **Layer.get_config(self)}
+
+
 class Embedding(Layer):
     """A lookup table: integer indices -> rows of ``weight`` (``torch.nn.Embedding``).
 
@@ -1225,6 +1624,12 @@ class Residual(_ActivationMixin, Layer):
                 "shortcut": None if self.shortcut is None else spec(self.shortcut),
                 "activation": self.activation, **Layer.get_config(self)}
 
+    def buffers(self):
+        """The inner layers' buffers (batch norm's running statistics) as
+        ``"<inner layer>.<buffer>"`` -> the array itself.
+        """
+        return {f"{la.name}.{k}": v for la in self.sublayers() for k, v in la.buffers().items()}
+
     def state(self):
         """The inner layers' states (e.g. dropout counters, batch-norm statistics)."""
         return {"layers": [la.state() for la in self.sublayers()]}
@@ -1255,4 +1660,7 @@ LAYER_TYPES: dict[str, type[Layer]] = {
     "Embedding": Embedding,
     "GlobalAvgPool1D": GlobalAvgPool1D,
     "Residual": Residual,
+    "BatchNorm1D": BatchNorm1D,
+    "BatchNorm2D": BatchNorm2D,
+    "LayerNorm": LayerNorm,
 }

@@ -810,6 +810,27 @@ class Sequential:
 
         return prepare
 
+    def fuse_batchnorm(self) -> Sequential:
+        """A new model for inference with each BatchNorm folded into the layer before it.
+
+        Every ``BatchNorm1D`` right after a ``Dense``, and every ``BatchNorm2D`` right
+        after a ``Conv2D``, whose activation is the identity is folded into that layer
+        (weights scaled by ``weight / sqrt(running_var + eps)``, bias shifted; computed
+        in float64); an ``Activation`` right after the BatchNorm (softmax excepted)
+        becomes the folded layer's fused activation.  Other BatchNorm layers stay.
+
+        Returns
+        -------
+        Sequential
+            New and not compiled, its layers copies; this model is unchanged.  Its
+            ``predict`` equals this model's (inference mode: the running statistics)
+            to within float rounding.  Training it would train the folded layers,
+            without batch normalization.
+        """
+        from ._fuse import fuse_batchnorm
+
+        return fuse_batchnorm(self)
+
     # ---- description -----------------------------------------------------------
     def summary(self, print_fn: Any = print) -> str:
         """Print (and return) a table of layers, output shapes and parameter counts."""

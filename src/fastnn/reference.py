@@ -553,3 +553,126 @@ def global_avgpool1d_backward(grad_out: Any, input_shape: Any, *,
     n, length, d = _v.input_shape_3d("global_avgpool1d_backward", input_shape)
     dx = np.broadcast_to((g / g.dtype.type(max(length, 1)))[:, None, :], (n, length, d))
     return _fill(out, np.ascontiguousarray(dx))
+
+
+# ---------------------------------------------------------------------------
+# Normalization: the textbook formulas, reductions by NumPy in float64.
+# ---------------------------------------------------------------------------
+
+def _bn_axes(x: np.ndarray) -> tuple[int, ...]:
+    return (0, *range(2, x.ndim))
+
+
+def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def batchnorm_forward(x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any, *,
+                      training: bool, eps: float = 1e-5, out: np.ndarray | None = None,
+                      mean_out: np.ndarray | None = None,
+                      var_out: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.batchnorm_forward`."""
+    x, w, b, rm, rv, training, eps, res, mean, var = _v.check_batchnorm_forward(
+        x, weight, bias, running_mean, running_var, training, eps, out, mean_out, var_out)
+    x64 = x.astype(np.float64)
+    if training:
+        mu = x64.mean(axis=_bn_axes(x))
+        va = ((x64 - _per_channel(mu, x.ndim)) ** 2).mean(axis=_bn_axes(x))
+        mean[...], var[...] = mu, va
+        mu, va = mean.astype(np.float64), var.astype(np.float64)
+    else:
+        mu, va = rm.astype(np.float64), rv.astype(np.float64)
+    y = (x64 - _per_channel(mu, x.ndim)) / np.sqrt(_per_channel(va, x.ndim) + eps)
+    if w is not None:
+        y = y * _per_channel(w.astype(np.float64), x.ndim)
+    if b is not None:
+        y = y + _per_channel(b.astype(np.float64), x.ndim)
+    res[...] = y
+    return res, mean, var
+
+
+def batchnorm_backward(grad_out: Any, x: Any, mean: Any, var: Any, weight: Any, *,
+                       training: bool, eps: float = 1e-5, dx_out: np.ndarray | None = None,
+                       dweight_out: np.ndarray | None = None,
+                       dbias_out: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.batchnorm_backward`."""
+    dy, x, mean, var, w, training, eps, dx, dw, db = _v.check_batchnorm_backward(
+        grad_out, x, mean, var, weight, training, eps, dx_out, dweight_out, dbias_out)
+    ax, nd = _bn_axes(x), x.ndim
+    g = dy.astype(np.float64)
+    inv = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    xhat = (x.astype(np.float64) - _per_channel(mean.astype(np.float64), nd)) \
+        * _per_channel(inv, nd)
+    sdy, sdyx = g.sum(axis=ax), (g * xhat).sum(axis=ax)
+    scale = inv * (1.0 if w is None else w.astype(np.float64))
+    if training:
+        m = x.size // max(x.shape[1], 1)
+        res = _per_channel(scale, nd) * (g - _per_channel(sdy / m, nd)
+                                         - xhat * _per_channel(sdyx / m, nd))
+    else:
+        res = g * _per_channel(scale, nd)
+    dw[...], db[...] = sdyx, sdy
+    dx[...] = res
+    return dx, dw, db
+
+
+def batchnorm_update_stats(running_mean: np.ndarray, running_var: np.ndarray, mean: Any,
+                           var: Any, count: int, momentum: float
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.batchnorm_update_stats`."""
+    rm, rv, m, v, count, momentum = _v.check_batchnorm_update_stats(
+        running_mean, running_var, mean, var, count, momentum)
+    unbiased = v.astype(np.float64) * (count / (count - 1))
+    rm[...] = momentum * m.astype(np.float64) + (1 - momentum) * rm.astype(np.float64)
+    rv[...] = momentum * unbiased + (1 - momentum) * rv.astype(np.float64)
+    return rm, rv
+
+
+def layernorm_forward(x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, *,
+                      eps: float = 1e-5, out: np.ndarray | None = None,
+                      mean_out: np.ndarray | None = None,
+                      rstd_out: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.layernorm_forward`."""
+    x, shape, w, b, eps, res, mean, rstd = _v.check_layernorm_forward(
+        x, normalized_shape, weight, bias, eps, out, mean_out, rstd_out)
+    ax = tuple(range(x.ndim - len(shape), x.ndim))
+    x64 = x.astype(np.float64)
+    mu = x64.mean(axis=ax, keepdims=True)
+    va = ((x64 - mu) ** 2).mean(axis=ax, keepdims=True)
+    r = 1.0 / np.sqrt(va + eps)
+    y = (x64 - mu) * r
+    if w is not None:
+        y = y * w.astype(np.float64)
+    if b is not None:
+        y = y + b.astype(np.float64)
+    res[...] = y
+    mean[...] = mu.reshape(mean.shape)
+    rstd[...] = r.reshape(rstd.shape)
+    return res, mean, rstd
+
+
+def layernorm_backward(grad_out: Any, x: Any, mean: Any, rstd: Any, weight: Any = None, *,
+                       dx_out: np.ndarray | None = None, dweight_out: np.ndarray | None = None,
+                       dbias_out: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Twin of :func:`fastnn.kernels.layernorm_backward`."""
+    dy, x, mean, rstd, w, dx, dw, db = _v.check_layernorm_backward(
+        grad_out, x, mean, rstd, weight, dx_out, dweight_out, dbias_out)
+    lead = mean.ndim
+    rows = mean.size
+    d = x.size // max(rows, 1) if rows else int(np.prod(x.shape[lead:]))
+    g2 = dy.astype(np.float64).reshape(rows, d)
+    x2 = x.astype(np.float64).reshape(rows, d)
+    mu = mean.astype(np.float64).reshape(rows, 1)
+    r = rstd.astype(np.float64).reshape(rows, 1)
+    xhat = (x2 - mu) * r
+    gw = g2 * (1.0 if w is None else w.astype(np.float64).reshape(1, d))
+    res = r * (gw - gw.mean(axis=1, keepdims=True)
+               - xhat * (gw * xhat).mean(axis=1, keepdims=True))
+    dx[...] = res.reshape(x.shape)
+    dw[...] = (g2 * xhat).sum(axis=0).reshape(dw.shape)
+    db[...] = g2.sum(axis=0).reshape(db.shape)
+    return dx, dw, db

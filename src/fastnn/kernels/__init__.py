@@ -2,8 +2,9 @@
 
 One module per kernel family, as in ``csrc/``: :mod:`.dense` (GEMM, Dense,
 activations), :mod:`.loss`, :mod:`.optim`, :mod:`.dropout`, :mod:`.conv`
-(convolution and pooling), :mod:`.embed`
-(embedding lookup, the mean over a sequence).  Argument checks shared with the NumPy twins live
+(convolution and pooling), :mod:`.norm` (batch and layer normalization),
+:mod:`.embed` (embedding lookup, the mean over a sequence).
+Argument checks shared with the NumPy twins live
 below both, in :mod:`fastnn._validation`.
 
 Every function here has a twin of the same name and signature in
@@ -58,6 +59,13 @@ from .embed import (
     global_avgpool1d_forward,
 )
 from .loss import binary_cross_entropy, cross_entropy, mse
+from .norm import (
+    batchnorm_backward,
+    batchnorm_forward,
+    batchnorm_update_stats,
+    layernorm_backward,
+    layernorm_forward,
+)
 from .optim import adagrad_step, adam_step, rmsprop_step, sgd_step, sgd_update
 
 #: the same names as fastnn.reference's twins (fastnn._names.KERNELS)
@@ -89,4 +97,9 @@ __all__ = [
     "embedding_backward",
     "global_avgpool1d_forward",
     "global_avgpool1d_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_update_stats",
+    "layernorm_forward",
+    "layernorm_backward",
 ]
