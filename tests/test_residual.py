@@ -188,3 +188,66 @@ def test_data_parallel_two_ranks_equal_single_process(tmp_path):
     for case in res:
         assert case["max_abs_weight_diff"] <= case["tol"], case
         assert case["ranks_bitwise_equal"], case
+
+
+def bn_resnet(dtype="float64", seed=0):
+    """A basic block with batch norm (the ResNet example's), identity and 1x1 shortcuts."""
+    return fnn.Sequential([
+        fnn.Conv2D(1, 4, 3, padding=1, bias=False), fnn.BatchNorm2D(4), fnn.Activation("relu"),
+        fnn.Residual([fnn.Conv2D(4, 4, 3, padding=1, bias=False), fnn.BatchNorm2D(4),
+                      fnn.Activation("relu"), fnn.Conv2D(4, 4, 3, padding=1, bias=False),
+                      fnn.BatchNorm2D(4)], activation="relu"),
+        fnn.Residual([fnn.Conv2D(4, 6, 3, stride=2, padding=1, bias=False), fnn.BatchNorm2D(6),
+                      fnn.Activation("relu"), fnn.Conv2D(6, 6, 3, padding=1, bias=False),
+                      fnn.BatchNorm2D(6)],
+                     shortcut=fnn.Conv2D(4, 6, 1, stride=2), activation="relu"),
+        fnn.GlobalAvgPool2D(), fnn.Dense(6, 3),
+    ], dtype=dtype, seed=seed)
+
+
+def test_batchnorm_inside_blocks_trains_as_torch_and_saves_running_stats(tmp_path):
+    """Five SGD steps in float64: weights and the inner running statistics equal torch's;
+    the statistics are buffers of the block, saved and loaded with the model."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    m = bn_resnet()
+    tm = fnn.interop.to_torch(m).train()
+    m.compile(fnn.optim.SGD(lr=0.1), loss="cross_entropy")
+    topt = torch.optim.SGD(tm.parameters(), lr=0.1)
+    for _ in range(5):
+        x = rng.standard_normal((6, 1, 8, 8))
+        y = rng.integers(0, 3, 6)
+        m.train_step(x, y)
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(tm(torch.from_numpy(x)), torch.from_numpy(y)
+                                          ).backward()
+        topt.step()
+    block = m[3]
+    tblock = tm[3]
+    assert np.abs(block.layers[1].running_var - tblock.body[1].running_var.numpy()).max() < 1e-10
+    assert np.abs(block.layers[0].weight - tblock.body[0].weight.detach().numpy()).max() < 1e-10
+    bufs = block.buffers()
+    assert "batchnorm2d_1.running_mean" in bufs
+    x = rng.standard_normal((4, 1, 8, 8))
+    assert np.abs(m.predict(x) - tm.eval()(torch.from_numpy(x)).detach().numpy()).max() < 1e-10
+    m.save(tmp_path / "m.fnn")
+    back = fnn.load(tmp_path / "m.fnn")
+    assert np.array_equal(back[3].layers[1].running_var, block.layers[1].running_var)
+    assert np.array_equal(back.predict(x), m.predict(x))
+    m.save_weights(tmp_path / "w.fnn")
+    fresh = bn_resnet(seed=9)
+    fresh.load_weights(tmp_path / "w.fnn")
+    assert np.array_equal(fresh.predict(x), m.predict(x))
+
+
+def test_onnx_bn_resnet(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    m = bn_resnet("float32")
+    m.compile("adam")
+    m.fit(rng.standard_normal((16, 1, 8, 8)), rng.integers(0, 3, 16), epochs=1, verbose=0)
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    fnn.interop.export_onnx(m, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(None, {"input": x})[0] - m.predict(x)).max() < 1e-5
