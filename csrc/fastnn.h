@@ -26,6 +26,7 @@ extern "C" {
 #define FNN_ENOMEM (-2)    /* a workspace could not be allocated            */
 #define FNN_EOVERFLOW (-3) /* a size product overflows                      */
 #define FNN_ELABEL (-4)    /* a class label is outside [0, n_classes)       */
+#define FNN_EINDEX (-5)    /* an embedding index is outside [0, num_embeddings) */
 
 /* ---- activations ------------------------------------------------------- */
 typedef enum {
@@ -446,6 +447,30 @@ int fnn_global_avgpool_backward_f32(float *dx, const float *dout, int64_t n, int
 int fnn_global_avgpool_backward_f64(double *dx, const double *dout, int64_t n, int64_t c,
                                     int64_t h, int64_t w, int n_threads);
 
+/* ---- embeddings and pooling over a sequence (embed.c) -------------------- */
+/* out (n, d) = w[idx[i], :] for idx (n,), w (v, d); an index outside [0, v) returns
+ * FNN_EINDEX (its position in *bad, bad may be NULL) before anything is written. */
+int fnn_embedding_forward_f32(float *out, int64_t *bad, const int64_t *idx, const float *w,
+                              int64_t n, int64_t v, int64_t d, int n_threads);
+int fnn_embedding_forward_f64(double *out, int64_t *bad, const int64_t *idx, const double *w,
+                              int64_t n, int64_t v, int64_t d, int n_threads);
+/* dw (v, d) = beta dw + scatter-add of dout (n, d) into the rows idx (n,); deterministic
+ * (threads own column blocks, rows are added in order), bad indices as the forward. */
+int fnn_embedding_backward_f32(float *dw, int64_t *bad, const int64_t *idx, const float *dout,
+                               int64_t n, int64_t v, int64_t d, float beta, int n_threads);
+int fnn_embedding_backward_f64(double *dw, int64_t *bad, const int64_t *idx,
+                               const double *dout, int64_t n, int64_t v, int64_t d,
+                               double beta, int n_threads);
+/* out (n, d) = mean over l of x (n, l, d) (zeros for l = 0). */
+int fnn_global_avgpool1d_forward_f32(float *out, const float *x, int64_t n, int64_t l,
+                                     int64_t d, int n_threads);
+int fnn_global_avgpool1d_forward_f64(double *out, const double *x, int64_t n, int64_t l,
+                                     int64_t d, int n_threads);
+/* dx (n, l, d) = dout (n, d) / l broadcast over l. */
+int fnn_global_avgpool1d_backward_f32(float *dx, const float *dout, int64_t n, int64_t l,
+                                      int64_t d, int n_threads);
+int fnn_global_avgpool1d_backward_f64(double *dx, const double *dout, int64_t n, int64_t l,
+                                      int64_t d, int n_threads);
 /* ---- normalization (norm.c) -------------------------------------------- */
 /* x, out (n, c, s); weight, bias (c,) or NULL; running_mean, running_var (c,)
  * (read in eval); mean, var (c,) (written in training: batch mean, biased variance).

@@ -421,7 +421,8 @@ def test_every_public_kernel_is_covered():
                "dropout_forward", "dropout_backward", "conv2d_forward", "conv2d_backward",
                "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
                "avgpool2d_backward", "global_avgpool_forward", "global_avgpool_backward",
-               *OPTS}
+               "embedding_forward", "embedding_backward", "global_avgpool1d_forward",
+               "global_avgpool1d_backward", *OPTS}
     assert set(K.__all__) == covered
     assert set(R.__all__) == set(K.__all__)
     assert set(OUTPUT_CASES) | set(OPTS) == set(K.__all__)
@@ -483,6 +484,15 @@ def _cases(dt: np.dtype) -> dict:
                                    {"out": ((2, 3), dt)}, [x4], {}),
         "global_avgpool_backward": (lambda **o: K.global_avgpool_backward(gp, x4.shape, **o),
                                     {"out": ((2, 3, 6, 6), dt)}, [gp], {}),
+        "embedding_forward": (lambda **o: K.embedding_forward(lab, w2, **o),
+                              {"out": ((4, 3), dt)}, [w2], {}),
+        "embedding_backward": (lambda **o: K.embedding_backward(g2, lab, 5, **o),
+                               {"out": ((5, 3), dt)}, [g2], {}),
+        "global_avgpool1d_forward": (lambda **o: K.global_avgpool1d_forward(p4[0], **o),
+                                     {"out": ((3, 3), dt)}, [p4], {}),
+        "global_avgpool1d_backward": (lambda **o: K.global_avgpool1d_backward(gp, (2, 4, 3),
+                                                                              **o),
+                                      {"out": ((2, 4, 3), dt)}, [gp], {}),
     }
 
 

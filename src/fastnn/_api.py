@@ -34,11 +34,14 @@ from .layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
+    GlobalAvgPool1D,
     GlobalAvgPool2D,
     Layer,
     LayerNorm,
     MaxPool2D,
+    Residual,
 )
 from .model import Sequential, load
 
@@ -65,6 +68,9 @@ __all__ = [
     "MaxPool2D",
     "AvgPool2D",
     "GlobalAvgPool2D",
+    "Embedding",
+    "GlobalAvgPool1D",
+    "Residual",
     "BatchNorm1D",
     "BatchNorm2D",
     "LayerNorm",

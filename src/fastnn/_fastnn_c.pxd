@@ -253,3 +253,26 @@ cdef extern from "fnn_fpenv_py.h" nogil:
     # the calling thread's MXCSR set for a kernel call and restored after it
     void fnn_fpenv_push()
     void fnn_fpenv_pop()
+
+
+cdef extern from "fastnn.h" nogil:
+    int FNN_EINDEX
+    int fnn_embedding_forward_f32(float *out, int64_t *bad, const int64_t *idx, const float *w,
+                                  int64_t n, int64_t v, int64_t d, int n_threads)
+    int fnn_embedding_forward_f64(double *out, int64_t *bad, const int64_t *idx,
+                                  const double *w, int64_t n, int64_t v, int64_t d,
+                                  int n_threads)
+    int fnn_embedding_backward_f32(float *dw, int64_t *bad, const int64_t *idx,
+                                   const float *dout, int64_t n, int64_t v, int64_t d,
+                                   float beta, int n_threads)
+    int fnn_embedding_backward_f64(double *dw, int64_t *bad, const int64_t *idx,
+                                   const double *dout, int64_t n, int64_t v, int64_t d,
+                                   double beta, int n_threads)
+    int fnn_global_avgpool1d_forward_f32(float *out, const float *x, int64_t n, int64_t l,
+                                         int64_t d, int n_threads)
+    int fnn_global_avgpool1d_forward_f64(double *out, const double *x, int64_t n, int64_t l,
+                                         int64_t d, int n_threads)
+    int fnn_global_avgpool1d_backward_f32(float *dx, const float *dout, int64_t n, int64_t l,
+                                          int64_t d, int n_threads)
+    int fnn_global_avgpool1d_backward_f64(double *dx, const double *dout, int64_t n,
+                                          int64_t l, int64_t d, int n_threads)

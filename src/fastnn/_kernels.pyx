@@ -834,6 +834,102 @@ def global_avgpool_backward(floating[:, :, :, ::1] dx, const floating[:, ::1] do
     _check(st, "global_avgpool_backward")
 
 
+# ---- embeddings and the mean over a sequence (csrc/embed.c) -----------------
+cdef int _check_index(int status, int64_t bad, const int64_t[::1] idx, int64_t v,
+                      str name) except -1:
+    """A bad embedding index as a ValueError naming its position and value."""
+    if status == FNN_EINDEX:
+        raise ValueError(f"{name}: index {idx[bad]} at position {bad} (of the flattened "
+                         f"input) is outside [0, {v}) (num_embeddings = {v})")
+    return _check(status, name)
+
+
+def embedding_forward(floating[:, ::1] out, const int64_t[::1] idx, const floating[:, ::1] w,
+                      int n_threads):
+    """out (n, d) = w[idx] for idx (n,), w (v, d); ValueError for an index outside [0, v).
+
+    Arguments: out, idx, w, n_threads.
+    """
+    cdef int st
+    cdef int64_t bad = -1
+    if out.shape[0] != idx.shape[0] or out.shape[1] != w.shape[1]:
+        raise ValueError(f"out must have shape {(idx.shape[0], w.shape[1])}, "
+                         f"got {(out.shape[0], out.shape[1])}")
+    with nogil:
+        fnn_fpenv_push()
+        if floating is float:
+            st = fnn_embedding_forward_f32(_p2(out), &bad, &idx[0] if idx.shape[0] else NULL,
+                                           _c2(w), idx.shape[0], w.shape[0], w.shape[1],
+                                           n_threads)
+        else:
+            st = fnn_embedding_forward_f64(_p2(out), &bad, &idx[0] if idx.shape[0] else NULL,
+                                           _c2(w), idx.shape[0], w.shape[0], w.shape[1],
+                                           n_threads)
+        fnn_fpenv_pop()
+    _check_index(st, bad, idx, w.shape[0], "embedding_forward")
+
+
+def embedding_backward(floating[:, ::1] dw, const int64_t[::1] idx, const floating[:, ::1] dout,
+                       double beta, int n_threads):
+    """dw (v, d) = beta * dw + the rows of dout (n, d) added into the rows idx (n,) of dw.
+
+    Deterministic (the same sums in the same order for every thread count).
+    Arguments: dw, idx, dout, beta, n_threads.
+    """
+    cdef int st
+    cdef int64_t bad = -1
+    if dout.shape[0] != idx.shape[0] or dout.shape[1] != dw.shape[1]:
+        raise ValueError(f"dout must have shape {(idx.shape[0], dw.shape[1])}, "
+                         f"got {(dout.shape[0], dout.shape[1])}")
+    with nogil:
+        fnn_fpenv_push()
+        if floating is float:
+            st = fnn_embedding_backward_f32(_p2(dw), &bad, &idx[0] if idx.shape[0] else NULL,
+                                            _c2(dout), idx.shape[0], dw.shape[0], dw.shape[1],
+                                            <float>beta, n_threads)
+        else:
+            st = fnn_embedding_backward_f64(_p2(dw), &bad, &idx[0] if idx.shape[0] else NULL,
+                                            _c2(dout), idx.shape[0], dw.shape[0], dw.shape[1],
+                                            beta, n_threads)
+        fnn_fpenv_pop()
+    _check_index(st, bad, idx, dw.shape[0], "embedding_backward")
+
+
+def global_avgpool1d_forward(floating[:, ::1] out, const floating[:, :, ::1] x, int n_threads):
+    """out (n, d) = mean over l of x (n, l, d).  Arguments: out, x, n_threads."""
+    cdef int st
+    cdef int64_t n = x.shape[0], l = x.shape[1], d = x.shape[2]
+    if out.shape[0] != n or out.shape[1] != d:
+        raise ValueError(f"out must have shape {(n, d)}, got {(out.shape[0], out.shape[1])}")
+    cdef const floating *xp = &x[0, 0, 0] if n and l and d else NULL
+    with nogil:
+        fnn_fpenv_push()
+        if floating is float:
+            st = fnn_global_avgpool1d_forward_f32(_p2(out), xp, n, l, d, n_threads)
+        else:
+            st = fnn_global_avgpool1d_forward_f64(_p2(out), xp, n, l, d, n_threads)
+        fnn_fpenv_pop()
+    _check(st, "global_avgpool1d_forward")
+
+
+def global_avgpool1d_backward(floating[:, :, ::1] dx, const floating[:, ::1] dout,
+                              int n_threads):
+    """dx (n, l, d) = dout (n, d) / l over the l axis.  Arguments: dx, dout, n_threads."""
+    cdef int st
+    cdef int64_t n = dx.shape[0], l = dx.shape[1], d = dx.shape[2]
+    if dout.shape[0] != n or dout.shape[1] != d:
+        raise ValueError(f"dout must have shape {(n, d)}, got {(dout.shape[0], dout.shape[1])}")
+    cdef floating *dp = &dx[0, 0, 0] if n and l and d else NULL
+    with nogil:
+        fnn_fpenv_push()
+        if floating is float:
+            st = fnn_global_avgpool1d_backward_f32(dp, _c2(dout), n, l, d, n_threads)
+        else:
+            st = fnn_global_avgpool1d_backward_f64(dp, _c2(dout), n, l, d, n_threads)
+        fnn_fpenv_pop()
+    _check(st, "global_avgpool1d_backward")
+
+
 # ---- normalization (csrc/norm.c) ----------------------------------------------------
 # Arrays are passed flat (C order) with their sizes: batch norm (n, c, s) with s = H*W
 # (1 for (N, C) input), layer norm (rows, d).  Each length is checked before the call.

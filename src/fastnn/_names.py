@@ -46,6 +46,8 @@ KERNELS: tuple[str, ...] = (
     "rmsprop_step", "adagrad_step", "dropout_forward", "dropout_backward", "conv2d_forward",
     "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
     "avgpool2d_backward", "global_avgpool_forward", "global_avgpool_backward",
+    "embedding_forward", "embedding_backward", "global_avgpool1d_forward",
+    "global_avgpool1d_backward",
     "batchnorm_forward", "batchnorm_backward", "batchnorm_update_stats", "layernorm_forward",
     "layernorm_backward",
 )

@@ -451,6 +451,50 @@ def input_shape_4d(fn: str, input_shape: Any) -> tuple[int, int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def index_array(indices: Any, name: str = "indices") -> np.ndarray:
+    """Integer ``indices`` as a C-contiguous int64 array (of the same shape).
+
+    TypeError for a non-integer dtype (floats too, as ``torch.nn.Embedding``); floats
+    holding whole numbers are accepted only by the layer, which converts them itself.
+    """
+    try:
+        arr = np.asarray(indices)
+    except Exception as exc:  # noqa: BLE001
+        raise TypeError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size \
+            and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}: index {int(arr.max())} does not fit in int64")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_index_range(idx: np.ndarray, num_embeddings: int, fn: str) -> None:
+    """ValueError naming the first index of the flattened ``idx`` outside [0, num_embeddings)
+    (the message of the C check, for the NumPy twin).
+    """
+    flat = idx.reshape(-1)
+    bad = np.flatnonzero((flat < 0) | (flat >= num_embeddings))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{fn}: index {int(flat[i])} at position {i} (of the flattened "
+                         f"input) is outside [0, {num_embeddings}) (num_embeddings = "
+                         f"{num_embeddings})")
+
+
+def input_shape_3d(fn: str, input_shape: Any) -> tuple[int, int, int]:
+    """``input_shape`` as (batch, length, features) of non-negative ints."""
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: input_shape must be a tuple of 3 ints, got {input_shape!r}"
+                        ) from None
+    if len(shape) != 3 or min(shape) < 0:
+        raise ValueError(f"{fn}: input_shape must be (batch, length, features) of "
+                         f"non-negative ints, got {input_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
 # ---- normalization (batch norm, layer norm) ----------------------------------------
 
 def _channel_vec(v: Any, name: str, c: int, dtype: np.dtype, required: bool) -> np.ndarray | None:

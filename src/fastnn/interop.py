@@ -52,6 +52,48 @@ def _torch_modules(module: Any) -> list[Any]:
     return [module]
 
 
+_TORCH_CLASSES: dict[str, Any] = {}
+
+
+def torch_classes() -> dict[str, Any]:
+    """The torch modules :func:`to_torch` builds for fastnn layers torch lacks (made once).
+
+    ``TorchResidual(body, shortcut=None, act=None)``: ``act(body(x) + shortcut(x))``
+    (``shortcut`` None: the identity), and ``TorchGlobalAvgPool1D()``: the mean over
+    dim 1 of (batch, length, features).  :func:`from_torch` reads both back.
+    """
+    if not _TORCH_CLASSES:
+        from torch import nn
+
+        class TorchResidual(nn.Module):
+            """``act(body(x) + shortcut(x))``: fastnn's Residual block in torch."""
+
+            def __init__(self, body: Any, shortcut: Any = None, act: Any = None) -> None:
+                super().__init__()
+                self.body, self.shortcut, self.act = body, shortcut, act
+
+            def forward(self, x: Any) -> Any:
+                y = self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+                return y if self.act is None else self.act(y)
+
+        class TorchGlobalAvgPool1D(nn.Module):
+            """The mean over dim 1: (batch, length, features) -> (batch, features)."""
+
+            def forward(self, x: Any) -> Any:
+                return x.mean(dim=1)
+
+        _TORCH_CLASSES.update(TorchResidual=TorchResidual,
+                              TorchGlobalAvgPool1D=TorchGlobalAvgPool1D)
+    return _TORCH_CLASSES
+
+
+class _Part:
+    """The layers of a block seen as a model (what to_torch and from_torch recurse on)."""
+
+    def __init__(self, layers: list[Layer], dtype: np.dtype) -> None:
+        self.layers, self.dtype = layers, dtype
+
+
 def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...] | None = None
                ) -> Sequential:
     """Build a fastnn model from a ``torch.nn.Sequential`` of supported layers.
@@ -61,7 +103,12 @@ def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...]
     (with their running statistics), LayerNorm, Identity and the shared
     activations (ReLU, Sigmoid, Tanh, LeakyReLU(0.01), ELU(1), GELU, Softplus(1),
     SiLU, Softmax over the last axis).  An activation right after a Linear or
-    Conv2d is fused into it.
+    Conv2d is fused into it.  Embedding (without padding_idx, max_norm or
+    sparse gradients), and the two modules of :func:`torch_classes`: a skip
+    connection comes in as a ``TorchResidual`` (what :func:`to_torch` writes for a
+    :class:`~fastnn.Residual`); torch's own ResNet blocks (``torchvision``'s
+    ``BasicBlock``, or any module whose ``forward`` adds a skip) are code, not a
+    structure fastnn can read, and raise ValueError naming the module.
 
     Parameters
     ----------
@@ -110,6 +157,31 @@ def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...]
             if mod.output_size not in (1, (1, 1)):
                 raise ValueError("from_torch: only AdaptiveAvgPool2d(1) is supported")
             layers.append(L.GlobalAvgPool2D())
+        elif kind == "Embedding":
+            if mod.padding_idx is not None or mod.max_norm is not None or mod.sparse:
+                raise ValueError("from_torch: Embedding with padding_idx, max_norm or sparse "
+                                 "gradients is not supported")
+            layer = L.Embedding(mod.num_embeddings, mod.embedding_dim)
+            layers.append(layer)
+            weights.append((layer, [mod.weight.detach().cpu().numpy()]))
+        elif kind == "TorchGlobalAvgPool1D":
+            layers.append(L.GlobalAvgPool1D())
+        elif kind == "TorchResidual":
+            import copy
+
+            body = from_torch(mod.body, dtype)  # weights set there; the layers are copied
+            sc = None
+            if mod.shortcut is not None:
+                sc_model = from_torch(mod.shortcut, dtype)
+                if len(sc_model.layers) != 1:
+                    raise ValueError("from_torch: a TorchResidual shortcut must be one layer")
+                sc = copy.deepcopy(sc_model.layers[0])
+                sc.name = None  # named by the block
+            act = None if mod.act is None else _torch_activation(mod.act)
+            inner = [copy.deepcopy(la) for la in body.layers]
+            for la in inner:
+                la.name = None
+            layers.append(L.Residual(inner, sc, act))
         elif kind in ("BatchNorm1d", "BatchNorm2d"):
             if not mod.track_running_stats or mod.running_mean is None:
                 raise ValueError(f"from_torch: {kind} without running statistics "
@@ -163,6 +235,10 @@ def from_torch(module: Any, dtype: str = "float32", input_shape: tuple[int, ...]
 def to_torch(model: Sequential) -> Any:
     """A ``torch.nn.Sequential`` computing the same function as ``model`` (weights copied).
 
+    A :class:`~fastnn.Residual` becomes a ``TorchResidual`` and a
+    :class:`~fastnn.GlobalAvgPool1D` a ``TorchGlobalAvgPool1D`` (see
+    :func:`torch_classes`).
+
     Returns
     -------
     torch.nn.Sequential
@@ -201,6 +277,20 @@ def to_torch(model: Sequential) -> Any:
             mods.append(nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding))
         elif kind == "GlobalAvgPool2D":
             mods.extend([nn.AdaptiveAvgPool2d(1), nn.Flatten()])
+            continue
+        elif kind == "Embedding":
+            emb = nn.Embedding(layer.num_embeddings, layer.embedding_dim, dtype=tdtype)
+            with torch.no_grad():
+                emb.weight.copy_(torch.from_numpy(layer.weight.copy()))
+            mods.append(emb)
+        elif kind == "GlobalAvgPool1D":
+            mods.append(torch_classes()["TorchGlobalAvgPool1D"]())
+        elif kind == "Residual":
+            body = to_torch(_Part(layer.layers, model.dtype))
+            sc = None if layer.shortcut is None else to_torch(_Part([layer.shortcut],
+                                                                    model.dtype))
+            act = None if layer.activation == "identity" else act_mods[layer.activation]()
+            mods.append(torch_classes()["TorchResidual"](body, sc, act))
             continue
         elif kind in ("BatchNorm1D", "BatchNorm2D"):
             cls = nn.BatchNorm1d if kind == "BatchNorm1D" else nn.BatchNorm2d
@@ -292,8 +382,39 @@ def export_onnx(model: Sequential, path: str | os.PathLike, opset: int = 17) -> 
             raise ValueError(act)
         return y
 
-    for layer in model.layers:
+    blocks: list[list[str]] = []  # per open Residual: [its input, f's output]
+    for layer in _onnx_program(model.layers):
         kind = type(layer).__name__
+        if kind == "_BlockBegin":
+            blocks.append([cur, ""])
+            continue
+        if kind == "_BlockShortcut":
+            blocks[-1][1] = cur
+            cur = blocks[-1][0]
+            continue
+        if kind == "_BlockEnd":
+            block_in, f_out = blocks.pop()
+            y = fresh("residual_add")
+            nodes.append(helper.make_node("Add", [f_out or cur, cur if f_out else block_in],
+                                          [y]))
+            cur = activation(y, layer.activation)
+            continue
+        if kind == "Embedding":
+            y = fresh("embedding")
+            nodes.append(helper.make_node("Gather", [const(fresh("E"), layer.weight), cur],
+                                          [y], axis=0))
+            cur = y
+            continue
+        if kind == "GlobalAvgPool1D":
+            y = fresh("gap1d")
+            if opset >= 18:
+                axes = fresh("axes")
+                inits.append(numpy_helper.from_array(np.array([1], np.int64), axes))
+                nodes.append(helper.make_node("ReduceMean", [cur, axes], [y], keepdims=0))
+            else:
+                nodes.append(helper.make_node("ReduceMean", [cur], [y], axes=[1], keepdims=0))
+            cur = y
+            continue
         if kind == "Dense":
             y = fresh("dense")
             ins = [cur, const(fresh("W"), layer.weight)]
@@ -360,7 +481,9 @@ def export_onnx(model: Sequential, path: str | os.PathLike, opset: int = 17) -> 
     nodes.append(helper.make_node("Identity", [cur], ["output"]))
     graph = helper.make_graph(
         nodes, model.name,
-        [helper.make_tensor_value_info("input", elem, ["batch", *model.input_shape])],
+        [helper.make_tensor_value_info("input", TensorProto.INT64
+                                       if model.input_dtype.kind == "i" else elem,
+                                       ["batch", *model.input_shape])],
         [helper.make_tensor_value_info("output", elem,
                                        ["batch", *(model.output_shape or ())])],
         initializer=inits)
@@ -369,3 +492,34 @@ def export_onnx(model: Sequential, path: str | os.PathLike, opset: int = 17) -> 
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     atomic_write(path, lambda f: f.write(data))
+
+
+class _BlockBegin:
+    """Marker of :func:`_onnx_program`: a Residual's layers follow."""
+
+
+class _BlockShortcut:
+    """Marker: the shortcut's layer follows (its input is the block's input)."""
+
+
+class _BlockEnd:
+    """Marker: add f's output and the shortcut's (or the block's input), then activate."""
+
+    def __init__(self, activation: str) -> None:
+        self.activation = activation
+
+
+def _onnx_program(layers: list[Layer]) -> list[Any]:
+    """The layers in export order, each Residual expanded into markers and its layers."""
+    out: list[Any] = []
+    for layer in layers:
+        if type(layer).__name__ == "Residual":
+            out.append(_BlockBegin())
+            out.extend(_onnx_program(layer.layers))
+            if layer.shortcut is not None:
+                out.append(_BlockShortcut())
+                out.extend(_onnx_program([layer.shortcut]))
+            out.append(_BlockEnd(layer.activation))
+        else:
+            out.append(layer)
+    return out

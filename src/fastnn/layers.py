@@ -1226,6 +1226,413 @@ class LayerNorm(_AffineMixin, Layer):
                 **Layer.get_config(self)}
 
 
+class Embedding(Layer):
+    """A lookup table: integer indices -> rows of ``weight`` (``torch.nn.Embedding``).
+
+    Parameters
+    ----------
+    num_embeddings : int
+        Size of the vocabulary (indices lie in [0, num_embeddings)).
+    embedding_dim : int
+    init : str or callable
+        "normal" (default: N(0, 1), torch's) or any :mod:`fastnn.init` initializer
+        (fan_in = num_embeddings, fan_out = embedding_dim).
+    name : str, optional
+    trainable : bool
+
+    Notes
+    -----
+    Input (batch,) or (batch, length) of integers; output (batch, embedding_dim) or
+    (batch, length, embedding_dim).  ``weight`` is (num_embeddings, embedding_dim),
+    torch's layout.  An index outside the table is a ValueError (checked in C, before
+    anything is written).  The gradient adds the output gradient of every occurrence
+    of an index into its row, deterministically (threads own column blocks; rows are
+    added in input order), so repeated indices accumulate as in torch.  A model whose
+    first layer is an Embedding takes integer X (int64; floats holding whole numbers
+    are converted); there is no gradient with respect to the indices.
+    """
+
+    param_names = ("weight",)
+    #: what a model converts X to when this layer comes first
+    input_dtype = np.dtype(np.int64)
+
+    def __init__(self, num_embeddings: int, embedding_dim: int,
+                 init: str | Initializer = "normal", name: str | None = None,
+                 trainable: bool = True) -> None:
+        super().__init__(name, trainable)
+        self.num_embeddings = positive_int(num_embeddings, "num_embeddings")
+        self.embedding_dim = positive_int(embedding_dim, "embedding_dim")
+        self.init = init if init == "normal" else check_initializer(init)
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        """The table (num_embeddings, embedding_dim), or None before the layer is built."""
+        return self.params[0] if self.params else None
+
+    @weight.setter
+    def weight(self, value: Any) -> None:
+        self.set_param(0, value)
+
+    @property
+    def grad_weight(self) -> np.ndarray | None:
+        """dL/dweight from the last backward pass."""
+        return self.grads[0] if self.grads else None
+
+    def param_shapes(self, input_shape):
+        """The table (num_embeddings, embedding_dim)."""
+        return [(self.num_embeddings, self.embedding_dim)]
+
+    def init_params(self, rng, dtype):
+        """N(0, 1) (torch's default) or the initializer given."""
+        shape = (self.num_embeddings, self.embedding_dim)
+        if self.init == "normal":
+            return [rng.standard_normal(shape).astype(dtype)]
+        return [draw(self.init, self.num_embeddings, self.embedding_dim, shape, rng, dtype)]
+
+    def output_shape(self, input_shape):
+        """(embedding_dim,) for a per-sample shape (), (length, embedding_dim) for (length,)."""
+        if input_shape is None:
+            return None
+        if len(input_shape) > 1:
+            raise ValueError(f"{self.name or 'Embedding'} takes integer input (batch,) or "
+                             f"(batch, length); got per-sample shape {tuple(input_shape)}")
+        return (*input_shape, self.embedding_dim)
+
+    def forward(self, x, training):
+        """The rows of the table (one gather kernel); keeps the indices for backward."""
+        idx = np.ascontiguousarray(x, dtype=np.int64)
+        bufs = self._buffers(idx.shape, {"a": (*idx.shape, self.embedding_dim)})
+        _k.embedding_forward[SPEC[self.dtype]](bufs["a"].reshape(idx.size, self.embedding_dim),
+                                               idx.reshape(-1), self.params[0],
+                                               get_num_threads())
+        self._x, self._bufs = idx, bufs
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """dW: each row of grad_out added into the row of its index (deterministic)."""
+        if self.trainable:
+            idx = self._x
+            _k.embedding_backward[SPEC[self.dtype]](
+                self.grads[0], idx.reshape(-1), grad_out.reshape(idx.size, self.embedding_dim),
+                0.0, get_num_threads())
+        return None
+
+    def get_config(self):
+        """Constructor arguments."""
+        init = self.init if isinstance(self.init, str) else "normal"
+        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
+                "init": init, **Layer.get_config(self)}
+
+
+class GlobalAvgPool1D(Layer):
+    """Mean over the sequence axis: (batch, length, features) -> (batch, features).
+
+    After an :class:`Embedding` on (batch, length) indices it gives a bag-of-words
+    mean (torch's ``EmbeddingBag(mode="mean")`` on equal-length bags); Keras'
+    ``GlobalAveragePooling1D`` (channels last).  An empty sequence gives zeros.
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name, True)
+
+    def output_shape(self, input_shape):
+        """(features,)."""
+        if input_shape is None:
+            return (None,)
+        if len(input_shape) != 2:
+            raise ValueError(f"{self.name or 'GlobalAvgPool1D'} takes 3-D input (batch, "
+                             f"length, features); got per-sample shape {tuple(input_shape)}")
+        return (input_shape[1],)
+
+    def forward(self, x, training):
+        """Means over axis 1 (one kernel call)."""
+        n, _, d = x.shape
+        bufs = self._buffers(x.shape, {"a": (n, d), "dx": x.shape})
+        _k.global_avgpool1d_forward[SPEC[self.dtype]](bufs["a"], x, get_num_threads())
+        self._bufs = bufs
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """grad_out / length along axis 1."""
+        if not need_dx:
+            return None
+        bufs = self._bufs
+        _k.global_avgpool1d_backward[SPEC[self.dtype]](bufs["dx"], grad_out, get_num_threads())
+        return bufs["dx"]
+
+    def get_config(self):
+        """Constructor arguments."""
+        return {"name": self.name}
+
+
+def _layer_of(spec: Any, what: str) -> Layer:
+    """A Layer, or one built from its saved description ``{"type": ..., "config": ...}``."""
+    if isinstance(spec, Layer):
+        return spec
+    if isinstance(spec, dict) and "type" in spec:
+        cls = LAYER_TYPES.get(spec["type"])
+        if cls is None:
+            raise ValueError(f"{what}: unknown layer type {spec['type']!r}")
+        kwargs = dict(spec.get("config", {}))
+        trainable = kwargs.pop("trainable", True)
+        layer = cls(**kwargs)
+        layer.trainable = bool(trainable)
+        return layer
+    raise TypeError(f"{what} must be fastnn Layer instances, got {type(spec).__name__}")
+
+
+class Residual(_ActivationMixin, Layer):
+    """A block with a skip connection: ``out = act(f(x) + shortcut(x))``.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        ``f``, applied in order (e.g. Conv2D, BatchNorm2D, Activation, Conv2D,
+        BatchNorm2D).
+    shortcut : Layer, optional
+        The skip path: the identity when None, or a layer such as a 1x1 ``Conv2D``
+        (stride 2 to halve the size) or a ``Dense`` when the shapes change.
+    activation : str or None
+        Applied after the sum (e.g. "relu", as a ResNet basic block).
+    name : str, optional
+    trainable : bool
+        Freezes (or unfreezes) every layer of the block.
+
+    Notes
+    -----
+    The block's parameters are its layers' (``f`` first, then the shortcut's), laid
+    out in the model's one flat buffer like any other layer's; ``params``,
+    ``get_weights`` and the model file list them in that order, and ``param_names``
+    reads ``"<inner layer>.<param>"``.  Inner layers without a name get
+    ``<type>_<i>`` (the shortcut ``shortcut``).  Freeze a block as a whole
+    (``block.trainable = False`` or ``model.freeze``): the optimizer sees one range
+    per top-level layer.  A model containing a Residual takes the layer-by-layer
+    path, not the one-call MLP step.
+    """
+
+    def __init__(self, layers: Any, shortcut: Any = None, activation: str | None = None,
+                 name: str | None = None, trainable: bool = True) -> None:
+        self.layers: list[Layer] = []  # before Layer.__init__ (the trainable setter reads it)
+        self.shortcut: Layer | None = None
+        super().__init__(name, trainable)
+        body = [_layer_of(la, "Residual layers") for la in layers]
+        if not body:
+            raise ValueError("Residual needs at least one layer in f")
+        sc = None if shortcut is None else _layer_of(shortcut, "Residual shortcut")
+        parts = body + ([sc] if sc is not None else [])
+        if len({id(p) for p in parts}) != len(parts):
+            raise ValueError("Residual: a layer appears twice in the block")
+        names: set[str] = set()
+        for i, la in enumerate(body):
+            if la.name is None:
+                la.name = f"{type(la).__name__.lower()}_{i}"
+            if la.name in names:
+                raise ValueError(f"Residual: two inner layers are named {la.name!r}")
+            names.add(la.name)
+        if sc is not None and sc.name is None:
+            sc.name = "shortcut"
+        if sc is not None and sc.name in names:
+            raise ValueError(f"Residual: the shortcut's name {sc.name!r} is taken by f")
+        self.layers, self.shortcut = body, sc
+        self.activation = activation
+        if not trainable:
+            self.trainable = False
+        self.param_names = tuple(f"{la.name}.{pn}" for la in self.sublayers()
+                                 for pn in la.param_names)
+
+    def sublayers(self) -> list[Layer]:
+        """The block's layers: ``f`` in order, then the shortcut (when there is one)."""
+        return self.layers + ([self.shortcut] if self.shortcut is not None else [])
+
+    # ---- structure ----------------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        """False freezes every layer of the block."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        Layer.trainable.fset(self, value)
+        for la in self.__dict__.get("layers", []) + (
+                [self.shortcut] if self.__dict__.get("shortcut") is not None else []):
+            la.trainable = value
+
+    @property
+    def in_features(self) -> int | None:
+        """The first layer's ``in_features`` (None when it has none)."""
+        return getattr(self.layers[0], "in_features", None)
+
+    @property
+    def in_channels(self) -> int | None:
+        """The first layer's ``in_channels`` (None when it has none)."""
+        return getattr(self.layers[0], "in_channels", None)
+
+    @property
+    def l1(self) -> float:
+        """The largest L1 factor of the block's layers (0 when none has a penalty)."""
+        return max((float(getattr(la, "l1", 0.0)) for la in self.sublayers()), default=0.0)
+
+    @property
+    def l2(self) -> float:
+        """The largest L2 factor of the block's layers."""
+        return max((float(getattr(la, "l2", 0.0)) for la in self.sublayers()), default=0.0)
+
+    def _shapes(self, input_shape, build=None):
+        """(output shape, per-inner-layer output shapes); ``build=(dtype, rng)`` builds."""
+        shape = input_shape
+        shapes = []
+        for la in self.layers:
+            shape = la.build(shape, *build) if build else la.output_shape(shape)
+            shapes.append(shape)
+        if self.shortcut is not None:
+            sshape = (self.shortcut.build(input_shape, *build) if build
+                      else self.shortcut.output_shape(input_shape))
+            shapes.append(sshape)
+        else:
+            sshape = None if input_shape is None else tuple(input_shape)
+        if shape is not None and sshape is not None and (
+                len(shape) != len(sshape) or any(a is not None and b is not None and a != b
+                                                 for a, b in zip(shape, sshape))):
+            raise ValueError(
+                f"{self.name or 'Residual'}: f gives per-sample shape {tuple(shape)} but the "
+                f"{'shortcut' if self.shortcut is not None else 'identity shortcut'} gives "
+                f"{tuple(sshape)}; give a shortcut layer that maps the input to f's shape "
+                "(e.g. a 1x1 Conv2D with the same stride)")
+        if shape is None:
+            shape = sshape
+        return (None if shape is None else tuple(shape)), shapes
+
+    def output_shape(self, input_shape):
+        """The output shape of f, checked against the shortcut's."""
+        return self._shapes(input_shape)[0]
+
+    def inner_shapes(self) -> list[tuple[int | None, ...] | None]:
+        """Output shapes of the block's layers (``sublayers()`` order) at the last build."""
+        return list(getattr(self, "_inner_shapes", [None] * len(self.sublayers())))
+
+    def build(self, input_shape, dtype, rng):
+        """Build every inner layer; the block's params are theirs, in order."""
+        for la in self.sublayers():  # a Dropout inside the block gets its own mask stream
+            if hasattr(la, "seed") and getattr(la, "seed", 0) == 0:
+                la.seed = int(rng.integers(1, 2**63))
+        out, shapes = self._shapes(input_shape, (dtype, rng))
+        self._inner_shapes = shapes
+        self.params = [p for la in self.sublayers() for p in la.params]
+        self.grads = [g for la in self.sublayers() for g in la.grads]
+        self.dtype = np.dtype(dtype)
+        self.input_shape = None if input_shape is None else tuple(input_shape)
+        self._tls = _ThreadState()
+        return out
+
+    def bind(self, params, grads):
+        """Hand each inner layer its slice of the views of the model's flat buffers."""
+        i = 0
+        for la in self.sublayers():
+            k = len(la.params)
+            la.bind(list(params[i:i + k]), list(grads[i:i + k]))
+            i += k
+        self.params = [p for la in self.sublayers() for p in la.params]
+        self.grads = [g for la in self.sublayers() for g in la.grads]
+
+    def set_param(self, i, value):
+        """Assign parameter ``i`` of the block (``param_names[i]``) in place."""
+        for la in self.sublayers():
+            if i < len(la.params):
+                return la.set_param(i, value)
+            i -= len(la.params)
+        raise IndexError("Residual.set_param: index out of range")
+
+    def penalty(self):
+        """The inner layers' L1/L2 terms."""
+        return sum(la.penalty() for la in self.sublayers())
+
+    def has_forward(self):
+        """True once this thread ran a forward through the block."""
+        return Layer.has_forward(self)
+
+    # ---- computation ----------------------------------------------------------
+    def forward(self, x, training, logits=False):
+        """f(x) + shortcut(x) (then the activation, skipped with ``logits=True``)."""
+        h = x
+        for la in self.layers:
+            h = la.forward(h, training)
+        s = x if self.shortcut is None else self.shortcut.forward(x, training)
+        bufs = self._buffers(x.shape, {"a": h.shape, "g": h.shape})
+        act = 0 if logits else self._act
+        if act and self.activation in NEEDS_Z:
+            if "z" not in bufs:
+                bufs["z"] = np.empty(h.shape, self.dtype)
+            np.add(h, s, out=bufs["z"])
+            rows = bufs["z"].reshape(-1, h.shape[-1])
+            _k.act_forward[SPEC[self.dtype]](bufs["a"].reshape(rows.shape), rows, act)
+        else:
+            np.add(h, s, out=bufs["a"])
+            if act:
+                rows = bufs["a"].reshape(-1, h.shape[-1])
+                _k.act_forward[SPEC[self.dtype]](rows, rows, act)
+        self._x, self._bufs, self._act_used = x, bufs, act
+        return bufs["a"]
+
+    def backward(self, grad_out, need_dx):
+        """Through the activation, then both paths; dx = df + dshortcut."""
+        bufs = self._bufs
+        act = self._act_used
+        if act:
+            shape2 = (-1, grad_out.shape[-1])
+            g2 = grad_out.reshape(shape2)
+            z = bufs["z"].reshape(shape2) if "z" in bufs else None
+            _k.act_backward[SPEC[self.dtype]](g2, None, g2, bufs["a"].reshape(shape2), z, act)
+        gs = bufs["g"]
+        gs[...] = grad_out  # the inner layers may overwrite grad_out
+        g = grad_out
+        for i in range(len(self.layers) - 1, -1, -1):
+            g = self.layers[i].backward(g, i > 0 or need_dx)
+        ds = gs if self.shortcut is None else self.shortcut.backward(gs, need_dx)
+        for la in self.sublayers():  # a frozen inner layer (frozen on its own) adds nothing
+            if not la.trainable:
+                for gr in la.grads:
+                    gr.fill(0)
+        if not need_dx:
+            return None
+        if "dx" not in bufs:
+            bufs["dx"] = np.empty(self._x.shape, self.dtype)
+        np.add(g, ds, out=bufs["dx"])
+        return bufs["dx"]
+
+    # ---- description ------------------------------------------------------------
+    def get_config(self):
+        """Constructor arguments, the inner layers as ``{"type", "config"}`` descriptions."""
+        def spec(la):
+            return {"type": type(la).__name__, "config": la.get_config()}
+
+        return {"layers": [spec(la) for la in self.layers],
+                "shortcut": None if self.shortcut is None else spec(self.shortcut),
+                "activation": self.activation, **Layer.get_config(self)}
+
+    def buffers(self):
+        """The inner layers' buffers (batch norm's running statistics) as
+        ``"<inner layer>.<buffer>"`` -> the array itself.
+        """
+        return {f"{la.name}.{k}": v for la in self.sublayers() for k, v in la.buffers().items()}
+
+    def state(self):
+        """The inner layers' states (e.g. dropout counters, batch-norm statistics)."""
+        return {"layers": [la.state() for la in self.sublayers()]}
+
+    def set_state(self, state):
+        """Restore what :meth:`state` returned."""
+        states = state.get("layers", [])
+        if len(states) != len(self.sublayers()):
+            raise ValueError(f"Residual state has {len(states)} layer states, the block "
+                             f"{len(self.sublayers())} layers")
+        for la, st in zip(self.sublayers(), states):
+            la.set_state(st)
+
+    def __repr__(self):
+        return (f"Residual({self.layers!r}, shortcut={self.shortcut!r}, "
+                f"activation={self.activation!r})")
+
+
 LAYER_TYPES: dict[str, type[Layer]] = {
     "Dense": Dense,
     "Activation": Activation,
@@ -1235,6 +1642,9 @@ LAYER_TYPES: dict[str, type[Layer]] = {
     "MaxPool2D": MaxPool2D,
     "AvgPool2D": AvgPool2D,
     "GlobalAvgPool2D": GlobalAvgPool2D,
+    "Embedding": Embedding,
+    "GlobalAvgPool1D": GlobalAvgPool1D,
+    "Residual": Residual,
     "BatchNorm1D": BatchNorm1D,
     "BatchNorm2D": BatchNorm2D,
     "LayerNorm": LayerNorm,

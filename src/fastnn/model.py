@@ -380,14 +380,25 @@ class Sequential:
             raise TypeError(f"{argname} could not be converted to an array: {exc}") from None
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"{argname} must be numeric, got dtype {arr.dtype}")
-        if arr.ndim < 2:
+        indices = self.input_dtype.kind == "i"
+        if arr.ndim < (1 if indices else 2):
             raise ValueError(f"{argname} must have a batch axis: shape (batch, features...), "
                              f"got {arr.shape}")
         if arr.shape[0] == 0:
             raise ValueError(f"{argname} is an empty batch (shape {arr.shape})")
         self._check_input_shape(arr.shape[1:], argname)
+        if indices:
+            return _as_indices(arr, argname)
         with np.errstate(over="ignore"):  # too large for float32 -> inf (fit's check names it)
             return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        """The dtype X is converted to: int64 when the first layer takes indices (an
+        :class:`~fastnn.Embedding`), else the model's dtype.
+        """
+        first = self._layers[0] if self._layers else None
+        return np.dtype(getattr(first, "input_dtype", None) or self.dtype)
 
     def check_input_rows(self, X: Any, argname: str = "X") -> Any:
         """:meth:`check_input`, except that a memory-mapped X is only shape-checked and left
@@ -453,7 +464,8 @@ class Sequential:
         if expected is not None and g.shape != expected.shape:
             raise ValueError(f"grad_out must have shape {expected.shape} (the last forward's "
                              f"output), got {g.shape}")
-        return self.trainer.backward(g, input_grad=True).copy()
+        dx = self.trainer.backward(g, input_grad=True)
+        return None if dx is None else dx.copy()  # None: integer input (an Embedding first)
 
     def compute_gradients(self, X: Any, y: Any) -> float:
         """Forward, loss (with L1/L2 penalties) and backward; no update.
@@ -511,7 +523,7 @@ class Sequential:
         forward = self.trainer.forward
         out = None
         for s in range(0, x.shape[0], bs):
-            o = forward(rows_as(x, s, s + bs, self.dtype), False)
+            o = forward(rows_as(x, s, s + bs, self.input_dtype), False)
             if out is None:
                 out = np.empty((x.shape[0], *o.shape[1:]), self.dtype)
             out[s:s + o.shape[0]] = o
@@ -776,7 +788,7 @@ class Sequential:
                 cw = _data.class_weight_array(class_weight, _data.labels_of(yy))
                 w = cw if w is None else w * cw
             source = _data.ArrayBatches(x, yy, w, batch_size=batch_size, shuffle=shuffle,
-                                        rng=self.rng, dtype=self.dtype)
+                                        rng=self.rng, dtype=self.input_dtype)
         if val is not None:
             if wv is not None:
                 wv = _data.check_sample_weight(wv, val[0].shape[0], "validation sample_weight")
@@ -827,6 +839,12 @@ class Sequential:
             shp = "(batch, " + ", ".join("?" if d is None else str(d) for d in shape or ()) + ")"
             rows.append((f"{layer.name} ({type(layer).__name__})", shp,
                          f"{layer.num_params():,}", "yes" if layer.trainable else "no"))
+            if hasattr(layer, "sublayers"):  # a block (Residual): its layers, indented
+                for sub, sshape in zip(layer.sublayers(), layer.inner_shapes()):
+                    sshp = "(batch, " + ", ".join("?" if d is None else str(d)
+                                                  for d in sshape or ()) + ")"
+                    rows.append((f"  {layer.name}.{sub.name} ({type(sub).__name__})", sshp,
+                                 f"{sub.num_params():,}", "yes" if sub.trainable else "no"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         line = "  ".join("-" * w for w in widths)
         out = [f'Model "{self.name}" ({self.dtype}, input '
@@ -911,6 +929,19 @@ def load(path: str) -> Sequential:
     corrupt or foreign file.  Never unpickles.
     """
     return _io.load_model(path, Sequential)
+
+
+def _as_indices(arr: np.ndarray, argname: str) -> np.ndarray:
+    """An integer input (for an Embedding first layer) as C-contiguous int64; floats must
+    hold whole numbers (TypeError otherwise).
+    """
+    if arr.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            whole = bool(np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))
+        if not whole:
+            raise TypeError(f"{argname} must hold integer indices (the first layer is an "
+                            f"Embedding), got {arr.dtype} values that are not whole numbers")
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def _batch_size(bs: int | None, default: int) -> int:

@@ -516,6 +516,45 @@ def global_avgpool_backward(grad_out: Any, input_shape: Any, *,
     return _fill(out, np.ascontiguousarray(dx))
 
 
+def embedding_forward(indices: Any, weight: Any, *, out: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.embedding_forward`: ``weight[indices]``."""
+    idx = _v.index_array(indices)
+    w = as_float_array(weight, "weight", common_float_dtype(weight), 2)
+    _v.check_index_range(idx, w.shape[0], "embedding_forward")
+    return _fill(out, w[idx])
+
+
+def embedding_backward(grad_out: Any, indices: Any, num_embeddings: int, *,
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.embedding_backward`: ``np.add.at`` of the rows."""
+    idx = _v.index_array(indices)
+    v = _v.positive_int(num_embeddings, "num_embeddings")
+    g = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out))
+    if g.ndim != idx.ndim + 1 or g.shape[:-1] != idx.shape:
+        raise ValueError(f"grad_out must have shape {(*idx.shape, 'embedding_dim')}, got "
+                         f"{g.shape}")
+    _v.check_index_range(idx, v, "embedding_backward")
+    dw = np.zeros((v, g.shape[-1]), g.dtype)
+    np.add.at(dw, idx.reshape(-1), g.reshape(idx.size, g.shape[-1]))
+    return _fill(out, dw)
+
+
+def global_avgpool1d_forward(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.global_avgpool1d_forward`: the mean over axis 1."""
+    x = as_float_array(x, "x", common_float_dtype(x), 3)
+    return _fill(out, (x.sum(axis=1) / max(x.shape[1], 1)).astype(x.dtype))
+
+
+def global_avgpool1d_backward(grad_out: Any, input_shape: Any, *,
+                              out: np.ndarray | None = None) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.global_avgpool1d_backward`."""
+    g = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out), 2)
+    n, length, d = _v.input_shape_3d("global_avgpool1d_backward", input_shape)
+    dx = np.broadcast_to((g / g.dtype.type(max(length, 1)))[:, None, :], (n, length, d))
+    return _fill(out, np.ascontiguousarray(dx))
+
+
 # ---------------------------------------------------------------------------
 # Normalization: the textbook formulas, reductions by NumPy in float64.
 # ---------------------------------------------------------------------------

@@ -463,13 +463,14 @@ class Trainer:
         up over ranks).
         """
         logits = self.output_mode() == "fused"
-        loss_fn, dt = self.loss, self.model.dtype
+        loss_fn = self.loss
+        xdt = getattr(self.model, "input_dtype", self.model.dtype)  # int64 for an Embedding
         mets = self.metrics
         for met in mets:
             met.reset()
         total = 0.0
         for s in range(0, x.shape[0], batch_size):
-            o = self.forward(rows_as(x, s, s + batch_size, dt), False, logits)
+            o = self.forward(rows_as(x, s, s + batch_size, xdt), False, logits)
             m = o.shape[0]
             ys = y[s:s + m]
             ws = None if sample_weight is None else sample_weight[s:s + m]

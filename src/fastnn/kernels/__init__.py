@@ -2,7 +2,8 @@
 
 One module per kernel family, as in ``csrc/``: :mod:`.dense` (GEMM, Dense,
 activations), :mod:`.loss`, :mod:`.optim`, :mod:`.dropout`, :mod:`.conv`
-(convolution and pooling), :mod:`.norm` (batch and layer normalization).
+(convolution and pooling), :mod:`.norm` (batch and layer normalization),
+:mod:`.embed` (embedding lookup, the mean over a sequence).
 Argument checks shared with the NumPy twins live
 below both, in :mod:`fastnn._validation`.
 
@@ -51,6 +52,12 @@ from .conv import (
 )
 from .dense import activation_backward, activation_forward, dense_backward, dense_forward, gemm
 from .dropout import dropout_backward, dropout_forward
+from .embed import (
+    embedding_backward,
+    embedding_forward,
+    global_avgpool1d_backward,
+    global_avgpool1d_forward,
+)
 from .loss import binary_cross_entropy, cross_entropy, mse
 from .norm import (
     batchnorm_backward,
@@ -86,6 +93,10 @@ __all__ = [
     "avgpool2d_backward",
     "global_avgpool_forward",
     "global_avgpool_backward",
+    "embedding_forward",
+    "embedding_backward",
+    "global_avgpool1d_forward",
+    "global_avgpool1d_backward",
     "batchnorm_forward",
     "batchnorm_backward",
     "batchnorm_update_stats",
