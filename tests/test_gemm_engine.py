@@ -150,7 +150,7 @@ def test_views_with_leading_dimension(dtype):
     assert_close(K.gemm(a, b), in_float64(R.gemm, a, b), dtype, 93, "view")
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512", "neon"])
 def test_other_isa_in_subprocess(isa, tmp_path):
     """Run a few engine shapes with the ISA forced at import (each level this CPU has)."""
     if not fastnn.config()["isa_supported"][isa]:
