@@ -111,7 +111,7 @@ void fnn_ukr_generic_f64(int64_t k, const double *ap, const double *bp, int64_t 
 #define FNN_GENERIC_NR_F32 8
 #define FNN_GENERIC_MR_F64 4
 #define FNN_GENERIC_NR_F64 4
-#if defined(__aarch64__) || defined(_M_ARM64)
+#if defined(__aarch64__) /* GCC and Clang (Linux, Apple); not MSVC's _M_ARM64 (untested) */
 #define FNN_HAVE_ARM64 1
 #endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)

@@ -11,7 +11,8 @@
  * of the 32 vector registers (float 8 x 12: 24 + 3 + 2; double 6 x 8: 24 + 4 + 3), the
  * shapes of BLIS's armv8a configuration (sgemm 8 x 12, dgemm 6 x 8).  The
  * accumulators are an array whose loops have constant bounds: GCC and Clang
- * unroll them completely and keep every element in a register. */
+ * unroll them completely and keep every element in a register.  The parameters
+ * are undefined at the end, ready for the next instantiation. */
 
 /* C[0:MR, 0:NV*W] = alpha * Ap @ Bp + beta * C (beta == 0: C not read); Ap (k, MR)
  * packed, Bp k rows of NV*W at stride ldbp, C row stride ldc. */
@@ -52,3 +53,17 @@ void SFX(fnn_ukr_neon)(int64_t k, const T *ap, const T *bp, int64_t ldbp, T *c, 
         }
     }
 }
+
+#undef T
+#undef SFX
+#undef VEC
+#undef W
+#undef MR
+#undef NV
+#undef VLD
+#undef VST
+#undef VDUP
+#undef VFMA
+#undef VFMA_LANE
+#undef VMUL
+#undef VADD

@@ -41,20 +41,7 @@
 #define VFMA_LANE vfmaq_laneq_f32
 #define VMUL vmulq_f32
 #define VADD vaddq_f32
-#include "gemm_kernel_neon_impl.h"
-#undef T
-#undef SFX
-#undef VEC
-#undef W
-#undef MR
-#undef NV
-#undef VLD
-#undef VST
-#undef VDUP
-#undef VFMA
-#undef VFMA_LANE
-#undef VMUL
-#undef VADD
+#include "gemm_kernel_neon_impl.h" /* undefines its parameters */
 
 #define T double
 #define SFX(f) f##_f64
@@ -69,20 +56,7 @@
 #define VFMA_LANE vfmaq_laneq_f64
 #define VMUL vmulq_f64
 #define VADD vaddq_f64
-#include "gemm_kernel_neon_impl.h"
-#undef T
-#undef SFX
-#undef VEC
-#undef W
-#undef MR
-#undef NV
-#undef VLD
-#undef VST
-#undef VDUP
-#undef VFMA
-#undef VFMA_LANE
-#undef VMUL
-#undef VADD
+#include "gemm_kernel_neon_impl.h" /* undefines its parameters */
 
 /* Registers the NEON GEMM kernels and blocking and the loops (over what
  * fnn_register_generic put in ctx).  Blocking: KC x NR of B and MR x KC of A in
