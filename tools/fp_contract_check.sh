@@ -63,9 +63,10 @@ import fastnn
 print(" ".join(k for k, ok in fastnn.config()["isa_supported"].items() if ok))')
 for level in $levels; do
     echo "== fp_contract_check: pytest at FASTNN_ISA=$level"
-    FASTNN_ISA=$level PYTHONPATH="$tmp/pkg" OMP_NUM_THREADS=2 python -m pytest "$@" -q -p no:cacheprovider 2>&1 |
-        tail -n 3
-    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    { FASTNN_ISA=$level PYTHONPATH="$tmp/pkg" OMP_NUM_THREADS=2 \
+        python -m pytest "$@" -q -p no:cacheprovider 2>&1 || echo "$level" >> "$tmp/failed"; } |
+        grep -E "^FAILED|passed|failed" || true
+    [ ! -f "$tmp/failed" ] || status=1
 done
 [ "$status" = 0 ] && echo "fp_contract_check: PASS" || echo "fp_contract_check: FAIL" >&2
 exit "$status"
