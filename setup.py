@@ -93,7 +93,11 @@ class BuildExt(build_ext):
             # -ffp-contract=off: no a * b + c contracted into one FMA behind our back (GCC
             # does it by default wherever the target has FMA, and AVX-512F alone has it),
             # so the elementwise loops round alike at every ISA level; kernels that want
-            # FMA write it as an intrinsic
+            # FMA write it as an intrinsic.  Every compiler and architecture (aarch64's
+            # GCC contracts by default too: FMA is baseline there) and every source; these
+            # flags come after $CFLAGS on the command line, so a user's -mfma
+            # -ffp-contract=fast cannot undo it (docs/architecture.md, "Floating-point
+            # contraction"; tools/fp_contract_check.sh)
             base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
                     "-fvisibility=hidden",
                     "-Wno-unused-function", "-Wno-unreachable-code"]

@@ -9,8 +9,10 @@
  * function, and one line in fnn_levels below (BLIS's per-configuration model).
  * fnn_init walks the table best-first, takes the first level that the CPU and
  * the OS support and that FASTNN_ISA allows, then registers every level from
- * the lowest up to it, so a level overrides what it provides and inherits the
- * rest.  It runs once (thread-safe); the registry is read-only afterwards.
+ * the lowest (the table's last) up to it, so a level overrides what it provides
+ * and inherits the rest.  A level's rank is its place in the table, not its id,
+ * so each architecture keeps its own chain (x86-64: avx512, avx2, generic;
+ * arm64: neon, generic).  It runs once (thread-safe); the registry is read-only afterwards.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -44,12 +46,16 @@ static const fnn_level fnn_levels[] = {
     {.isa = FNN_ISA_AVX512, .register_fn = fnn_register_avx512},
     {.isa = FNN_ISA_AVX2, .register_fn = fnn_register_avx2},
 #endif
+#ifdef FNN_HAVE_ARM64
+    {.isa = FNN_ISA_NEON, .register_fn = fnn_register_neon},
+#endif
     {.isa = FNN_ISA_GENERIC, .register_fn = fnn_register_generic},
 };
 #define FNN_N_LEVELS ((int)(sizeof(fnn_levels) / sizeof(fnn_levels[0])))
 
 static const char *const fnn_isa_names[FNN_ISA_COUNT] = {
-    [FNN_ISA_GENERIC] = "generic", [FNN_ISA_AVX2] = "avx2", [FNN_ISA_AVX512] = "avx512"};
+    [FNN_ISA_GENERIC] = "generic", [FNN_ISA_AVX2] = "avx2", [FNN_ISA_AVX512] = "avx512",
+    [FNN_ISA_NEON] = "neon"};
 
 static const char *const fnn_family_names[FNN_FAM_COUNT] = {
     [FNN_FAM_GEMM_F32] = "gemm_f32",     [FNN_FAM_GEMM_F64] = "gemm_f64",
@@ -193,6 +199,7 @@ int fnn_ctx_ready(void) { return FNN_STATE_LOAD() == 2; }
 int fnn_isa_supported(int isa)
 {
     const uint32_t f = fnn_detect_features();
+    (void)f; /* no feature bits off x86 */
     switch (isa) {
     case FNN_ISA_GENERIC: return 1;
 #ifdef FNN_HAVE_X86
@@ -206,34 +213,42 @@ int fnn_isa_supported(int isa)
         return (f & FNN_NEED_AVX512) == FNN_NEED_AVX512;
 #endif
 #endif
+#ifdef FNN_HAVE_ARM64
+    case FNN_ISA_NEON: return 1; /* Advanced SIMD is part of the AArch64 baseline */
+#endif
     default: return 0;
     }
 }
 
-/* The level FASTNN_ISA asks for, or FNN_ISA_COUNT (no cap); sets fnn_request. */
+/* The table index of the best level FASTNN_ISA allows (0: no cap); sets
+ * fnn_request.  A level of this architecture caps at its place in the table
+ * (an unsupported one too: the best supported level below it runs); a level of
+ * another architecture is unavailable and caps nothing. */
 static int fnn_isa_cap(void)
 {
     const char *env = getenv("FASTNN_ISA");
     if (env == NULL || env[0] == '\0') {
         fnn_request = FNN_ISA_REQ_NONE;
-        return FNN_ISA_COUNT;
+        return 0;
     }
     for (int isa = 0; isa < FNN_ISA_COUNT; isa++) {
         if (strcmp(env, fnn_isa_names[isa]) == 0) {
             fnn_request = fnn_isa_supported(isa) ? FNN_ISA_REQ_OK : FNN_ISA_REQ_UNAVAILABLE;
-            return isa;
+            for (int i = 0; i < FNN_N_LEVELS; i++)
+                if (fnn_levels[i].isa == isa) return i;
+            return 0;
         }
     }
     fnn_request = FNN_ISA_REQ_UNKNOWN;
-    return FNN_ISA_COUNT;
+    return 0;
 }
 
-/* The context of level isa: every level from the lowest up to it registered. */
-static void fnn_build_ctx(fnn_isa_ctx *ctx, int isa)
+/* The context of the level at table index `top`: every level from the lowest
+ * (the table's last) up to it registered. */
+static void fnn_build_ctx(fnn_isa_ctx *ctx, int top)
 {
     memset(ctx, 0, sizeof(*ctx));
-    for (int i = FNN_N_LEVELS - 1; i >= 0; i--)
-        if (fnn_levels[i].isa <= isa) fnn_levels[i].register_fn(ctx);
+    for (int i = FNN_N_LEVELS - 1; i >= top; i--) fnn_levels[i].register_fn(ctx);
     /* without its own conv kernel a dtype's conv runs the GEMM micro-kernel */
     if (!ctx->conv_f32.ukr) ctx->isa_of[FNN_FAM_CONV_F32] = ctx->isa_of[FNN_FAM_GEMM_F32];
     if (!ctx->conv_f64.ukr) ctx->isa_of[FNN_FAM_CONV_F64] = ctx->isa_of[FNN_FAM_GEMM_F64];
@@ -252,16 +267,15 @@ static int fnn_ctx_fits(const fnn_isa_ctx *ctx)
 static void fnn_init_once(void)
 {
     fnn_features = fnn_detect_features();
-    const int cap = fnn_isa_cap();
-    for (int i = 0; i < FNN_N_LEVELS; i++) { /* best first */
+    for (int i = fnn_isa_cap(); i < FNN_N_LEVELS; i++) { /* best first */
         const int isa = fnn_levels[i].isa;
-        if (isa > cap || !fnn_isa_supported(isa)) continue;
-        fnn_build_ctx(&fnn_ctx_global, isa);
+        if (!fnn_isa_supported(isa)) continue;
+        fnn_build_ctx(&fnn_ctx_global, i);
         if (!fnn_ctx_fits(&fnn_ctx_global)) continue;
         fnn_isa_in_use = isa;
         return;
     }
-    fnn_build_ctx(&fnn_ctx_global, FNN_ISA_GENERIC);
+    fnn_build_ctx(&fnn_ctx_global, FNN_N_LEVELS - 1); /* generic, the table's last */
     fnn_isa_in_use = FNN_ISA_GENERIC;
 }
 
@@ -281,7 +295,7 @@ int fnn_init(void)
 /* The level in use. */
 int fnn_isa(void) { return fnn_init(); }
 
-/* "generic" / "avx2" / "avx512" for a level. */
+/* "generic" / "avx2" / "avx512" / "neon" for a level. */
 const char *fnn_isa_name(int isa)
 {
     return isa >= 0 && isa < FNN_ISA_COUNT ? fnn_isa_names[isa] : "unknown";

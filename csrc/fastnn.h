@@ -47,8 +47,10 @@ typedef enum {
 int fnn_act_needs_z(int act);
 
 /* ---- run-time CPU dispatch: the ISA registry (cpu.c, isa_*.c) ----------- */
-/* Instruction-set levels, ranked: a higher value is a superset of the lower
- * ones, so levels compare with >=.  Each level is one csrc/isa_<name>.c file
+/* Instruction-set levels.  On one architecture they form a chain, ranked by
+ * their order in cpu.c's level table (best first: avx512 > avx2 > generic on
+ * x86-64, neon > generic on arm64); the ids themselves are names, not ranks
+ * (neon's id is above avx512's).  Each level is one csrc/isa_<name>.c file
  * that registers everything it provides (GEMM blocking and micro-kernels,
  * packing, the conv kernel, the elementwise and optimizer loops, all_finite)
  * into one context; what a level does not provide it inherits from the level
@@ -57,17 +59,18 @@ typedef enum {
     FNN_ISA_GENERIC = 0, /* the build's baseline (SSE2 on x86-64, NEON on arm64) */
     FNN_ISA_AVX2 = 1,    /* AVX2 + FMA                                          */
     FNN_ISA_AVX512 = 2,  /* AVX-512 F + BW + VL + DQ (with AVX2 + FMA)           */
-    FNN_ISA_COUNT = 3
+    FNN_ISA_NEON = 3,    /* arm64 Advanced SIMD, 32 vector registers (baseline)  */
+    FNN_ISA_COUNT = 4
 } fnn_isa_level;
 
 /* Detect the CPU once (thread-safe) and fill the registry with the best level
  * that the CPU and the OS support, capped by the environment variable
- * FASTNN_ISA=generic|avx2|avx512.  An unknown or unavailable value falls back
+ * FASTNN_ISA=generic|avx2|avx512|neon.  An unknown or unavailable value falls back
  * to the best allowed level; fnn_isa_request() says what happened so that a
  * caller can warn.  Returns the level chosen.  Idempotent. */
 int fnn_init(void);
 int fnn_isa(void);
-/* "generic", "avx2", "avx512"; "unknown" outside [0, FNN_ISA_COUNT). */
+/* "generic", "avx2", "avx512", "neon"; "unknown" outside [0, FNN_ISA_COUNT). */
 const char *fnn_isa_name(int isa);
 /* 1 if the CPU and the OS support level isa (the check cpu.c uses). */
 int fnn_isa_supported(int isa);

@@ -1,7 +1,7 @@
 /*
  * fma_peak.c -- the machine's float32 multiply-add peak, measured with the widest
- * vectors of the ISA level in use (512-bit FMAs at avx512, 256-bit at avx2, the
- * compiler's baseline vectors otherwise), for the benchmarks' "% of peak" columns.
+ * vectors of the ISA level in use (512-bit FMAs at avx512, 256-bit at avx2, 128-bit
+ * at neon, the compiler's baseline vectors otherwise), for the benchmarks' "% of peak" columns.
  *
  * Each thread runs 12 independent chains x <- x * m + a (enough to cover the FMA
  * latency on two pipes); a chain step is 2 flops per lane.  Only the chain loops
@@ -76,6 +76,23 @@ FNN_TARGET_AVX512 static float fnn_fma_chains_avx512_f32(int64_t n)
 }
 #endif
 
+#ifdef FNN_HAVE_ARM64
+#include <arm_neon.h>
+
+/* n steps of 12 chains of 4-lane FMAs (8 flops a chain step). */
+static float fnn_fma_chains_neon_f32(int64_t n)
+{
+    float32x4_t x[FNN_FMA_CHAINS];
+    const float32x4_t m = vdupq_n_f32(0.999f), a = vdupq_n_f32(0.001f);
+    for (int j = 0; j < FNN_FMA_CHAINS; j++) x[j] = vdupq_n_f32(0.1f + 0.01f * (float)j);
+    for (int64_t i = 0; i < n; i++)
+        for (int j = 0; j < FNN_FMA_CHAINS; j++) x[j] = vfmaq_f32(a, x[j], m);
+    float32x4_t s = x[0];
+    for (int j = 1; j < FNN_FMA_CHAINS; j++) s = vaddq_f32(s, x[j]);
+    return vgetq_lane_f32(s, 0) + vgetq_lane_f32(s, 3);
+}
+#endif
+
 typedef float (*fnn_fma_chains_fn)(int64_t n);
 
 static double fnn_now(void)
@@ -110,12 +127,18 @@ int fnn_fma_peak(double *wall, double *cpu, int *width, double seconds, int n_th
     fnn_fma_chains_fn run = fnn_fma_chains_generic_f32;
     int lanes = 1;
 #ifdef FNN_HAVE_X86
-    if (fnn_isa() >= FNN_ISA_AVX512) {
+    if (fnn_isa() == FNN_ISA_AVX512) {
         run = fnn_fma_chains_avx512_f32;
         lanes = 16;
-    } else if (fnn_isa() >= FNN_ISA_AVX2) {
+    } else if (fnn_isa() == FNN_ISA_AVX2) {
         run = fnn_fma_chains_avx2_f32;
         lanes = 8;
+    }
+#endif
+#ifdef FNN_HAVE_ARM64
+    if (fnn_isa() == FNN_ISA_NEON) {
+        run = fnn_fma_chains_neon_f32;
+        lanes = 4;
     }
 #endif
     /* calibrate on one thread: steps per second */

@@ -111,6 +111,9 @@ void fnn_ukr_generic_f64(int64_t k, const double *ap, const double *bp, int64_t 
 #define FNN_GENERIC_NR_F32 8
 #define FNN_GENERIC_MR_F64 4
 #define FNN_GENERIC_NR_F64 4
+#if defined(__aarch64__) /* GCC and Clang (Linux, Apple); not MSVC's _M_ARM64 (untested) */
+#define FNN_HAVE_ARM64 1
+#endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #define FNN_HAVE_X86 1
 /* AVX2 + FMA micro-kernels (gemm_kernel_avx2.c). */
@@ -180,6 +183,10 @@ void fnn_register_avx512(fnn_isa_ctx *ctx);
 /* The AVX2 level's GEMM configurations (isa_avx2.c), reused by other levels. */
 extern const fnn_gemm_cfg_f32 fnn_gemm_cfg_avx2_f32;
 extern const fnn_gemm_cfg_f64 fnn_gemm_cfg_avx2_f64;
+#endif
+
+#ifdef FNN_HAVE_ARM64
+void fnn_register_neon(fnn_isa_ctx *ctx); /* isa_neon.c */
 #endif
 
 /* The registry in use; fnn_ctx() initializes it on first use (thread-safe). */

@@ -15,6 +15,22 @@ import fastnn
 EPS = {np.dtype(np.float32): 1.2e-7, np.dtype(np.float64): 2.3e-16}
 
 
+def in_float64(twin, *args, **kwargs):
+    """``twin(*args, **kwargs)`` with every float32 array argument widened to float64.
+
+    The reference for a float32 product: NumPy's float32 matmul is a BLAS kernel whose
+    own rounding error depends on the BLAS build and the CPU (OpenBLAS's Neoverse-N1
+    sgemm is about twice as far from the exact product as fastnn), so a test comparing
+    with it tests the BLAS too.  The float64 result is the exact product to float32's
+    precision.  float64 arguments pass unchanged.
+    """
+    def wide(v):
+        if isinstance(v, np.ndarray) and v.dtype == np.float32:
+            return v.astype(np.float64)
+        return v
+    return twin(*map(wide, args), **{key: wide(v) for key, v in kwargs.items()})
+
+
 def assert_close(actual, expected, dtype, k: int = 1, what: str = "", scale: float = 16.0,
                  floor: float = 1.0):
     """Assert |actual - expected| <= tol * (|expected| + floor * rms(expected)) elementwise.

@@ -26,7 +26,9 @@ from fastnn import _kernels
 from fastnn import kernels as K
 from fastnn import reference as R
 
-LEVELS = ["generic", "avx2", "avx512"]
+# each architecture's chain, lowest first (x86-64: generic < avx2 < avx512; arm64:
+# generic < neon); a level of the other architecture is never supported
+LEVELS = ["generic", "avx2", "avx512", "neon"]
 FAMILIES = ["gemm_f32", "gemm_f64", "conv_f32", "conv_f64", "activation", "dropout",
             "optimizer", "all_finite", "loss"]
 SUPPORTED = fastnn.config()["isa_supported"]

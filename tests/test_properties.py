@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, in_float64
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -130,7 +130,7 @@ def test_gemm_matches_twin(data):
     c0 = randn(rng, (m, n), dt)
     out = c0.copy() if beta != 0 else None
     got = K.gemm(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, out=out)
-    want = R.gemm(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta,
+    want = in_float64(R.gemm, a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta,
                   out=c0.copy() if beta != 0 else None)
     assert got.dtype == dt and got.shape == (m, n)
     close(got, want, dt, k=k, what=f"gemm m={m} n={n} k={k} ta={ta} tb={tb}")

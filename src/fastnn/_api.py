@@ -92,7 +92,7 @@ def config() -> dict:
     Returns
     -------
     dict
-        ``isa`` ("generic", "avx2" or "avx512": the level chosen at import),
+        ``isa`` ("generic", "avx2", "avx512" or "neon": the level chosen at import),
         ``kernels`` (the level each kernel family runs at: gemm_f32, gemm_f64,
         conv_f32, conv_f64, activation, dropout, optimizer, all_finite, loss),
         ``cpu_features`` (avx2, fma, avx512f/bw/vl/dq, avx512_bf16, amx_*: bool),

@@ -200,7 +200,7 @@ def warn_isa_request() -> None:
     got = _kernels.config()["isa"]
     value = os.environ.get("FASTNN_ISA", "")
     if status == "unknown":
-        why = "is not one of generic, avx2, avx512"
+        why = "is not one of generic, avx2, avx512, neon"
     else:
         why = "is not supported by this CPU (or its OS)"
     warnings.warn(f"fastnn: FASTNN_ISA={value!r} {why}; using {got!r}, the best level "
