@@ -404,15 +404,18 @@ class _SolversMixin:
         trainer.exact = exact
         alpha = float(self.alpha)
         if alpha:
-            # the coefs_ only (the intercepts carry no L2 term), with a scratch buffer each
-            pairs = [(x.grad_weight, x.weight, np.empty_like(x.weight))
+            # the coefs_ only (the intercepts carry no L2 term): one C pass per array
+            # adds wd * w to its gradient and returns its sum of squares (float64)
+            l2_grad = _k.l2_grad["float" if self._dtype == np.float32 else "double"]
+            pairs = [(x.grad_weight.reshape(-1), x.weight.reshape(-1))
                      for x in self._dense_layers()]
 
             def l2(grads: np.ndarray, step: dict) -> None:
                 wd = alpha / (source.weight if weighted_rows else step["weight"])
-                step["loss"] += 0.5 * wd * self._weight_sq_norm()
-                for g, w, tmp in pairs:
-                    g += np.multiply(w, wd, out=tmp)
+                sq = 0.0
+                for g, w in pairs:
+                    sq += l2_grad(g, w, wd)
+                step["loss"] += 0.5 * wd * sq
 
             trainer.gradient_hooks.append(l2)
         self.n_iter_ = 0
