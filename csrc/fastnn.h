@@ -284,6 +284,12 @@ int fnn_adam_step_f64(double *w, double *m, double *v, double *vmax, const doubl
                       double lr, double beta1, double beta2, double eps, double weight_decay,
                       int decoupled, int64_t step, int n_threads);
 
+/* scikit-learn's L2 penalty on one weight array: g (n,) += wd * w (n,), and
+ * *sq = sum of w^2 in double (8 partial sums, element i in sum i % 8, added
+ * pairwise ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))). */
+int fnn_l2_grad_f32(double *sq, float *g, const float *w, int64_t n, float wd);
+int fnn_l2_grad_f64(double *sq, double *g, const double *w, int64_t n, double wd);
+
 /* torch.optim.RMSprop: g += weight_decay w; sq = alpha sq + (1 - alpha) g^2;
  *   centered (gavg != NULL needed): gavg = alpha gavg + (1 - alpha) g,
  *            avg = sqrt(max(sq - gavg^2, 0)) + eps;  else avg = sqrt(sq) + eps;

@@ -82,9 +82,13 @@ FNN_LOOPS_TARGET static void FNN_LP(adam)(const SFX(fnn_adam_args) *a, int64_t l
     }
 }
 
-/* w, sq (n,) (buf, gavg (n,) when used): one torch.optim.RMSprop step. */
-FNN_LOOPS_TARGET static void FNN_LP(rmsprop)(const SFX(fnn_rmsprop_args) *a, int64_t lo,
-                                             int64_t hi)
+/* One torch.optim.RMSprop step over [lo, hi) of w, sq (n,) (buf, gavg (n,) when
+ * used), its options as compile-time flags: each of the eight combinations is a
+ * branch-free loop the compiler vectorizes (with the flags read in the loop it
+ * stayed scalar). */
+FNN_LOOPS_TARGET FNN_INLINE void FNN_LP(rmsprop_body)(const SFX(fnn_rmsprop_args) *a,
+                                                      int64_t lo, int64_t hi, const int use_wd,
+                                                      const int centered, const int use_mom)
 {
     T *FNN_RESTRICT w = a->w, *FNN_RESTRICT sq = a->sq, *FNN_RESTRICT buf = a->buf;
     T *FNN_RESTRICT gavg = a->gavg;
@@ -94,24 +98,40 @@ FNN_LOOPS_TARGET static void FNN_LP(rmsprop)(const SFX(fnn_rmsprop_args) *a, int
     for (int64_t i = lo; i < hi; i++) {
         const T wi = w[i];
         T gi = g[i];
-        if (a->use_wd) gi = gi + wd * wi;
+        if (use_wd) gi = gi + wd * wi;
         const T si = sq[i] * alpha + one_a * gi * gi;
         sq[i] = si;
         T var = si;
-        if (a->centered) {
+        if (centered) {
             const T ai = alpha * gavg[i] + one_a * gi;
             gavg[i] = ai;
             var = si - ai * ai;
             var = var > 0 ? var : (T)0; /* >= 0 in exact math; rounding may dip below */
         }
         const T avg = TM(sqrt)(var) + eps;
-        if (a->use_mom) {
+        if (use_mom) {
             const T b = buf[i] * momentum + gi / avg;
             buf[i] = b;
             w[i] = wi - lr * b;
         } else {
             w[i] = wi - lr * gi / avg;
         }
+    }
+}
+
+/* w, sq (n,) (buf, gavg (n,) when used): one torch.optim.RMSprop step. */
+FNN_LOOPS_TARGET static void FNN_LP(rmsprop)(const SFX(fnn_rmsprop_args) *a, int64_t lo,
+                                             int64_t hi)
+{
+    switch ((a->use_wd ? 1 : 0) | (a->centered ? 2 : 0) | (a->use_mom ? 4 : 0)) {
+    case 0: FNN_LP(rmsprop_body)(a, lo, hi, 0, 0, 0); break;
+    case 1: FNN_LP(rmsprop_body)(a, lo, hi, 1, 0, 0); break;
+    case 2: FNN_LP(rmsprop_body)(a, lo, hi, 0, 1, 0); break;
+    case 3: FNN_LP(rmsprop_body)(a, lo, hi, 1, 1, 0); break;
+    case 4: FNN_LP(rmsprop_body)(a, lo, hi, 0, 0, 1); break;
+    case 5: FNN_LP(rmsprop_body)(a, lo, hi, 1, 0, 1); break;
+    case 6: FNN_LP(rmsprop_body)(a, lo, hi, 0, 1, 1); break;
+    default: FNN_LP(rmsprop_body)(a, lo, hi, 1, 1, 1); break;
     }
 }
 

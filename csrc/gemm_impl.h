@@ -184,6 +184,125 @@ static void SFX(thread_grid)(int nth, int64_t m, int64_t mr, int64_t pm, int64_t
     }
 }
 
+/* One GEMM call's arguments and derived blocking, shared by its threads. */
+typedef struct {
+    T *c;
+    const T *a, *b;
+    int64_t m, n, k, lda, ldb, ldc;
+    int trans_a, trans_b;
+    T alpha, beta;
+    const T *bias;
+    T *z;
+    int64_t ldz;
+    int act, has_ep;
+    const SFX(fnn_gemm_cfg) *cfg;
+    int64_t kc_max, nc_max, pm;
+    size_t apack_bytes;
+    int one_ic, direct_b;
+    int *failed;
+} SFX(fnn_gemm_job);
+
+/* Thread tid of nth: its tile of the tm x tn grid of C (see fnn_gemm below). */
+static void SFX(gemm_thread)(const SFX(fnn_gemm_job) *J, int tid, int nth)
+{
+    T *const c = J->c;
+    const T *const a = J->a, *const b = J->b;
+    const int64_t m = J->m, n = J->n, k = J->k, lda = J->lda, ldb = J->ldb, ldc = J->ldc;
+    const int trans_a = J->trans_a, trans_b = J->trans_b;
+    const T alpha = J->alpha, beta = J->beta;
+    const T *const bias = J->bias;
+    T *const z = J->z;
+    const int64_t ldz = J->ldz;
+    const int act = J->act, has_ep = J->has_ep;
+    const SFX(fnn_gemm_cfg) *cfg = J->cfg;
+    const int64_t MR = cfg->mr, NR = cfg->nr, MC = cfg->mc;
+    const SFX(fnn_ukr) ukr = cfg->ukr;
+    const SFX(fnn_ukr_edge) ukr_edge = cfg->ukr_edge;
+    const int64_t kc_max = J->kc_max, nc_max = J->nc_max, pm = J->pm;
+    const size_t apack_bytes = J->apack_bytes;
+    const int one_ic = J->one_ic, direct_b = J->direct_b;
+    const int64_t NC = cfg->nc;
+    int tm, tn;
+    SFX(thread_grid)(nth, m, MR, pm, (nc_max + NR - 1) / NR, &tm, &tn);
+    const int ti = tid / tn, tj = tid % tn;
+    /* this thread's rows, in whole MR panels, and its share of column panels */
+    const int64_t r0 = FNN_MIN(m, (pm * ti / tm) * MR);
+    const int64_t r1 = FNN_MIN(m, (pm * (ti + 1) / tm) * MR);
+    const int64_t pn_max = (nc_max + NR - 1) / NR;
+    const int64_t my_panels = one_ic ? 1 : (pn_max + tn - 1) / tn + 1;
+    T *apack = (T *)fnn_thread_buffer(FNN_BUF_PACK_A, apack_bytes);
+    T *bpack = (T *)fnn_thread_buffer(
+        FNN_BUF_PACK_B, (size_t)kc_max * (size_t)(my_panels * NR) * sizeof(T));
+    if (!apack || !bpack) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+        *J->failed = 1;
+    } else if (r0 < r1) {
+        T tmp[FNN_MAX_TILE];
+        /* this thread's rows in near-equal blocks of at most MC, whole MR panels */
+        const int64_t nmb = (r1 - r0 + MC - 1) / MC;
+        const int64_t mc_bal =
+            nmb > 0 ? FNN_MIN(MC, ((r1 - r0 + nmb - 1) / nmb + MR - 1) / MR * MR) : MC;
+
+        for (int64_t jc = 0; jc < n; jc += NC) {
+            const int64_t ncur = FNN_MIN(NC, n - jc);
+            const int64_t pn = (ncur + NR - 1) / NR;
+            const int64_t q0 = pn * tj / tn, q1 = pn * (tj + 1) / tn;
+            for (int64_t pc = 0; pc < k; pc += kc_max) {
+                const int64_t kcur = FNN_MIN(kc_max, k - pc);
+                const T beff = pc == 0 ? beta : (T)1;
+                const int last = pc + kcur == k;
+                if (!one_ic && q0 < q1)
+                    SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, q0, q1, NR,
+                                cfg->pack_bt);
+                for (int64_t ic = r0; ic < r1; ic += mc_bal) {
+                    const int64_t mcur = FNN_MIN(mc_bal, r1 - ic);
+                    SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR,
+                                cfg->pack_a);
+                    for (int64_t q = q0; q < q1; q++) {
+                        const int64_t j = jc + q * NR;
+                        const int64_t nb = FNN_MIN(NR, ncur - q * NR);
+                        const T *bp;
+                        int64_t ldbp = NR;
+                        if (!one_ic) {
+                            bp = bpack + (q - q0) * kcur * NR;
+                        } else if (direct_b && nb == NR) {
+                            bp = b + pc * ldb + j;
+                            ldbp = ldb;
+                        } else {
+                            SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, q, q + 1,
+                                        NR, cfg->pack_bt);
+                            bp = bpack;
+                        }
+                        for (int64_t ip = 0; ip < mcur; ip += MR) {
+                            const int64_t ib = FNN_MIN(MR, mcur - ip);
+                            T *ct = c + (ic + ip) * ldc + j;
+                            const T *ap = apack + ip * kcur;
+                            if (ib == MR && nb == NR) {
+                                ukr(kcur, ap, bp, ldbp, ct, ldc, alpha, beff);
+                            } else if (ukr_edge) {
+                                ukr_edge(kcur, ib, nb, ap, bp, ldbp, ct, ldc, alpha, beff);
+                            } else {
+                                ukr(kcur, ap, bp, ldbp, tmp, NR, alpha, 0);
+                                for (int64_t i = 0; i < ib; i++)
+                                    for (int64_t jj = 0; jj < nb; jj++)
+                                        ct[i * ldc + jj] =
+                                            beff == 0 ? tmp[i * NR + jj]
+                                                      : tmp[i * NR + jj] + beff * ct[i * ldc + jj];
+                            }
+                            if (last && has_ep)
+                                SFX(fnn_epilogue_tile)(ct, ldc, ib, nb, bias ? bias + j : NULL,
+                                                       z ? z + (ic + ip) * ldz + j : NULL, ldz,
+                                                       act);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k, int64_t lda,
                   int64_t ldb, int64_t ldc, int trans_a, int trans_b, T alpha, T beta,
                   const fnn_epilogue *ep, int n_threads)
@@ -213,8 +332,6 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
     const SFX(fnn_gemm_cfg) *cfg = &fnn_ctx()->SFX(gemm);
     const int64_t MR = cfg->mr, NR = cfg->nr;
     const int64_t MC = cfg->mc, KC = cfg->kc, NC = cfg->nc;
-    const SFX(fnn_ukr) ukr = cfg->ukr;
-    const SFX(fnn_ukr_edge) ukr_edge = cfg->ukr_edge;
 
     /* Threads: at least FNN_GEMM_MIN_WORK multiply-adds each. */
     const int nt = fnn_threads_for((double)m * (double)n * (double)k, FNN_GEMM_MIN_WORK,
@@ -258,96 +375,28 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
     }
     int failed = 0;
 
+    const SFX(fnn_gemm_job) job = {
+        .c = c, .a = a, .b = b, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
+        .trans_a = trans_a, .trans_b = trans_b, .alpha = alpha, .beta = beta, .bias = bias,
+        .z = z, .ldz = ldz, .act = act, .has_ep = has_ep, .cfg = cfg, .kc_max = kc_max,
+        .nc_max = nc_max, .pm = pm, .apack_bytes = apack_bytes, .one_ic = one_ic,
+        .direct_b = direct_b, .failed = &failed};
+    /* One thread: no parallel region (entering one costs more than a small GEMM) */
+    if (nt <= 1) {
+        FNN_PAR_ENTER();
+        SFX(gemm_thread)(&job, 0, 1);
+        FNN_PAR_LEAVE();
+        return failed ? FNN_ENOMEM : FNN_OK;
+    }
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
+#pragma omp parallel num_threads(nt)
     {
         FNN_PAR_ENTER();
-#ifdef _OPENMP
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int tid = 0, nth = 1;
-#endif
-        int tm, tn;
-        SFX(thread_grid)(nth, m, MR, pm, (nc_max + NR - 1) / NR, &tm, &tn);
-        const int ti = tid / tn, tj = tid % tn;
-        /* this thread's rows, in whole MR panels, and its share of column panels */
-        const int64_t r0 = FNN_MIN(m, (pm * ti / tm) * MR);
-        const int64_t r1 = FNN_MIN(m, (pm * (ti + 1) / tm) * MR);
-        const int64_t pn_max = (nc_max + NR - 1) / NR;
-        const int64_t my_panels = one_ic ? 1 : (pn_max + tn - 1) / tn + 1;
-        T *apack = (T *)fnn_thread_buffer(FNN_BUF_PACK_A, apack_bytes);
-        T *bpack = (T *)fnn_thread_buffer(
-            FNN_BUF_PACK_B, (size_t)kc_max * (size_t)(my_panels * NR) * sizeof(T));
-        if (!apack || !bpack) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-            failed = 1;
-        } else if (r0 < r1) {
-            T tmp[FNN_MAX_TILE];
-            /* this thread's rows in near-equal blocks of at most MC, whole MR panels */
-            const int64_t nmb = (r1 - r0 + MC - 1) / MC;
-            const int64_t mc_bal =
-                nmb > 0 ? FNN_MIN(MC, ((r1 - r0 + nmb - 1) / nmb + MR - 1) / MR * MR) : MC;
-
-            for (int64_t jc = 0; jc < n; jc += NC) {
-                const int64_t ncur = FNN_MIN(NC, n - jc);
-                const int64_t pn = (ncur + NR - 1) / NR;
-                const int64_t q0 = pn * tj / tn, q1 = pn * (tj + 1) / tn;
-                for (int64_t pc = 0; pc < k; pc += kc_max) {
-                    const int64_t kcur = FNN_MIN(kc_max, k - pc);
-                    const T beff = pc == 0 ? beta : (T)1;
-                    const int last = pc + kcur == k;
-                    if (!one_ic && q0 < q1)
-                        SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, q0, q1, NR,
-                                    cfg->pack_bt);
-                    for (int64_t ic = r0; ic < r1; ic += mc_bal) {
-                        const int64_t mcur = FNN_MIN(mc_bal, r1 - ic);
-                        SFX(pack_a)(apack, a, lda, trans_a, ic, mcur, pc, kcur, MR,
-                                    cfg->pack_a);
-                        for (int64_t q = q0; q < q1; q++) {
-                            const int64_t j = jc + q * NR;
-                            const int64_t nb = FNN_MIN(NR, ncur - q * NR);
-                            const T *bp;
-                            int64_t ldbp = NR;
-                            if (!one_ic) {
-                                bp = bpack + (q - q0) * kcur * NR;
-                            } else if (direct_b && nb == NR) {
-                                bp = b + pc * ldb + j;
-                                ldbp = ldb;
-                            } else {
-                                SFX(pack_b)(bpack, b, ldb, trans_b, pc, kcur, jc, ncur, q, q + 1,
-                                            NR, cfg->pack_bt);
-                                bp = bpack;
-                            }
-                            for (int64_t ip = 0; ip < mcur; ip += MR) {
-                                const int64_t ib = FNN_MIN(MR, mcur - ip);
-                                T *ct = c + (ic + ip) * ldc + j;
-                                const T *ap = apack + ip * kcur;
-                                if (ib == MR && nb == NR) {
-                                    ukr(kcur, ap, bp, ldbp, ct, ldc, alpha, beff);
-                                } else if (ukr_edge) {
-                                    ukr_edge(kcur, ib, nb, ap, bp, ldbp, ct, ldc, alpha, beff);
-                                } else {
-                                    ukr(kcur, ap, bp, ldbp, tmp, NR, alpha, 0);
-                                    for (int64_t i = 0; i < ib; i++)
-                                        for (int64_t jj = 0; jj < nb; jj++)
-                                            ct[i * ldc + jj] =
-                                                beff == 0 ? tmp[i * NR + jj]
-                                                          : tmp[i * NR + jj] + beff * ct[i * ldc + jj];
-                                }
-                                if (last && has_ep)
-                                    SFX(fnn_epilogue_tile)(ct, ldc, ib, nb, bias ? bias + j : NULL,
-                                                           z ? z + (ic + ip) * ldz + j : NULL, ldz,
-                                                           act);
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        SFX(gemm_thread)(&job, omp_get_thread_num(), omp_get_num_threads());
         FNN_PAR_LEAVE();
     }
+#else
+    SFX(gemm_thread)(&job, 0, 1);
+#endif
     return failed ? FNN_ENOMEM : FNN_OK;
 }

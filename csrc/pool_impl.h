@@ -6,6 +6,55 @@
  * threads; each plane is written by one thread, so results do not depend on
  * the thread count. */
 
+/* The maximum m of one 2 x 2 window v0 v1 / v2 v3 and its offset k in the
+ * window (0, 1, w or w + 1): the general loop's comparisons in its order (a
+ * later value wins when it is larger, or NaN), written as selects. */
+#define FNN_MAX2X2(v0, v1, v2, v3, w, m, k)                                                     \
+    do {                                                                                     \
+        const int t1_ = ((v1) > (v0)) | ((v1) != (v1));                                     \
+        m = t1_ ? (v1) : (v0);                                                               \
+        k = t1_;                                                                             \
+        const int t2_ = ((v2) > m) | ((v2) != (v2));                                         \
+        m = t2_ ? (v2) : m;                                                                  \
+        k = t2_ ? (int32_t)(w) : k;                                                          \
+        const int t3_ = ((v3) > m) | ((v3) != (v3));                                         \
+        m = t3_ ? (v3) : m;                                                                  \
+        k = t3_ ? (int32_t)(w) + 1 : k;                                                      \
+    } while (0)
+
+/* One plane (h, w) -> op (oh, ow), ip (oh, ow) or NULL, of the common 2 x 2,
+ * stride 2, unpadded max pool, one branch-free loop per output row that the
+ * compiler vectorizes (the general loop's data-dependent branches mispredict
+ * about once per window on random data).  w < 2^31 here (see the caller). */
+FNN_INLINE void SFX(maxpool2x2_plane)(T *FNN_RESTRICT op, int64_t *FNN_RESTRICT ip,
+                                      const T *FNN_RESTRICT xp, int64_t w, int64_t oh,
+                                      int64_t ow)
+{
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const T *r0 = xp + 2 * oy * w, *r1 = r0 + w;
+        T *FNN_RESTRICT o = op + oy * ow;
+        if (ip) {
+            int64_t *FNN_RESTRICT io = ip + oy * ow;
+            const int64_t base = 2 * oy * w;
+            for (int64_t ox = 0; ox < ow; ox++) {
+                T m;
+                int32_t k;
+                FNN_MAX2X2(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1], w, m, k);
+                o[ox] = m;
+                io[ox] = base + 2 * ox + k;
+            }
+        } else {
+            for (int64_t ox = 0; ox < ow; ox++) {
+                T m;
+                int32_t k;
+                FNN_MAX2X2(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1], w, m, k);
+                (void)k;
+                o[ox] = m;
+            }
+        }
+    }
+}
+
 /* Max over each window; idx (or NULL) gets the flat index y*w + x inside the
  * plane of the first maximum (a NaN wins, as in PyTorch). */
 int SFX(fnn_maxpool2d_forward)(T *out, int64_t *idx, const T *x, int64_t n, int64_t c, int64_t h,
@@ -29,6 +78,10 @@ int SFX(fnn_maxpool2d_forward)(T *out, int64_t *idx, const T *x, int64_t n, int6
             const T *xp = x + pl * h * w;
             T *op = out + pl * g.oh * g.ow;
             int64_t *ip = idx ? idx + pl * g.oh * g.ow : NULL;
+            if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && w < INT32_MAX) {
+                SFX(maxpool2x2_plane)(op, ip, xp, w, g.oh, g.ow);
+                continue;
+            }
             for (int64_t oy = 0; oy < g.oh; oy++) {
                 int64_t y0, y1;
                 fnn_pool_window(oy * sh - ph, kh, h, &y0, &y1);

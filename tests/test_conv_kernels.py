@@ -448,3 +448,27 @@ def test_raw_conv_stays_inside_its_workspace(shape, dtype, threads):
     assert np.all(buf[nbytes:] == 0xAB)
     for u, v in zip((dx, dw, db), R.conv2d_backward(g, x, wt, out, None, 1, p, "relu")):
         assert_close(u, v, dtype, batch * h * w * oc, "bwd", scale=64)
+
+
+def test_maxpool2d_2x2_fast_path_nan_and_ties_match_the_general_rule(dtype):
+    """The 2 x 2 / stride 2 path keeps the general loop's rule: a later value wins
+    when it is larger or NaN (so the last NaN of a window), ties keep the first."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(-2, 3, size=(2, 3, 6, 9)).astype(dtype)  # many ties
+    x[0, 0, 0, 1] = np.nan
+    x[0, 1, 2, 2] = x[0, 1, 3, 3] = np.nan
+    x[1, 2, 4, 0] = -np.inf
+    out, idx = K.maxpool2d_forward(x, 2)
+    # the general rule, window by window
+    for n, c, oy, ox in np.ndindex(out.shape):
+        m, best = -np.inf, (2 * oy) * 9 + 2 * ox
+        for yy in (2 * oy, 2 * oy + 1):
+            for xx in (2 * ox, 2 * ox + 1):
+                v = x[n, c, yy, xx]
+                if v > m or v != v:
+                    m, best = v, yy * 9 + xx
+        assert idx[n, c, oy, ox] == best
+        assert (np.isnan(m) and np.isnan(out[n, c, oy, ox])) or out[n, c, oy, ox] == m
+    ok = ~np.isnan(x).any(axis=(2, 3))  # planes without NaN: as the reference
+    rout, ridx = R.maxpool2d_forward(x, 2)
+    assert np.array_equal(idx[ok], ridx[ok]) and np.array_equal(out[ok], rout[ok])

@@ -15,6 +15,7 @@ from fastnn import kernels as K
 from fastnn import reference as R
 
 SIZES = [1, 7, 1031, 100_003]
+_SPEC = {np.float32: "float", np.float64: "double"}
 N_STEPS = 5
 
 # (kernel name, options): every option path of every optimizer
@@ -378,3 +379,26 @@ def test_gradient_converted_once():
     K.adam_step(w, g64, m, v, step=1)
     K.adam_step(w2, g64.astype(np.float32), m2, v2, step=1)
     assert np.array_equal(w, w2) and np.array_equal(m, m2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 1031, 100_003])
+def test_l2_grad_matches_twin(dtype, n):
+    """The scikit-learn L2 step: g += wd * w bitwise as NumPy's ``g += w * wd``, and the
+    float64 sum of squares exactly as the twin sums (and close to a plain sum)."""
+    rng = np.random.default_rng(n)
+    w = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    g_np, g_ref = g.copy(), g.copy()
+    g_np += np.multiply(w, 3e-3)  # the hook's former NumPy form
+    sq = _k.l2_grad[_SPEC[dtype]](g, w, 3e-3)
+    sq_ref = R.l2_grad(g_ref, w, 3e-3)
+    np.testing.assert_array_equal(g, g_ref)
+    np.testing.assert_array_equal(g, g_np)
+    assert sq == sq_ref
+    assert sq == pytest.approx(float(np.sum(w.astype(np.float64) ** 2)), rel=1e-12, abs=0)
+
+
+def test_l2_grad_rejects_length_mismatch():
+    with pytest.raises(ValueError, match="l2_grad"):
+        _k.l2_grad["float"](np.zeros(4, np.float32), np.zeros(5, np.float32), 0.1)

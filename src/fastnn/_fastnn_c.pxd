@@ -111,6 +111,8 @@ cdef extern from "fastnn.h" nogil:
     int fnn_adam_step_f64(double *w, double *m, double *v, double *vmax, const double *g,
                           int64_t n, double lr, double beta1, double beta2, double eps,
                           double weight_decay, int decoupled, int64_t step, int n_threads)
+    int fnn_l2_grad_f32(double *sq, float *g, const float *w, int64_t n, float wd)
+    int fnn_l2_grad_f64(double *sq, double *g, const double *w, int64_t n, double wd)
     int fnn_rmsprop_step_f32(float *w, float *sq, float *buf, float *gavg, const float *g,
                              int64_t n, float lr, float alpha, float eps, float weight_decay,
                              float momentum, int centered, int n_threads)

@@ -462,6 +462,25 @@ def adam_step(floating[::1] w, const floating[::1] g, floating[::1] m, floating[
     _check(st, "adam_step")
 
 
+def l2_grad(floating[::1] g, const floating[::1] w, double wd):
+    """g (n,) += wd * w (n,) in place; returns sum(w**2) in float64 (scikit-learn's
+    L2 penalty on one weight array, on the training hot path: lengths checked only)."""
+    cdef int st
+    cdef double sq = 0
+    if g is None or w is None:
+        raise ValueError("l2_grad: g and w are required")
+    _same_len(g.shape[0], w.shape[0], "l2_grad", "w")
+    with nogil:
+        fnn_fpenv_push()
+        if floating is float:
+            st = fnn_l2_grad_f32(&sq, _p1(g), _c1(w), g.shape[0], <float>wd)
+        else:
+            st = fnn_l2_grad_f64(&sq, _p1(g), _c1(w), g.shape[0], wd)
+        fnn_fpenv_pop()
+    _check(st, "l2_grad")
+    return sq
+
+
 def rmsprop_step(floating[::1] w, const floating[::1] g, floating[::1] sq, floating[::1] buf,
                  floating[::1] gavg, double lr, double alpha, double eps, double weight_decay,
                  double momentum, bint centered, int n_threads):

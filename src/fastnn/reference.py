@@ -304,6 +304,30 @@ def adagrad_step(w: np.ndarray, g: Any, sum_sq: np.ndarray, *, step: int, lr: fl
     return w
 
 
+def l2_grad(g: np.ndarray, w: np.ndarray, wd: float) -> float:
+    """Twin of ``fastnn._kernels.l2_grad`` (scikit-learn's L2 term; the
+    :mod:`fastnn.sklearn` solvers' per-batch step, not a public kernel).
+
+    Parameters
+    ----------
+    g : ndarray (n,), float32/float64, updated in place: ``g += wd * w``
+    w : ndarray (n,), g's dtype
+    wd : float, rounded to g's dtype first
+
+    Returns
+    -------
+    float
+        ``sum(w**2)`` in float64, as the C code sums: element ``i`` into partial sum
+        ``i % 8``, the eight added pairwise.
+    """
+    x = w.astype(np.float64)
+    sq = x * x
+    # each partial sum in index order, as the C loop adds them (cumsum is sequential)
+    s = [float(np.cumsum(sq[u::8])[-1]) if sq[u::8].size else 0.0 for u in range(8)]
+    g += w.dtype.type(wd) * w
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
 # ---- dropout ------------------------------------------------------------------------
 
 _U64 = np.uint64

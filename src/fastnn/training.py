@@ -47,13 +47,13 @@ Sequential(...)
 
 from __future__ import annotations
 
-import contextlib
+import _signal
 import math
 import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,8 +77,7 @@ _SPEC = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 GradientHook = Callable[[np.ndarray, dict], "bool | None"]
 
 
-@contextlib.contextmanager
-def sigint_deferred() -> Iterator[None]:
+class sigint_deferred:  # noqa: N801 -- used as a function: ``with sigint_deferred():``
     """Hold back Ctrl-C (SIGINT) for the duration of the block, then deliver it.
 
     Used around the optimizer update and the step counters so that an interrupt
@@ -86,25 +85,46 @@ def sigint_deferred() -> Iterator[None]:
     lands before or after the whole update.  Only the main thread receives
     signals; elsewhere, or when SIGINT is not Python's default handler, the
     block runs as is.
+
+    A class, not a generator context manager, calling ``_signal``'s C functions,
+    not ``signal``'s wrappers (which convert every handler to and from an enum):
+    it runs once per training step, where the generator and the enums cost more
+    than a small network's whole update.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    try:
-        old = signal.getsignal(signal.SIGINT)
-    except (ValueError, OSError):  # pragma: no cover -- no signal support
-        old = None
-    if old is not signal.default_int_handler:
-        yield
-        return
-    pending: list[tuple] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: pending.append((signum, frame)))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        if pending:
-            old(*pending[0])
+
+    __slots__ = ("_old", "_pending")
+
+    def __init__(self) -> None:
+        self._old: Any = None
+        self._pending: list[tuple] = []
+
+    def _defer(self, signum: int, frame: Any) -> None:
+        self._pending.append((signum, frame))
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            old = _signal.getsignal(_SIGINT)
+        except (ValueError, OSError):  # pragma: no cover -- no signal support
+            return
+        if old is not _DEFAULT_INT_HANDLER:
+            return
+        self._old = old
+        _signal.signal(_SIGINT, self._defer)
+
+    def __exit__(self, *exc: object) -> None:
+        old = self._old
+        if old is None:
+            return
+        self._old = None
+        _signal.signal(_SIGINT, old)
+        if self._pending:
+            old(*self._pending[0])
+
+
+_SIGINT = int(signal.SIGINT)
+_DEFAULT_INT_HANDLER = signal.default_int_handler
 
 
 def _overrides(cb: Callback, method: str) -> bool:

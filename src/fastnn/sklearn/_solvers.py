@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from scipy.special import xlogy
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import shuffle as _sk_shuffle
+from sklearn.utils import check_random_state
 
 from .. import _kernels as _k
 from .._batches import ArrayBatches, Batch
@@ -381,7 +381,11 @@ class _SolversMixin:
 
         def order(epoch: int) -> np.ndarray:
             nonlocal sample_idx  # scikit-learn reshuffles the previous epoch's order
-            sample_idx = _sk_shuffle(sample_idx, random_state=rs)
+            # sklearn.utils.shuffle's own steps, without its per-call argument validation
+            # (a fifth of an epoch of digits): the same draws, the same order
+            ind = np.arange(sample_idx.shape[0])
+            check_random_state(rs).shuffle(ind)
+            sample_idx = sample_idx[ind]
             return sample_idx
 
         loss = SklearnLoss(self._loss_kind)
@@ -404,15 +408,18 @@ class _SolversMixin:
         trainer.exact = exact
         alpha = float(self.alpha)
         if alpha:
-            # the coefs_ only (the intercepts carry no L2 term), with a scratch buffer each
-            pairs = [(x.grad_weight, x.weight, np.empty_like(x.weight))
+            # the coefs_ only (the intercepts carry no L2 term): one C pass per array
+            # adds wd * w to its gradient and returns its sum of squares (float64)
+            l2_grad = _k.l2_grad["float" if self._dtype == np.float32 else "double"]
+            pairs = [(x.grad_weight.reshape(-1), x.weight.reshape(-1))
                      for x in self._dense_layers()]
 
             def l2(grads: np.ndarray, step: dict) -> None:
                 wd = alpha / (source.weight if weighted_rows else step["weight"])
-                step["loss"] += 0.5 * wd * self._weight_sq_norm()
-                for g, w, tmp in pairs:
-                    g += np.multiply(w, wd, out=tmp)
+                sq = 0.0
+                for g, w in pairs:
+                    sq += l2_grad(g, w, wd)
+                step["loss"] += 0.5 * wd * sq
 
             trainer.gradient_hooks.append(l2)
         self.n_iter_ = 0
