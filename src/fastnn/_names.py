@@ -45,5 +45,5 @@ KERNELS: tuple[str, ...] = (
     "cross_entropy", "mse", "binary_cross_entropy", "sgd_update", "sgd_step", "adam_step",
     "rmsprop_step", "adagrad_step", "dropout_forward", "dropout_backward", "conv2d_forward",
     "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
-    "avgpool2d_backward", "global_avgpool_forward", "global_avgpool_backward",
+    "avgpool2d_backward", "global_avgpool_forward", "global_avgpool_backward", "round_bf16",
 )

@@ -48,7 +48,14 @@ from .conv import (
     maxpool2d_backward,
     maxpool2d_forward,
 )
-from .dense import activation_backward, activation_forward, dense_backward, dense_forward, gemm
+from .dense import (
+    activation_backward,
+    activation_forward,
+    dense_backward,
+    dense_forward,
+    gemm,
+    round_bf16,
+)
 from .dropout import dropout_backward, dropout_forward
 from .loss import binary_cross_entropy, cross_entropy, mse
 from .optim import adagrad_step, adam_step, rmsprop_step, sgd_step, sgd_update
@@ -78,4 +85,5 @@ __all__ = [
     "avgpool2d_backward",
     "global_avgpool_forward",
     "global_avgpool_backward",
+    "round_bf16",
 ]
