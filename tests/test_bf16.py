@@ -336,3 +336,117 @@ def test_bf16_kernels_at_every_level(isa, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     kernel = {"avx512_bf16": "avx512_bf16", "amx": "amx"}.get(isa, "generic")
     assert r.stdout.split()[-3:] == [isa, kernel, "ok"]
+
+
+# ---- training ----------------------------------------------------------------------
+
+def _blobs(n=600, d=20, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, d)) * 2.5
+    y = rng.integers(0, k, n)
+    X = (centers[y] + rng.standard_normal((n, d))).astype(np.float32)
+    return X, y
+
+
+def _mlp(seed=0, dtype="float32", dropout=0.1):
+    m = fastnn.Sequential([fastnn.Dense(20, 64, activation="relu"), fastnn.Dropout(dropout),
+                           fastnn.Dense(64, 4)], dtype=dtype, seed=seed)
+    m.compile(optimizer=fastnn.optim.Adam(lr=3e-3), loss="cross_entropy", metrics=["accuracy"])
+    return m
+
+
+def test_fit_in_bf16_trains_like_float32_and_keeps_float32_state(tmp_path):
+    X, y = _blobs()
+    m32, m16 = _mlp(), _mlp()
+    h32 = m32.fit(X, y, epochs=5, batch_size=32, verbose=0)
+    with fastnn.matmul_precision("bf16"):
+        h16 = m16.fit(X, y, epochs=5, batch_size=32, verbose=0)
+        acc16 = m16.evaluate(X, y)["accuracy"]
+    assert acc16 > 0.95 and m32.evaluate(X, y)["accuracy"] > 0.95
+    l32, l16 = np.array(h32.history["loss"]), np.array(h16.history["loss"])
+    assert l16[-1] < 0.5 * l16[0]
+    assert np.all(np.abs(l16 - l32) <= 0.05 * l32 + 1e-3)   # the same curve, within bf16
+    w16 = m16.get_weights()
+    assert all(w.dtype == np.float32 for w in w16)
+    assert not all(np.array_equal(a, b) for a, b in zip(m32.get_weights(), w16, strict=True))
+    # a saved file records nothing of the precision: the same arrays come back
+    m16.save(tmp_path / "m.fnn")
+    back = fastnn.load(tmp_path / "m.fnn")
+    assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), w16, strict=True))
+
+
+def test_train_step_and_compute_gradients_in_bf16():
+    X, y = _blobs(n=64)
+    m = _mlp(seed=3, dropout=0.0)
+    g32 = (m.compute_gradients(X, y), m.gradients().copy())
+    with fastnn.matmul_precision("bf16"):
+        g16 = (m.compute_gradients(X, y), m.gradients().copy())
+        before = m.parameters().copy()
+        loss = m.train_step(X, y)
+    assert np.isfinite(loss) and not np.array_equal(before, m.parameters())
+    assert abs(g16[0] - g32[0]) <= 1e-2 * abs(g32[0])
+    assert not np.array_equal(g16[1], g32[1])
+    assert np.linalg.norm(g16[1] - g32[1]) <= 0.03 * np.linalg.norm(g32[1])
+
+
+def test_float64_model_ignores_bf16():
+    X, y = _blobs(n=64)
+    a, b = _mlp(seed=4, dtype="float64", dropout=0.0), _mlp(seed=4, dtype="float64", dropout=0.0)
+    la = a.compute_gradients(X, y)
+    with fastnn.matmul_precision("bf16"):
+        lb = b.compute_gradients(X, y)
+    assert la == lb and np.array_equal(a.gradients(), b.gradients())
+
+
+def test_cnn_fits_in_bf16():
+    rng = np.random.default_rng(9)
+    n = 200
+    y = rng.integers(0, 2, n)
+    X = rng.standard_normal((n, 1, 8, 8)).astype(np.float32) * 0.5
+    X[y == 1, :, 2:6, 2:6] += 1.5   # a bright square for class 1
+    m = fastnn.Sequential([fastnn.Conv2D(1, 6, 3, padding=1, activation="relu"),
+                           fastnn.MaxPool2D(2), fastnn.Flatten(), fastnn.Dense(96, 2)], seed=0)
+    m.compile(optimizer=fastnn.optim.Adam(lr=5e-3), loss="cross_entropy", metrics=["accuracy"])
+    with fastnn.matmul_precision("bf16"):
+        h = m.fit(X, y, epochs=6, batch_size=20, verbose=0)
+        assert m.evaluate(X, y)["accuracy"] > 0.95
+    assert h.history["loss"][-1] < 0.5 * h.history["loss"][0]
+
+
+def test_sklearn_estimator_matmul_precision_parameter():
+    pytest.importorskip("sklearn")
+    from fastnn.sklearn import MLPClassifier
+
+    X, y = _blobs(n=300)
+    kw = dict(hidden_layer_sizes=(32,), max_iter=30, random_state=0, dtype="float32")
+    c32 = MLPClassifier(**kw).fit(X, y)
+    c16 = MLPClassifier(matmul_precision="bf16", **kw).fit(X, y)
+    assert c16.get_params()["matmul_precision"] == "bf16"
+    assert c16.score(X, y) > 0.95 and c32.score(X, y) > 0.95
+    assert not np.array_equal(c16.coefs_[0], c32.coefs_[0])
+    assert fastnn.get_matmul_precision() == "float32"  # the fit's block restored it
+    with pytest.raises(ValueError, match="matmul_precision"):
+        MLPClassifier(matmul_precision="fp16", **kw).fit(X, y)
+
+
+def test_data_parallel_in_bf16(tmp_path):
+    """Two MPI ranks in bf16 match one process in bf16 (the float32 cases of the
+    distributed equivalence test; only the summation order over the batch and the path
+    of the 1/m scaling differ).  A one-ulp difference in a float32 delta can move its
+    bf16 rounding by one bf16 ulp (2**-8), so the runs agree to float32 precision with
+    SGD but not with Adam + L1 (Adam normalizes the tiny gradients of weights near 0,
+    where L1's sign flips): there the loss curves must agree, the weights loosely."""
+    import json
+
+    from test_distributed import _ok, run_ranks
+
+    _ok(run_ranks("equiv_bf16", tmp_path))
+    results = json.loads((tmp_path / "equiv_bf16.json").read_text())
+    assert results
+    for r in results:
+        assert r["ranks_bitwise_equal"], r["name"]
+        tol = 5e-5 if "sgd" in r["name"] or "bce" in r["name"] else 0.05
+        assert r["max_abs_weight_diff"] <= tol * max(1.0, r["max_abs_weight"]), r["name"]
+        ld, ls = np.array(r["loss"][0]), np.array(r["loss"][1])
+        assert np.all(np.abs(ld - ls) <= 1e-3 * ls), r["name"]
+        assert r["steps"][0] == r["steps"][1]
