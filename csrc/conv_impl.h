@@ -343,6 +343,73 @@ static void SFX(conv_fwd_image)(const SFX(fnn_conv_kern) *kk, T *outi, T *zi, T 
     if (act == FNN_ACT_SOFTMAX) SFX(softmax_channels)(outi, oc, P, tmp);
 }
 
+/* One image's forward as an explicit GEMM (matmul precision bf16, float only):
+ * col = im2col(x_i) (K, P; rows ld apart), out_i (oc, P) = W (oc, K) @ col + b,
+ * act and the z store in the GEMM's epilogue; the bias is written first and
+ * accumulated into (beta 1), the GEMM's epilogue bias being per column. */
+static int SFX(conv_fwd_image_gemm)(T *outi, T *zi, T *col, T *tmp, const T *xi, const T *w,
+                                    const T *bias, const fnn_conv_geom *g, int act, int nt)
+{
+    const int64_t P = g->oh * g->ow, K = g->c * g->kh * g->kw, oc = g->oc;
+    const int64_t ld = fnn_conv_ldcol(P, sizeof(T));
+    const int act_ep = act == FNN_ACT_SOFTMAX ? FNN_ACT_IDENTITY : act;
+    const fnn_epilogue ep = {.bias = NULL, .act = act_ep, .z = zi, .ldz = P};
+    if (K > 0) SFX(im2col)(col, xi, g, ld);
+    if (bias)
+        for (int64_t o = 0; o < oc; o++)
+            for (int64_t p = 0; p < P; p++) outi[o * P + p] = bias[o];
+    int st = SFX(fnn_gemm)(outi, w, col, oc, P, K, FNN_MAX(K, 1), ld, P, 0, 0, (T)1,
+                           bias ? (T)1 : (T)0, &ep, nt);
+    if (st == FNN_OK && act == FNN_ACT_SOFTMAX) SFX(softmax_channels)(outi, oc, P, tmp);
+    return st;
+}
+
+/* The forward under matmul precision bf16: images through conv_fwd_image_gemm
+ * (the bf16 GEMM engine), threads over images or inside each image's GEMM. */
+static int SFX(conv_fwd_gemm)(T *out, T *z, const fnn_conv_ws *ws, char *base, const T *x,
+                              const T *w, const T *b, const fnn_conv_geom *g, int act, int nt)
+{
+    const int64_t P = g->oh * g->ow, img_in = g->c * g->h * g->w, img_out = g->oc * P;
+    int failed = FNN_OK;
+    if (ws->slots <= 1) {
+        char *slot = base + ws->slot_off;
+        for (int64_t i = 0; i < g->n && failed == FNN_OK; i++)
+            failed = SFX(conv_fwd_image_gemm)(out + i * img_out, z ? z + i * img_out : NULL,
+                                              (T *)slot, (T *)(slot + ws->tmp_off),
+                                              x + i * img_in, w, b, g, act, nt);
+        return failed;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(ws->slots)
+#endif
+    {
+        FNN_PAR_ENTER();
+        const int prev = fnn_set_thread_matmul_precision(FNN_PREC_BF16);
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        char *slot = base + ws->slot_off + (size_t)tid * ws->slot_bytes;
+        const int64_t i0 = g->n * tid / nth, i1 = g->n * (tid + 1) / nth;
+        for (int64_t i = i0; i < i1; i++) {
+            const int s = SFX(conv_fwd_image_gemm)(out + i * img_out, z ? z + i * img_out : NULL,
+                                                   (T *)slot, (T *)(slot + ws->tmp_off),
+                                                   x + i * img_in, w, b, g, act, 1);
+            if (s != FNN_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                failed = s;
+                break;
+            }
+        }
+        fnn_set_thread_matmul_precision(prev);
+        FNN_PAR_LEAVE();
+    }
+    return failed;
+}
+
 int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T *x, const T *w,
                             const T *b, int64_t n, int64_t c, int64_t h, int64_t wd, int64_t oc,
                             int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
@@ -354,6 +421,15 @@ int SFX(fnn_conv2d_forward)(T *out, T *z, void *work, size_t work_bytes, const T
     if (act < 0 || act >= FNN_ACT_COUNT) return FNN_EINVAL;
     if (n == 0 || oc == 0 || g.oh == 0 || g.ow == 0) return FNN_OK;
     fnn_init();
+    if (sizeof(T) == sizeof(float) && fnn_matmul_precision() == FNN_PREC_BF16) {
+        fnn_conv_ws wsb;
+        st = fnn_conv_workspace_plan(&wsb, &g, sizeof(T), n_threads < 1 ? 1 : n_threads,
+                                     work_bytes);
+        if (st != FNN_OK) return st;
+        if (work == NULL) return FNN_EINVAL;
+        return SFX(conv_fwd_gemm)(out, z, &wsb, (char *)work, x, w, b, &g, act,
+                                  n_threads < 1 ? 1 : n_threads);
+    }
     const SFX(fnn_conv_kern) kk = SFX(conv_kern)();
     /* the engine's kernel takes the bias as a ones row of K; the fast one in its accumulators */
     const int64_t P = g.oh * g.ow, K = c * kh * kw, Ka = K + (b != NULL && kk.conv == NULL);
@@ -479,11 +555,13 @@ int SFX(fnn_conv2d_backward)(T *dx, T *dw, T *db, void *work, size_t work_bytes,
         if (st != FNN_OK) return st;
     } else {
         int failed = FNN_OK;
+        const int prec = fnn_matmul_precision(); /* the workers' GEMMs use the caller's */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(ws.slots)
 #endif
         {
             FNN_PAR_ENTER();
+            const int prec_prev = fnn_set_thread_matmul_precision(prec);
 #ifdef _OPENMP
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
 #else
@@ -521,6 +599,7 @@ int SFX(fnn_conv2d_backward)(T *dx, T *dw, T *db, void *work, size_t work_bytes,
                                       ws.dw_off))[j];
                 dw[j] = s;
             }
+            fnn_set_thread_matmul_precision(prec_prev);
             FNN_PAR_LEAVE();
         }
         if (failed != FNN_OK) return failed;

@@ -43,6 +43,8 @@ typedef struct {
 
 static const fnn_level fnn_levels[] = {
 #ifdef FNN_HAVE_X86
+    {.isa = FNN_ISA_AMX, .register_fn = fnn_register_amx},
+    {.isa = FNN_ISA_AVX512_BF16, .register_fn = fnn_register_avx512bf16},
     {.isa = FNN_ISA_AVX512, .register_fn = fnn_register_avx512},
     {.isa = FNN_ISA_AVX2, .register_fn = fnn_register_avx2},
 #endif
@@ -55,14 +57,14 @@ static const fnn_level fnn_levels[] = {
 
 static const char *const fnn_isa_names[FNN_ISA_COUNT] = {
     [FNN_ISA_GENERIC] = "generic", [FNN_ISA_AVX2] = "avx2", [FNN_ISA_AVX512] = "avx512",
-    [FNN_ISA_NEON] = "neon"};
+    [FNN_ISA_AVX512_BF16] = "avx512_bf16", [FNN_ISA_AMX] = "amx", [FNN_ISA_NEON] = "neon"};
 
 static const char *const fnn_family_names[FNN_FAM_COUNT] = {
     [FNN_FAM_GEMM_F32] = "gemm_f32",     [FNN_FAM_GEMM_F64] = "gemm_f64",
     [FNN_FAM_CONV_F32] = "conv_f32",     [FNN_FAM_CONV_F64] = "conv_f64",
     [FNN_FAM_ACTIVATION] = "activation", [FNN_FAM_DROPOUT] = "dropout",
     [FNN_FAM_OPTIMIZER] = "optimizer",   [FNN_FAM_ALL_FINITE] = "all_finite",
-    [FNN_FAM_LOSS] = "loss"};
+    [FNN_FAM_LOSS] = "loss",             [FNN_FAM_GEMM_BF16] = "gemm_bf16"};
 
 static const char *const fnn_feature_names[FNN_CPU_FEATURE_COUNT] = {
     [FNN_CPU_AVX2] = "avx2",         [FNN_CPU_FMA] = "fma",
@@ -164,6 +166,9 @@ static uint32_t fnn_detect_features(void) { return 0; }
 #define FNN_NEED_AVX512                                                                   \
     (FNN_NEED_AVX2 | FNN_BIT(FNN_CPU_AVX512F) | FNN_BIT(FNN_CPU_AVX512BW) |              \
      FNN_BIT(FNN_CPU_AVX512VL) | FNN_BIT(FNN_CPU_AVX512DQ))
+#define FNN_NEED_AVX512_BF16 (FNN_NEED_AVX512 | FNN_BIT(FNN_CPU_AVX512_BF16))
+#define FNN_NEED_AMX                                                                       \
+    (FNN_NEED_AVX512_BF16 | FNN_BIT(FNN_CPU_AMX_TILE) | FNN_BIT(FNN_CPU_AMX_BF16))
 
 /* ---- the registry ----------------------------------------------------------- */
 fnn_isa_ctx fnn_ctx_global;
@@ -211,6 +216,14 @@ int fnn_isa_supported(int isa)
         return (f & FNN_NEED_AVX2) == FNN_NEED_AVX2;
 #else
         return (f & FNN_NEED_AVX512) == FNN_NEED_AVX512;
+#endif
+#ifdef FNN_SIMDE_AVX512
+    /* the emulated build runs the VDPBF16PS kernel on SIMDe too; AMX has no emulation */
+    case FNN_ISA_AVX512_BF16: return (f & FNN_NEED_AVX2) == FNN_NEED_AVX2;
+#else
+    case FNN_ISA_AVX512_BF16: return (f & FNN_NEED_AVX512_BF16) == FNN_NEED_AVX512_BF16;
+    /* AMX also needs the OS's permission for the tile data (asked once) */
+    case FNN_ISA_AMX: return (f & FNN_NEED_AMX) == FNN_NEED_AMX && fnn_amx_permitted();
 #endif
 #endif
 #ifdef FNN_HAVE_ARM64

@@ -59,13 +59,16 @@ typedef enum {
     FNN_ISA_GENERIC = 0, /* the build's baseline (SSE2 on x86-64, NEON on arm64) */
     FNN_ISA_AVX2 = 1,    /* AVX2 + FMA                                          */
     FNN_ISA_AVX512 = 2,  /* AVX-512 F + BW + VL + DQ (with AVX2 + FMA)           */
-    FNN_ISA_NEON = 3,    /* arm64 Advanced SIMD, 32 vector registers (baseline)  */
-    FNN_ISA_COUNT = 4
+    FNN_ISA_AVX512_BF16 = 3, /* + AVX512-BF16 (VDPBF16PS): the bf16 GEMM only        */
+    FNN_ISA_AMX = 4,     /* + AMX-TILE + AMX-BF16 (TDPBF16PS): the bf16 GEMM only  */
+    FNN_ISA_NEON = 5,    /* arm64 Advanced SIMD, 32 vector registers (baseline)  */
+    FNN_ISA_COUNT = 6
 } fnn_isa_level;
 
 /* Detect the CPU once (thread-safe) and fill the registry with the best level
  * that the CPU and the OS support, capped by the environment variable
- * FASTNN_ISA=generic|avx2|avx512|neon.  An unknown or unavailable value falls back
+ * FASTNN_ISA=generic|avx2|avx512|avx512_bf16|amx (x86-64) or generic|neon (arm64).
+ * An unknown or unavailable value falls back
  * to the best allowed level; fnn_isa_request() says what happened so that a
  * caller can warn.  Returns the level chosen.  Idempotent. */
 int fnn_init(void);
@@ -95,7 +98,8 @@ typedef enum {
     FNN_FAM_OPTIMIZER = 6,
     FNN_FAM_ALL_FINITE = 7,
     FNN_FAM_LOSS = 8, /* cross-entropy, mse, bce                             */
-    FNN_FAM_COUNT = 9
+    FNN_FAM_GEMM_BF16 = 9, /* the bf16 GEMM micro-kernel (matmul precision bf16) */
+    FNN_FAM_COUNT = 10
 } fnn_family;
 const char *fnn_family_name(int family); /* "gemm_f32", ...; NULL when out of range */
 int fnn_family_isa(int family);          /* the fnn_isa_level it runs at      */
@@ -177,6 +181,35 @@ int fnn_gemm_f32(float *c, const float *a, const float *b, int64_t m, int64_t n,
 int fnn_gemm_f64(double *c, const double *a, const double *b, int64_t m, int64_t n, int64_t k,
                  int64_t lda, int64_t ldb, int64_t ldc, int trans_a, int trans_b, double alpha,
                  double beta, const fnn_epilogue *ep, int n_threads);
+
+/* ---- bfloat16 matmul precision (gemm_bf16.c) ------------------------- */
+/* With precision FNN_PREC_BF16, every float GEMM (fnn_gemm_f32, hence Dense
+ * forward/backward, the conv backward, the one-call MLP step; the conv forward
+ * through im2col + GEMM) rounds its two operands to bfloat16 while packing them
+ * and multiplies them with float32 accumulation: alpha, beta, C, the bias and
+ * the epilogue stay float32.  double GEMMs ignore the setting.
+ * The operand conversion (fnn_f32_to_bf16): round to nearest even; a NaN stays
+ * a (quiet) NaN, values past the largest bf16 become +-Inf; a subnormal float
+ * (|x| < 2^-126) becomes a signed zero whatever the flush setting (AVX512-BF16
+ * and AMX read bf16 subnormals as zero, so every level does the same).
+ * The precision in force for a call is this thread's override when set, else
+ * the process-wide setting; OpenMP regions that call the GEMM pass it on. */
+#define FNN_PREC_F32 0
+#define FNN_PREC_BF16 1
+void fnn_set_matmul_precision(int prec); /* process-wide */
+int fnn_get_matmul_precision(void);      /* process-wide */
+/* This thread's override (-1: none, follow the process); returns the previous one. */
+int fnn_set_thread_matmul_precision(int prec);
+/* The precision in force on this thread. */
+int fnn_matmul_precision(void);
+/* dst[0:n] = bf16 bits of src[0:n] (the conversion above). */
+void fnn_f32_to_bf16(uint16_t *dst, const float *src, int64_t n);
+/* fnn_gemm_f32 with precision bf16 for this call, whatever the setting. */
+int fnn_gemm_bf16(float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k,
+                  int64_t lda, int64_t ldb, int64_t ldc, int trans_a, int trans_b, float alpha,
+                  float beta, const fnn_epilogue *ep, int n_threads);
+/* The bf16 GEMM blocking in use (MR, NR, MC, KC, NC). */
+void fnn_gemm_bf16_blocking(int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc, int64_t *nc);
 
 /* ---- activations (activation.c) ---------------------------------------- */
 /* out = act(x); x, out are (rows, cols); softmax is taken over each row.

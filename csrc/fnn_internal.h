@@ -146,6 +146,50 @@ void fnn_pack_bt_avx512_f64(double *dst, const double *b, int64_t ldb, int64_t k
 void fnn_gemm_cfg_avx512(fnn_gemm_cfg_f32 *c32, fnn_gemm_cfg_f64 *c64);
 #endif
 
+/* ---- the bf16 GEMM (gemm_bf16.c, isa_avx512bf16.c, isa_amx.c) ------------ */
+/* Packed bf16 panels (uint16_t bit patterns), k padded with zeros to kp:
+ *   A panel (MR rows): element (i, p) at (p / KA) * MR * KA + i * KA + p % KA,
+ *     KA = 2 (pairs, VDPBF16PS's broadcast operand) or 32 (16 x 32 AMX tiles);
+ *   B panel (NR cols): element (p, j) at (p / 2) * NR * 2 + j * 2 + p % 2
+ *     (the VNNI pair layout both VDPBF16PS and TDPBF16PS read).
+ * The micro-kernel: C[0:MR, 0:NR] = alpha * Ap @ Bp + beta * C (beta 0: C not
+ * read), kp (a multiple of KA) the padded depth. */
+typedef void (*fnn_ukr_bf16)(int64_t kp, const uint16_t *ap, const uint16_t *bp, float *c,
+                             int64_t ldc, float alpha, float beta);
+/* Optional packing of rows [0, rows) x k [0, kc) of op(X) into one panel
+ * (zero-filled to MR / NR and kp): NULL takes the portable loops. */
+typedef void (*fnn_pack_bf16)(uint16_t *dst, const float *src, int64_t ld, int trans,
+                              int64_t rows, int64_t kc, int64_t kp, int64_t width, int64_t ka);
+typedef struct {
+    int64_t mr, nr, mc, kc, nc, ka; /* kc: a multiple of ka */
+    fnn_ukr_bf16 ukr;
+    fnn_pack_bf16 pack_a, pack_b;
+    void (*thread_begin)(void); /* per thread and call, before its first tile (AMX) */
+    void (*thread_end)(void);
+} fnn_gemm_cfg_bf16;
+/* The driver (gemm_bf16.c): fnn_gemm_f32's arguments, already checked, k > 0. */
+int fnn_gemm_bf16_run(float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k,
+                      int64_t lda, int64_t ldb, int64_t ldc, int trans_a, int trans_b,
+                      float alpha, float beta, const fnn_epilogue *ep, int n_threads);
+/* The portable packing loops, also compiled per ISA (gemm_bf16_pack_impl.h). */
+void fnn_pack_a_generic_bf16(uint16_t *dst, const float *src, int64_t ld, int trans,
+                             int64_t rows, int64_t kc, int64_t kp, int64_t width, int64_t ka);
+void fnn_pack_b_generic_bf16(uint16_t *dst, const float *src, int64_t ld, int trans,
+                             int64_t rows, int64_t kc, int64_t kp, int64_t width, int64_t ka);
+void fnn_ukr_generic_bf16(int64_t kp, const uint16_t *ap, const uint16_t *bp, float *c,
+                          int64_t ldc, float alpha, float beta);
+#define FNN_GENERIC_MR_BF16 4
+#define FNN_GENERIC_NR_BF16 16
+
+/* float -> bf16 bits: RNE, NaN quiet, subnormal -> signed zero (fastnn.h). */
+FNN_INLINE uint16_t fnn_bf16_from_bits(uint32_t u)
+{
+    const uint32_t mag = u & 0x7fffffffu;
+    if (mag > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* NaN, made quiet */
+    if (mag < 0x00800000u) return (uint16_t)((u >> 16) & 0x8000u); /* subnormal or 0 */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 /* The top 24 bits of splitmix64 output number k for `seed` (dropout.c). */
 FNN_INLINE uint64_t fnn_dropout_bits(uint64_t seed, uint64_t k)
 {
@@ -171,6 +215,7 @@ typedef struct {
     fnn_conv_cfg_f64 conv_f64;
     fnn_loops_f32 loops_f32;
     fnn_loops_f64 loops_f64;
+    fnn_gemm_cfg_bf16 gemm_bf16;
     int isa_of[FNN_FAM_COUNT]; /* the level whose kernels each family runs */
 } fnn_isa_ctx;
 
@@ -180,6 +225,10 @@ void fnn_register_generic(fnn_isa_ctx *ctx);
 #ifdef FNN_HAVE_X86
 void fnn_register_avx2(fnn_isa_ctx *ctx);
 void fnn_register_avx512(fnn_isa_ctx *ctx);
+void fnn_register_avx512bf16(fnn_isa_ctx *ctx);
+void fnn_register_amx(fnn_isa_ctx *ctx);
+/* 1 once the OS granted this process the AMX tile data state (isa_amx.c). */
+int fnn_amx_permitted(void);
 /* The AVX2 level's GEMM configurations (isa_avx2.c), reused by other levels. */
 extern const fnn_gemm_cfg_f32 fnn_gemm_cfg_avx2_f32;
 extern const fnn_gemm_cfg_f64 fnn_gemm_cfg_avx2_f64;

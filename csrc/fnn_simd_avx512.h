@@ -18,6 +18,7 @@
 #include <simde/x86/avx512.h>
 #define FNN_TARGET_AVX512
 #define FNN_TARGET_AVX512_LOOPS
+#define FNN_TARGET_AVX512_BF16
 #define FNN_AVX512_EMULATED 1
 #elif defined(__GNUC__) || defined(__clang__)
 #include <immintrin.h>
@@ -25,10 +26,14 @@
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #define FNN_TARGET_AVX512_LOOPS                                                             \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,prefer-vector-width=512")))
+/* + AVX512-BF16 (VDPBF16PS), for the bf16 GEMM kernel (isa_avx512bf16.c) */
+#define FNN_TARGET_AVX512_BF16                                                              \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
 #else /* MSVC: intrinsics need no attribute; the loops stay at the baseline ISA */
 #include <immintrin.h>
 #define FNN_TARGET_AVX512
 #define FNN_TARGET_AVX512_LOOPS
+#define FNN_TARGET_AVX512_BF16
 #endif
 
 #endif /* FNN_SIMD_AVX512_H */

@@ -329,6 +329,12 @@ int SFX(fnn_gemm)(T *c, const T *a, const T *b, int64_t m, int64_t n, int64_t k,
         return FNN_OK;
     }
 
+    /* matmul precision bf16: float GEMMs run the bf16 engine (gemm_bf16.c) */
+    if (sizeof(T) == sizeof(float) && fnn_matmul_precision() == FNN_PREC_BF16)
+        return fnn_gemm_bf16_run((float *)c, (const float *)a, (const float *)b, m, n, k, lda,
+                                 ldb, ldc, trans_a, trans_b, (float)alpha, (float)beta, ep,
+                                 n_threads);
+
     const SFX(fnn_gemm_cfg) *cfg = &fnn_ctx()->SFX(gemm);
     const int64_t MR = cfg->mr, NR = cfg->nr;
     const int64_t MC = cfg->mc, KC = cfg->kc, NC = cfg->nc;

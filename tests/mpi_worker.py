@@ -88,11 +88,11 @@ CASES = [
 ]
 
 
-def run_equiv():
+def run_equiv(cases=CASES, fname="equiv.json"):
     comm = comm_world()
     rank = comm.Get_rank()
     results = []
-    for case in CASES:
+    for case in cases:
         X, y = make_data(case)
         half = case["n"] // 4
         Xv, yv = X[:half] * 0.5, y[:half]
@@ -133,8 +133,14 @@ def run_equiv():
             "history": [hd.history, hs.history],
         })
     if rank == 0:
-        with open(os.path.join(OUT, "equiv.json"), "w") as f:
+        with open(os.path.join(OUT, fname), "w") as f:
             json.dump(results, f, indent=1)
+
+
+def run_equiv_bf16():
+    """run_equiv's float32 cases with matmul precision bf16 on every rank (issue 20)."""
+    fnn.set_matmul_precision("bf16")
+    run_equiv([c for c in CASES if c["dtype"] == "float32"], "equiv_bf16.json")
 
 
 class FailAt(fnn.callbacks.Callback):
@@ -393,5 +399,6 @@ def run_blocks():
             json.dump(results, f, indent=1)
 
 
-{"equiv": run_equiv, "fail": run_fail, "failsave": run_failsave, "crash": run_crash,
- "api": run_api, "single": run_single, "stop": run_stop, "blocks": run_blocks}[MODE]()
+{"equiv": run_equiv, "equiv_bf16": run_equiv_bf16, "fail": run_fail, "failsave": run_failsave,
+ "crash": run_crash, "api": run_api, "single": run_single, "stop": run_stop,
+ "blocks": run_blocks}[MODE]()

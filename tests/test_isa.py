@@ -26,11 +26,11 @@ from fastnn import _kernels
 from fastnn import kernels as K
 from fastnn import reference as R
 
-# each architecture's chain, lowest first (x86-64: generic < avx2 < avx512; arm64:
-# generic < neon); a level of the other architecture is never supported
-LEVELS = ["generic", "avx2", "avx512", "neon"]
+# each architecture's chain, lowest first (x86-64: generic < avx2 < avx512 < avx512_bf16
+# < amx; arm64: generic < neon); a level of the other architecture is never supported
+LEVELS = ["generic", "avx2", "avx512", "avx512_bf16", "amx", "neon"]
 FAMILIES = ["gemm_f32", "gemm_f64", "conv_f32", "conv_f64", "activation", "dropout",
-            "optimizer", "all_finite", "loss"]
+            "optimizer", "all_finite", "loss", "gemm_bf16"]
 SUPPORTED = fastnn.config()["isa_supported"]
 BEST = [lv for lv in LEVELS if SUPPORTED[lv]][-1]
 X86 = _kernels._mxcsr() != 0
@@ -74,7 +74,10 @@ def test_forced_level_runs_its_kernels(isa, tmp_path):
     assert got == isa
     rank = {lv: i for i, lv in enumerate(LEVELS)}
     assert all(rank[f] <= rank[isa] for f in fams.split())
-    if isa != "generic":  # each level registers at least its elementwise loops
+    if isa in ("avx512_bf16", "amx"):  # the bf16 levels register the bf16 GEMM only
+        assert fams.split()[FAMILIES.index("gemm_bf16")] == isa
+        assert fams.split()[FAMILIES.index("optimizer")] == "avx512"
+    elif isa != "generic":  # each level registers at least its elementwise loops
         assert fams.split()[FAMILIES.index("optimizer")] == isa
 
 

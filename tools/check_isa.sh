@@ -8,14 +8,18 @@
 #
 # The rule is a naming convention: a function compiled for an ISA level above the
 # baseline is named fnn_<what>_<isa>_<dtype> (fnn_ukr_avx2_f32, fnn_adam_avx512_f64,
-# fnn_conv_ukr_avx512_f32), optionally with a compiler clone suffix (.part.0,
-# .cold, .constprop.0).  The encoding is read from the instruction bytes:
+# fnn_conv_ukr_avx512_f32, fnn_ukr_avx512bf16_bf16, fnn_ukr_amx_bf16), optionally
+# with a compiler clone suffix (.part.0, .cold, .constprop.0).  The encoding is
+# read from the instruction bytes:
+#   AMX (a %tmm register, ldtilecfg, sttilecfg, tilerelease) only in functions
+#        matching ALLOW_AMX (default: *_amx_bf16);
 #   EVEX (AVX-512: first opcode byte 0x62, or a %zmm, %k or xmm/ymm16-31 register)
-#        only in functions matching ALLOW_EVEX (default: *_avx512_*);
+#        only in functions matching ALLOW_EVEX (default: *_avx512_*, *_avx512bf16_*,
+#        *_amx_*: the bf16 levels sit above avx512);
 #   VEX (AVX, AVX2, FMA: first opcode byte 0xc4 or 0xc5, any v-prefixed mnemonic,
 #        any %ymm register) and the BMI/LZCNT/POPCNT/MOVBE instructions that
 #        -march=x86-64 never emits only in functions matching ALLOW (default:
-#        *_avx2_* or *_avx512_*).
+#        *_avx2_*, *_avx512_*, *_avx512bf16_* or *_amx_*).
 # Every other function must be plain x86-64 (SSE2): the CPU checks in cpu.c included.
 # So an AVX2-level kernel that the compiler vectorized with zmm registers, or an
 # AVX-512 instruction leaking into a baseline function, fails the check.
@@ -27,8 +31,9 @@ if [ $# -ne 1 ] || [ ! -f "$1" ]; then
     echo "usage: $0 WHEEL_OR_SO" >&2
     exit 2
 fi
-allow=${ALLOW:-'^fnn_[a-z0-9_]+_avx(2|512)_(f32|f64)([.].*)?$'}
-allow_evex=${ALLOW_EVEX:-'^fnn_[a-z0-9_]+_avx512_(f32|f64)([.].*)?$'}
+allow=${ALLOW:-'^fnn_[a-z0-9_]+_(avx2_(f32|f64)|avx512_(f32|f64)|avx512bf16_bf16|amx_bf16)([.].*)?$'}
+allow_evex=${ALLOW_EVEX:-'^fnn_[a-z0-9_]+_(avx512_(f32|f64)|avx512bf16_bf16|amx_bf16)([.].*)?$'}
+allow_amx=${ALLOW_AMX:-'^fnn_[a-z0-9_]+_amx_bf16([.].*)?$'}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -64,7 +69,9 @@ awk -F'\t' '
         i = 1   # skip prefixes to reach the mnemonic
         while (i < n && w[i] ~ /^(rep|repz|repe|repnz|repne|lock|notrack|bnd|data16|addr32|cs|ds|es|ss|fs|gs|rex(\.[a-z]+)?|\{evex\}|\{vex\}|\{vex3\})$/) i++
         m = w[i]
-        if (b[j] == "62" || insn ~ /\{evex\}/ || insn ~ /%zmm[0-9]/ || insn ~ /%k[0-7]/ ||
+        if (insn ~ /%tmm[0-7]/ || m ~ /^(ldtilecfg|sttilecfg|tilerelease)$/)
+            print fn "\tamx\t" insn
+        else if (b[j] == "62" || insn ~ /\{evex\}/ || insn ~ /%zmm[0-9]/ || insn ~ /%k[0-7]/ ||
             insn ~ /%[xy]mm(1[6-9]|2[0-9]|3[01])/)
             print fn "\tevex\t" insn
         else if (b[j] == "c4" || b[j] == "c5" || insn ~ /%ymm[0-9]/ ||
@@ -101,11 +108,14 @@ report() { # $1: message; stdin: "function<TAB>class<TAB>insn" lines
     return 1
 }
 status=0
+awk -F'\t' -v re="$allow_amx" '$2 == "amx" && $1 !~ re' "$tmp/avx.txt" |
+    report "AMX (tile) instructions outside the *_amx_bf16 kernels" || status=1
 awk -F'\t' -v re="$allow_evex" '$2 == "evex" && $1 !~ re' "$tmp/avx.txt" |
-    report "EVEX (AVX-512) instructions outside the *_avx512_* kernels" || status=1
-awk -F'\t' -v re="$allow" '$2 != "evex" && $1 !~ re' "$tmp/avx.txt" |
+    report "EVEX (AVX-512) instructions outside the AVX-512 and bf16 kernels" || status=1
+awk -F'\t' -v re="$allow" '$2 == "vex" || $2 == "bmi"' "$tmp/avx.txt" | awk -F'\t' -v re="$allow" '$1 !~ re' |
     report "VEX (AVX/AVX2/FMA) or BMI instructions outside the dispatched kernels" || status=1
 [ "$status" -eq 0 ] || exit 1
 total=$(grep -c . "$tmp/avx.txt" || true)
 evex=$(awk -F'\t' '$2 == "evex"' "$tmp/avx.txt" | wc -l)
-echo "check_isa: OK: all $total VEX/EVEX instructions of $(basename "$1") lie in the dispatched kernels ($evex EVEX ones, all in *_avx512_* functions)"
+amx=$(awk -F'\t' '$2 == "amx"' "$tmp/avx.txt" | wc -l)
+echo "check_isa: OK: all $total VEX/EVEX/AMX instructions of $(basename "$1") lie in the dispatched kernels ($evex EVEX ones in the AVX-512 and bf16 functions, $amx AMX ones in *_amx_bf16)"

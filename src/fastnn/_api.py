@@ -17,8 +17,11 @@ from . import (
 )
 from ._config import (
     get_flush_denormal,
+    get_matmul_precision,
     get_num_threads,
+    matmul_precision,
     set_flush_denormal,
+    set_matmul_precision,
     set_num_threads,
     threads,
     warn_isa_request,
@@ -80,6 +83,9 @@ __all__ = [
     "threads",
     "get_flush_denormal",
     "set_flush_denormal",
+    "get_matmul_precision",
+    "set_matmul_precision",
+    "matmul_precision",
     "show_config",
     "config",
     "check_finite",
@@ -92,9 +98,12 @@ def config() -> dict:
     Returns
     -------
     dict
-        ``isa`` ("generic", "avx2", "avx512" or "neon": the level chosen at import),
-        ``kernels`` (the level each kernel family runs at: gemm_f32, gemm_f64,
-        conv_f32, conv_f64, activation, dropout, optimizer, all_finite, loss),
+        ``isa`` ("generic", "avx2", "avx512", "avx512_bf16" or "amx" on x86-64;
+        "generic" or "neon" on arm64: the level chosen at import), ``kernels`` (the
+        level each kernel family runs at: gemm_f32, gemm_f64, conv_f32, conv_f64,
+        activation, dropout, optimizer, all_finite, loss, gemm_bf16),
+        ``matmul_precision`` (in force on this thread), ``bf16`` (the bf16 GEMM's
+        blocking),
         ``cpu_features`` (avx2, fma, avx512f/bw/vl/dq, avx512_bf16, amx_*: bool),
         ``isa_supported`` (level -> bool), ``cpu_has_avx2``, ``float32`` /
         ``float64`` (GEMM blocking MR, NR, MC, KC, NC), ``flush_denormal``,
@@ -125,6 +134,10 @@ def show_config() -> None:
     for dt in ("float32", "float64"):
         b = cfg[dt]
         print(f"  gemm {dt}: MR={b['MR']} NR={b['NR']} MC={b['MC']} KC={b['KC']} NC={b['NC']}")
+    b = cfg["bf16"]
+    print(f"  gemm bf16   : MR={b['MR']} NR={b['NR']} MC={b['MC']} KC={b['KC']} NC={b['NC']} "
+          f"({cfg['kernels']['gemm_bf16']} kernel)")
+    print(f"  matmul     : {cfg['matmul_precision']} (fastnn.set_matmul_precision)")
     mode = "flushed to zero (FTZ+DAZ)" if cfg["flush_denormal"] else "IEEE gradual underflow"
     print(f"  subnormals : {mode}")
     print(f"  numpy      : {cfg['numpy']}")

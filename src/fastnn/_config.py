@@ -15,6 +15,7 @@ _default_threads: int | None = None
 
 class _PerThread(threading.local):
     n: int | None = None
+    precision: str | None = None
 
 
 _local = _PerThread()
@@ -186,6 +187,78 @@ def get_flush_denormal() -> bool:
     return bool(_kernels.get_flush_denormal())
 
 
+_PRECISIONS = {"float32": "float32", "highest": "float32", "bf16": "bf16", "bfloat16": "bf16"}
+_precision = "float32"
+
+
+def _precision_name(precision: str, where: str) -> str:
+    if not isinstance(precision, str):
+        raise TypeError(f"{where}: precision must be a str, got {type(precision).__name__}")
+    name = _PRECISIONS.get(precision.lower())
+    if name is None:
+        raise ValueError(f"{where}: precision must be 'float32' or 'bf16', got {precision!r}")
+    return name
+
+
+def set_matmul_precision(precision: str) -> None:
+    """Choose the precision of every float32 matrix product fastnn computes.
+
+    Parameters
+    ----------
+    precision : {"float32", "bf16"}
+        ``"float32"`` (the default): full float32 products.  ``"bf16"``
+        (alias ``"bfloat16"``): the two operands of each float32 GEMM -- Dense
+        forward and both backward products (dx and dW), Conv2D forward and
+        backward, :func:`fastnn.kernels.gemm`, the one-call Dense step -- are
+        rounded to bfloat16 (round to nearest even; subnormals become zero, NaN
+        and Inf stay, values past bfloat16's range become Inf) and multiplied
+        with float32 accumulation, on AMX or AVX512-BF16 where the CPU has them
+        and on a portable kernel elsewhere (same rounding, slower).  Parameters,
+        gradients, optimizer state, activations, biases and losses stay float32.
+        float64 models ignore the setting.  Process-wide (like
+        ``torch.set_float32_matmul_precision``); :func:`matmul_precision` sets it
+        for a block on one thread.  Nothing is saved with a model.
+
+    """
+    global _precision
+    from . import _kernels
+
+    name = _precision_name(precision, "set_matmul_precision")
+    _kernels.set_matmul_precision(name == "bf16")
+    _precision = name
+
+
+def get_matmul_precision() -> str:
+    """The matmul precision in force on this thread: ``"float32"`` or ``"bf16"``."""
+    return _local.precision if _local.precision is not None else _precision
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str | None) -> Iterator[None]:
+    """Use matmul precision ``precision`` in this block, on the calling thread only
+    (None: no change); see :func:`set_matmul_precision`.
+
+    Examples
+    --------
+    >>> with fastnn.matmul_precision("bf16"):   # doctest: +SKIP
+    ...     model.fit(X, y, epochs=3)
+    """
+    if precision is None:
+        yield
+        return
+    from . import _kernels
+
+    name = _precision_name(precision, "matmul_precision")
+    prev = _local.precision
+    prev_c = _kernels.set_thread_matmul_precision(1 if name == "bf16" else 0)
+    _local.precision = name
+    try:
+        yield
+    finally:
+        _local.precision = prev
+        _kernels.set_thread_matmul_precision(prev_c)
+
+
 def warn_isa_request() -> None:
     """Warn (``RuntimeWarning``) when ``FASTNN_ISA`` names an unknown level or one
     this CPU or build lacks; the kernels then run at the best level allowed.
@@ -200,7 +273,7 @@ def warn_isa_request() -> None:
     got = _kernels.config()["isa"]
     value = os.environ.get("FASTNN_ISA", "")
     if status == "unknown":
-        why = "is not one of generic, avx2, avx512, neon"
+        why = "is not one of generic, avx2, avx512, avx512_bf16, amx, neon"
     else:
         why = "is not supported by this CPU (or its OS)"
     warnings.warn(f"fastnn: FASTNN_ISA={value!r} {why}; using {got!r}, the best level "

@@ -1,6 +1,6 @@
 # The C API of csrc/fastnn.h as Cython sees it: every declaration the compiled module
 # (_kernels.pyx) uses, in one place.  Grouped as the sections of _kernels.pyx.
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 
 
 cdef extern from "fastnn.h" nogil:
@@ -53,6 +53,13 @@ cdef extern from "fastnn.h" nogil:
     void fnn_gemm_blocking(int elem_size, int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc,
                            int64_t *nc)
     int fnn_openmp_enabled()
+    int FNN_PREC_F32, FNN_PREC_BF16, FNN_FAM_GEMM_BF16
+    void fnn_set_matmul_precision(int prec)
+    int fnn_get_matmul_precision()
+    int fnn_set_thread_matmul_precision(int prec)
+    int fnn_matmul_precision()
+    void fnn_f32_to_bf16(uint16_t *dst, const float *src, int64_t n)
+    void fnn_gemm_bf16_blocking(int64_t *mr, int64_t *nr, int64_t *mc, int64_t *kc, int64_t *nc)
     int fnn_act_needs_z(int act)
     int fnn_gemm_f32(float *c, const float *a, const float *b, int64_t m, int64_t n, int64_t k,
                      int64_t lda, int64_t ldb, int64_t ldc, int trans_a, int trans_b,

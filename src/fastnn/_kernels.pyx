@@ -7,7 +7,7 @@ already checked by :mod:`fastnn.kernels` (or by a layer, once at build time),
 releases the GIL and calls one C kernel.  Outputs come first, as in C.
 A negative C status is turned into a Python exception.
 """
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 
 from fastnn._fastnn_c cimport *
 
@@ -127,7 +127,36 @@ def config():
                             for i in range(FNN_ISA_COUNT)}
     out["flush_denormal"] = bool(fnn_get_flush_denormal())
     out["avx512_emulated"] = bool(fnn_isa_emulated())
+    fnn_gemm_bf16_blocking(&mr, &nr, &mc, &kc, &nc)
+    out["bf16"] = {"MR": mr, "NR": nr, "MC": mc, "KC": kc, "NC": nc}
+    out["matmul_precision"] = "bf16" if fnn_matmul_precision() == FNN_PREC_BF16 else "float32"
     return out
+
+
+def set_matmul_precision(bint bf16):
+    """Process-wide matmul precision: bf16 operands (True) or float32 (False)."""
+    fnn_set_matmul_precision(FNN_PREC_BF16 if bf16 else FNN_PREC_F32)
+
+
+def set_thread_matmul_precision(int prec):
+    """This thread's override: 1 bf16, 0 float32, -1 none; returns the previous one."""
+    if prec < 0:
+        return fnn_set_thread_matmul_precision(-1)
+    return fnn_set_thread_matmul_precision(FNN_PREC_BF16 if prec else FNN_PREC_F32)
+
+
+def matmul_precision_in_force():
+    """The precision the C side uses for a GEMM called on this thread now."""
+    return "bf16" if fnn_matmul_precision() == FNN_PREC_BF16 else "float32"
+
+
+def f32_to_bf16(const float[::1] src, uint16_t[::1] dst):
+    """dst = the bf16 bit patterns of src (the packing's conversion; a test helper)."""
+    if dst.shape[0] != src.shape[0]:
+        raise ValueError(f"f32_to_bf16: dst has {dst.shape[0]} elements, src {src.shape[0]}")
+    with nogil:
+        fnn_f32_to_bf16(&dst[0] if dst.shape[0] else NULL,
+                        &src[0] if src.shape[0] else NULL, src.shape[0])
 
 
 def isa_request():

@@ -49,5 +49,5 @@ KERNELS: tuple[str, ...] = (
     "embedding_forward", "embedding_backward", "global_avgpool1d_forward",
     "global_avgpool1d_backward",
     "batchnorm_forward", "batchnorm_backward", "batchnorm_update_stats", "layernorm_forward",
-    "layernorm_backward",
+    "layernorm_backward", "round_bf16",
 )

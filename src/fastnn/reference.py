@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _validation as _v
+from ._config import get_matmul_precision
 from ._names import KERNELS, NEEDS_Z, activation_name
 from ._validation import as_float_array, common_float_dtype, labels_array
 
@@ -26,6 +27,31 @@ def _fill(out: np.ndarray | None, value: np.ndarray) -> np.ndarray:
         return value
     out[...] = value
     return out
+
+
+def round_bf16(x: Any) -> np.ndarray:
+    """Twin of :func:`fastnn.kernels.round_bf16`: float32 values rounded to bfloat16.
+
+    Round to nearest even on the bit pattern; NaN stays NaN (made quiet), values
+    past bfloat16's largest finite one become +-Inf, a subnormal float32
+    (``|x| < 2**-126``) becomes a zero of its sign.  Returns float32, shape of x.
+    """
+    x = np.ascontiguousarray(as_float_array(x, "x", np.dtype(np.float32), None), np.float32)
+    u = x.view(np.uint32)
+    mag = u & np.uint32(0x7FFFFFFF)
+    rne = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    bits = np.where(mag > 0x7F800000, (u >> np.uint32(16)) | np.uint32(0x40),
+                    np.where(mag < 0x00800000, (u >> np.uint32(16)) & np.uint32(0x8000), rne))
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32).reshape(x.shape)
+
+
+def _op(x: np.ndarray) -> np.ndarray:
+    """A matmul operand as the kernels see it: float32 under matmul precision "bf16"
+    is rounded to bfloat16 and widened to float64 (products then exact, summed in
+    float64); anything else is returned unchanged."""
+    if x.dtype == np.float32 and get_matmul_precision() == "bf16":
+        return round_bf16(x).astype(np.float64)
+    return x
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -96,7 +122,7 @@ def gemm(a: Any, b: Any, *, trans_a: bool = False, trans_b: bool = False, alpha:
     b = as_float_array(b, "b", dt, 2)
     opa = a.T if trans_a else a
     opb = b.T if trans_b else b
-    res = dt.type(alpha) * (opa @ opb)
+    res = dt.type(alpha) * (_op(opa) @ _op(opb)).astype(dt)
     if beta != 0:
         res = res + dt.type(beta) * out
     return _fill(out, res.astype(dt))
@@ -109,7 +135,7 @@ def dense_forward(x: Any, w: Any, b: Any = None, activation: str | None = "ident
     dt = common_float_dtype(x, w, b)
     x = as_float_array(x, "x", dt, 2)
     w = as_float_array(w, "w", dt, 2)
-    z = x @ w
+    z = (_op(x) @ _op(w)).astype(dt)
     if b is not None:
         z = z + as_float_array(b, "b", dt, 1)
     if z_out is not None:
@@ -133,9 +159,9 @@ def dense_backward(grad_out: Any, x: Any, w: Any, out_act: Any, pre_act: Any = N
                       as_float_array(out_act, "out_act", dt, 2),
                       None if pre_act is None else as_float_array(pre_act, "pre_act", dt, 2),
                       name)
-    dw = _fill(dw_out, x.T @ delta)
+    dw = _fill(dw_out, (_op(x).T @ _op(delta)).astype(dt))
     db = _fill(db_out, delta.sum(axis=0))
-    dx = _fill(dx_out, delta @ w.T) if need_dx else None
+    dx = _fill(dx_out, (_op(delta) @ _op(w).T).astype(dt)) if need_dx else None
     return dx, dw, db
 
 
@@ -433,7 +459,7 @@ def conv2d_forward(x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any 
     w = as_float_array(w, "w", dt, 4)
     kernel = (w.shape[2], w.shape[3])
     win = _window_view(x, kernel, _two(stride), _conv_pad(kernel, padding), 0)
-    z = np.einsum("ncyxij,ocij->noyx", win, w)
+    z = np.einsum("ncyxij,ocij->noyx", _op(win), _op(w)).astype(dt)
     if b is not None:
         z = z + as_float_array(b, "b", dt, 1)[None, :, None, None]
     z = z.astype(dt)
@@ -461,12 +487,13 @@ def conv2d_backward(grad_out: Any, x: Any, w: Any, out_act: Any, pre_act: Any = 
     kernel, st = (w.shape[2], w.shape[3]), _two(stride)
     pad = _conv_pad(kernel, padding)
     win = _window_view(x, kernel, st, pad, 0)
-    dw = _fill(dw_out, np.einsum("ncyxij,noyx->ocij", win, delta).astype(dt))
+    dw = _fill(dw_out, np.einsum("ncyxij,noyx->ocij", _op(win), _op(delta)).astype(dt))
     db = _fill(db_out, delta.sum(axis=(0, 2, 3)).astype(dt))
     dx = None
     if need_dx:
         dx = _fill(dx_out, _scatter_windows(
-            delta, lambda i, j: np.einsum("noyx,oc->ncyx", delta, w[:, :, i, j]), x.shape,
+            delta, lambda i, j: np.einsum("noyx,oc->ncyx", _op(delta), _op(w[:, :, i, j])),
+            x.shape,
             kernel, st, pad).astype(dt))
     return dx, dw, db
 

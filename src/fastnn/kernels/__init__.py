@@ -50,7 +50,14 @@ from .conv import (
     maxpool2d_backward,
     maxpool2d_forward,
 )
-from .dense import activation_backward, activation_forward, dense_backward, dense_forward, gemm
+from .dense import (
+    activation_backward,
+    activation_forward,
+    dense_backward,
+    dense_forward,
+    gemm,
+    round_bf16,
+)
 from .dropout import dropout_backward, dropout_forward
 from .embed import (
     embedding_backward,
@@ -102,4 +109,5 @@ __all__ = [
     "batchnorm_update_stats",
     "layernorm_forward",
     "layernorm_backward",
+    "round_bf16",
 ]

@@ -61,6 +61,28 @@ def gemm(a: Any, b: Any, *, trans_a: bool = False, trans_b: bool = False, alpha:
     return out
 
 
+def round_bf16(x: Any) -> np.ndarray:
+    """float32 values rounded to bfloat16 by the conversion the bf16 GEMM packs with.
+
+    Parameters
+    ----------
+    x : array_like, any shape (converted to float32)
+
+    Returns
+    -------
+    ndarray, float32, the shape of x
+        Each value rounded to the nearest bfloat16 (ties to even); NaN stays NaN
+        (made quiet), values past bfloat16's largest finite one become +-Inf, and
+        a subnormal (``|x| < 2**-126``) becomes a zero of its sign, as AMX and
+        AVX512-BF16 read it.  See :func:`fastnn.set_matmul_precision`.
+
+    """
+    src = np.ascontiguousarray(as_float_array(x, "x", np.dtype(np.float32), None)).reshape(-1)
+    bits = np.empty(src.shape, np.uint16)
+    _k.f32_to_bf16(src, bits)
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32).reshape(np.shape(x))
+
+
 def dense_forward(x: Any, w: Any, b: Any = None, activation: str | None = "identity", *,
                   out: np.ndarray | None = None, z_out: np.ndarray | None = None) -> np.ndarray:
     """Fused dense layer ``out = act(x @ w + b)`` in one pass over the output.

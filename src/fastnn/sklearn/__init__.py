@@ -32,8 +32,10 @@ Or leave the imports alone and patch scikit-learn, as scikit-learn-intelex's
 
 Extras (fastnn only): ``dropout`` (inverted dropout after every hidden layer,
 stochastic solvers only), ``n_threads`` (threads for this estimator's fit and
-predict; default: fastnn's global setting) and ``dtype`` (None, the default:
-scikit-learn's rule below; ``"float32"`` or ``"float64"`` to choose).
+predict; default: fastnn's global setting), ``dtype`` (None, the default:
+scikit-learn's rule below; ``"float32"`` or ``"float64"`` to choose) and
+``matmul_precision`` (None: fastnn's setting; ``"bf16"`` rounds the float32
+GEMM operands to bfloat16, see :func:`fastnn.set_matmul_precision`).
 
 Differences from scikit-learn, all deliberate:
 

@@ -118,6 +118,9 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
         v = self.n_threads
         if v is not None and not (_is_int(v) and v >= 1):
             raise bad("n_threads", "None or an int in the range [1, inf)")
+        v = self.matmul_precision
+        if v is not None and v not in ("float32", "bf16"):
+            raise bad("matmul_precision", "None, 'float32' or 'bf16'")
         for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise bad(name, "a bool")
@@ -299,7 +302,7 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
                 raise ValueError(f"warm_start / partial_fit needs the same layer sizes as the "
                                  f"previous fit: {expected}, got {layer_units} (check "
                                  f"hidden_layer_sizes and the number of outputs)")
-        with _config.threads(self.n_threads):
+        with _config.threads(self.n_threads), _config.matmul_precision(self.matmul_precision):
             if self.solver in _STOCHASTIC_SOLVERS:
                 self._fit_stochastic(X, y, sample_weight, incremental, rs)
             else:
@@ -360,7 +363,7 @@ class _BaseMLP(_SolversMixin, BaseEstimator):
         n = Xd.shape[0]
         out = np.empty((n, self.n_outputs_), np.result_type(model.dtype, X.dtype))
         buf = None
-        with _config.threads(self.n_threads):
+        with _config.threads(self.n_threads), _config.matmul_precision(self.matmul_precision):
             for s in range(0, n, _PREDICT_CHUNK):
                 e = min(s + _PREDICT_CHUNK, n)
                 if sp.issparse(Xd):

@@ -56,6 +56,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         fastnn extra: the precision of training and inference.  None: scikit-learn's
         rule (float32 X trains and predicts in float32, any other X in float64).
         ``'float32'`` gives fastnn's full speed whatever the dtype of X.
+    matmul_precision : {'float32', 'bf16'} or None, default=None
+        fastnn extra: the matmul precision of this estimator's fit/predict (see
+        :func:`fastnn.set_matmul_precision`; None: fastnn's setting).  ``'bf16'``
+        only affects float32 training: pair it with ``dtype='float32'``.
 
     Attributes
     ----------
@@ -74,7 +78,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dropout=0.0, n_threads=None, dtype=None):
+                 dropout=0.0, n_threads=None, dtype=None, matmul_precision=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -101,6 +105,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.dropout = dropout
         self.n_threads = n_threads
         self.dtype = dtype
+        self.matmul_precision = matmul_precision
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -212,7 +217,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dropout=0.0, n_threads=None, dtype=None):
+                 dropout=0.0, n_threads=None, dtype=None, matmul_precision=None):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -240,6 +245,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.dropout = dropout
         self.n_threads = n_threads
         self.dtype = dtype
+        self.matmul_precision = matmul_precision
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
