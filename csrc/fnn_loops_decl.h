@@ -68,6 +68,8 @@ typedef struct {
     double (*ce_row)(T *grad, const T *x, int64_t label, const T *t, int64_t classes, T inv_b);
     double (*mse)(T *grad, const T *pred, const T *target, int64_t n, T scale);
     double (*bce)(T *grad, const T *logits, const T *target, int64_t n, T inv_n);
+    /* g[0:n] += wd * w; returns sum w^2 in double (optim_impl.h's fnn_l2_grad) */
+    double (*l2_grad)(T *g, const T *w, int64_t n, T wd);
 } SFX(fnn_loops);
 
 /* The conv forward micro-kernel of an ISA (NULL ukr: the conv driver uses the

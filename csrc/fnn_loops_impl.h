@@ -135,6 +135,28 @@ FNN_LOOPS_TARGET static void FNN_LP(rmsprop)(const SFX(fnn_rmsprop_args) *a, int
     }
 }
 
+/* g (n,) += wd * w (n,); returns sum of w^2 in double, element i in partial
+ * sum i % 8 (eight sequential chains, so every ISA's vectors give the same
+ * bits), the eight added ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)). */
+FNN_LOOPS_TARGET static double FNN_LP(l2_grad)(T *FNN_RESTRICT g, const T *FNN_RESTRICT w,
+                                               int64_t n, T wd)
+{
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int u = 0; u < 8; u++) {
+            const double x = (double)w[i + u];
+            s[u] += x * x;
+            g[i + u] = g[i + u] + wd * w[i + u];
+        }
+    for (int u = 0; i < n; i++, u++) {
+        const double x = (double)w[i];
+        s[u] += x * x;
+        g[i] = g[i] + wd * w[i];
+    }
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 /* w, sum (n,): one torch.optim.Adagrad step. */
 FNN_LOOPS_TARGET static void FNN_LP(adagrad)(const SFX(fnn_adagrad_args) *a, int64_t lo,
                                              int64_t hi)
@@ -393,6 +415,7 @@ static const SFX(fnn_loops) FNN_LP(loops) = {
     .ce_row = FNN_LP(ce_row),
     .mse = FNN_LP(mse),
     .bce = FNN_LP(bce),
+    .l2_grad = FNN_LP(l2_grad),
 };
 
 #undef FNN_LP

@@ -94,25 +94,12 @@ int SFX(fnn_adagrad_step)(T *w, T *sum, const T *g, int64_t n, T lr, T lr_decay,
 }
 
 /* g (n,) += wd * w (n,) (scikit-learn's L2 term of the gradient, g + (wd * w) in T);
- * *sq = sum of w^2 over w (n,), each square and the sum in double (in 8 partial
- * sums: element i goes to sum i % 8, then ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))). */
-int SFX(fnn_l2_grad)(double *sq, T *FNN_RESTRICT g, const T *FNN_RESTRICT w, int64_t n, T wd)
+ * *sq = sum of w^2 in double (the registry's loop: fnn_loops_impl.h documents
+ * the order of the sum, the same at every ISA level). */
+int SFX(fnn_l2_grad)(double *sq, T *g, const T *w, int64_t n, T wd)
 {
     if (n < 0 || !sq) return FNN_EINVAL;
-    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int u = 0; u < 8; u++) {
-            const double x = (double)w[i + u];
-            s[u] += x * x;
-            g[i + u] = g[i + u] + wd * w[i + u];
-        }
-    for (int u = 0; i < n; i++, u++) {
-        const double x = (double)w[i];
-        s[u] += x * x;
-        g[i] = g[i] + wd * w[i];
-    }
-    *sq = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    *sq = n == 0 ? 0.0 : fnn_ctx()->SFX(loops).l2_grad(g, w, n, wd);
     return FNN_OK;
 }
 

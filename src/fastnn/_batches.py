@@ -140,13 +140,19 @@ class ArrayBatches:
         n, bs = self.n_samples, self.batch_size
         x, y, w = self.x, self.y, self.w
         dense = not hasattr(x, "tocsr")
+        if order is not None:
+            # checked once here, so that the per-batch takes can use mode="wrap", which
+            # for indices in [-n, n) is "raise" without its buffered copy of the output
+            order = np.asarray(order)
+            if order.size and (int(order.min()) < -n or int(order.max()) >= n):
+                raise IndexError(f"batch order has indices outside [-{n}, {n})")
         for s in range(0, n, bs):
             m = min(bs, n - s)
             if order is not None:
                 idx = order[s:s + m]
-                xs = (np.take(x, idx, axis=0, out=self._xb[:m]) if dense
+                xs = (x.take(idx, axis=0, out=self._xb[:m], mode="wrap") if dense
                       else _take(x, idx, self._xb))
-                ys = np.take(y, idx, axis=0, out=self._yb[:m])
+                ys = y.take(idx, axis=0, out=self._yb[:m], mode="wrap")
                 ws = None if w is None else w[idx]
             else:
                 sl = slice(s, s + m)
