@@ -51,6 +51,27 @@ FNN_INLINE void SFX(fnn_norm_dysums)(const T *dy, const T *x, int64_t n, double 
     *sdyx += ((b[0] + b[4]) + (b[1] + b[5])) + ((b[2] + b[6]) + (b[3] + b[7]));
 }
 
+/* dy, w, x (n,): *sdy += sum dy w, *sdyx += sum dy w (x - m), in double. */
+FNN_INLINE void SFX(fnn_norm_wdysums)(const T *dy, const T *w, const T *x, int64_t n, double m,
+                                      double *sdy, double *sdyx)
+{
+    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) {
+            const double g = (double)dy[i + l] * (double)w[i + l];
+            a[l] += g;
+            b[l] += g * ((double)x[i + l] - m);
+        }
+    for (int l = 0; i < n; i++, l++) {
+        const double g = (double)dy[i] * (double)w[i];
+        a[l] += g;
+        b[l] += g * ((double)x[i] - m);
+    }
+    *sdy += ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    *sdyx += ((b[0] + b[4]) + (b[1] + b[5])) + ((b[2] + b[6]) + (b[3] + b[7]));
+}
+
 /* x, out (n, c, s); weight, bias (c,) or NULL (ones, zeros); running_mean,
  * running_var (c,) (read in eval only, may be NULL in training); mean, var (c,)
  * written in training (may be NULL in eval).
@@ -427,21 +448,12 @@ int SFX(fnn_layernorm_backward)(T *dx, T *dweight, T *dbias, const T *dy, const 
             const T *gr = dy + r * d, *xr = x + r * d;
             T *dr = dx + r * d;
             const double mu = (double)mean[r], rs = (double)rstd[r];
-            double a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            int64_t j = 0;
-            for (; j + 8 <= d; j += 8)
-                for (int l = 0; l < 8; l++) {
-                    const double g = (double)gr[j + l] * (weight ? (double)weight[j + l] : 1.0);
-                    a[l] += g;
-                    b[l] += g * (((double)xr[j + l] - mu) * rs);
-                }
-            for (int l = 0; j < d; j++, l++) {
-                const double g = (double)gr[j] * (weight ? (double)weight[j] : 1.0);
-                a[l] += g;
-                b[l] += g * (((double)xr[j] - mu) * rs);
-            }
-            const double sa = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-            const double sbx = ((b[0] + b[4]) + (b[1] + b[5])) + ((b[2] + b[6]) + (b[3] + b[7]));
+            double sa = 0, sbx = 0; /* sum g, sum g (x - mean), g = dy weight */
+            if (weight)
+                SFX(fnn_norm_wdysums)(gr, weight, xr, d, mu, &sa, &sbx);
+            else
+                SFX(fnn_norm_dysums)(gr, xr, d, mu, &sa, &sbx);
+            sbx *= rs;
             const T mt = mean[r], rt = rstd[r];
             const T ma = (T)(sa / (double)d), mb = (T)(sbx / (double)d);
             if (weight)

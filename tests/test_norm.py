@@ -419,3 +419,33 @@ def test_fuse_batchnorm_folds_into_dense_and_conv(dtype, tol):
     assert fused[0].activation == "relu" and fused[2].use_bias
     np.testing.assert_allclose(fused.predict(x), model.predict(x), atol=tol, rtol=0)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_data_parallel_normalizes_each_shard_and_keeps_rank0_statistics(tmp_path):
+    """mpiexec -n 2: weights and running statistics equal a one-process replay of the
+    same steps (each shard normalized on its own, statistics from rank 0's shards), and
+    are the same on both ranks."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import child_env
+    from test_distributed import _mpiexec, _need_mpi
+
+    _need_mpi()
+    worker = Path(__file__).resolve().parent / "mpi_norm_worker.py"
+    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(worker), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300,
+                          env=child_env(OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"norm-{r}.json").read_text()) for r in (0, 1))
+    assert r0["weights"] == r1["weights"] and r0["buffers"] == r1["buffers"]
+    assert r0["val_loss"] == r1["val_loss"] and r0["evaluate"] == r1["evaluate"]
+    for a, b in zip(r0["weights"], r0["ref_weights"]):
+        np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
+    for name, bufs in r0["buffers"].items():
+        for k, v in bufs.items():
+            np.testing.assert_allclose(v, r0["ref_buffers"][name][k], atol=1e-12, rtol=0)
+    assert r0["buffers"]["batchnorm2d_1"]["num_batches_tracked"] == 6
+    assert abs(r0["evaluate"]["loss"] - r0["ref_evaluate"]["loss"]) < 1e-12

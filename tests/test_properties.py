@@ -414,6 +414,77 @@ def test_pooling_matches_twin(data):
     g.check()
 
 
+# ---- normalization ----------------------------------------------------------------------
+
+@MEDIUM
+@given(data=st.data())
+def test_batchnorm_matches_twin(data):
+    dt = data.draw(dtypes, label="dtype")
+    n = data.draw(st.sampled_from([1, 2, 3, 16, 17]), label="n")
+    c = data.draw(st.sampled_from([1, 3, 63, 64, 65, 130]), label="c")
+    spatial = data.draw(st.sampled_from([(), (1,), (5,), (3, 4), (1, 1)]), label="spatial")
+    training = data.draw(st.booleans(), label="training") and n * int(np.prod(spatial)) > 1
+    affine = data.draw(st.booleans(), label="affine")
+    rng = rng_of(data)
+    g = Guard()
+    lay = lambda lbl: data.draw(layouts, label=lbl)  # noqa: E731
+    x = g(randn(rng, (n, c, *spatial), dt, 3) + 2, lay("x"))
+    w = g(randn(rng, (c,), dt), lay("w")) if affine else None
+    b = g(randn(rng, (c,), dt), lay("b")) if affine else None
+    rm = g(randn(rng, (c,), dt), lay("rm"))
+    rv = g(np.abs(randn(rng, (c,), dt)) + 0.5, lay("rv"))
+    ok, mk, vk = K.batchnorm_forward(x, w, b, rm, rv, training=training)
+    orf, mr, vr = R.batchnorm_forward(x, w, b, rm, rv, training=training)
+    m = n * max(int(np.prod(spatial)), 1)
+    close(ok, orf, dt, k=m, what="batchnorm forward")
+    if training:
+        close(mk, mr, dt, k=m, what="batch mean")
+        close(vk, vr, dt, k=m, what="batch var")
+        stats = (g(mk, lay("mean")), g(vk, lay("var")))
+        uk = K.batchnorm_update_stats(np.array(rm), np.array(rv), *stats, m if m > 1 else 2,
+                                      0.1)
+        ur = R.batchnorm_update_stats(np.array(rm), np.array(rv), *stats, m if m > 1 else 2,
+                                      0.1)
+        close(uk[0], ur[0], dt, what="running mean")
+        close(uk[1], ur[1], dt, what="running var")
+    else:
+        stats = (rm, rv)
+    gy = g(randn(rng, x.shape, dt), lay("grad"))
+    for a, e, nm in zip(K.batchnorm_backward(gy, x, *stats, w, training=training),
+                        R.batchnorm_backward(gy, x, *stats, w, training=training),
+                        ("dx", "dweight", "dbias")):
+        close(a, e, dt, k=m, what=f"batchnorm {nm}")
+    g.check()
+
+
+@MEDIUM
+@given(data=st.data())
+def test_layernorm_matches_twin(data):
+    dt = data.draw(dtypes, label="dtype")
+    lead = tuple(data.draw(st.lists(st.sampled_from([1, 2, 3, 7]), min_size=1, max_size=2),
+                           label="lead"))
+    norm = tuple(data.draw(st.lists(st.sampled_from([1, 3, 8, 9, 65]), min_size=1,
+                                    max_size=2), label="normalized"))
+    affine = data.draw(st.sampled_from(["both", "weight", "none"]), label="affine")
+    rng = rng_of(data)
+    g = Guard()
+    lay = lambda lbl: data.draw(layouts, label=lbl)  # noqa: E731
+    x = g(randn(rng, (*lead, *norm), dt, 2) - 1, lay("x"))
+    w = g(randn(rng, norm, dt), lay("w")) if affine != "none" else None
+    b = g(randn(rng, norm, dt), lay("b")) if affine == "both" else None
+    d = int(np.prod(norm))
+    ok = K.layernorm_forward(x, norm, w, b)
+    orf = R.layernorm_forward(x, norm, w, b)
+    for a, e, nm in zip(ok, orf, ("out", "mean", "rstd")):
+        close(a, e, dt, k=d, what=f"layernorm {nm}")
+    gy = g(randn(rng, x.shape, dt), lay("grad"))
+    mean, rstd = g(ok[1], lay("mean")), g(ok[2], lay("rstd"))
+    for a, e, nm in zip(K.layernorm_backward(gy, x, mean, rstd, w),
+                        R.layernorm_backward(gy, x, mean, rstd, w), ("dx", "dweight", "dbias")):
+        close(a, e, dt, k=max(d, x.size // d), what=f"layernorm {nm}")
+    g.check()
+
+
 def test_every_public_kernel_is_covered():
     """Keep this file honest: a new kernel in fastnn.kernels.__all__ needs a property test."""
     covered = {"gemm", "dense_forward", "dense_backward", "activation_forward",
@@ -422,7 +493,9 @@ def test_every_public_kernel_is_covered():
                "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
                "avgpool2d_backward", "global_avgpool_forward", "global_avgpool_backward",
                "embedding_forward", "embedding_backward", "global_avgpool1d_forward",
-               "global_avgpool1d_backward", *OPTS}
+               "global_avgpool1d_backward",
+               "batchnorm_forward", "batchnorm_backward", "batchnorm_update_stats",
+               "layernorm_forward", "layernorm_backward", *OPTS}
     assert set(K.__all__) == covered
     assert set(R.__all__) == set(K.__all__)
     assert set(OUTPUT_CASES) | set(OPTS) == set(K.__all__)
@@ -445,6 +518,9 @@ def _cases(dt: np.dtype) -> dict:
     _, idx = K.maxpool2d_forward(x4, 2)
     gp = r(2, 3)
     i64 = np.dtype(np.int64)
+    c3, c3b, c3p = r(3), r(3), np.abs(r(3)) + 0.5  # per-channel vectors (variances > 0)
+    p4x = r(2, 3, 6, 6)  # a gradient of x4's shape
+    r5, r5b, g5, r4, r4p = r(5), r(5), r(4, 5), r(4), np.abs(r(4)) + 0.5
     return {
         "gemm": (lambda **o: K.gemm(x2, w2, **o), {"out": ((4, 3), dt)}, [x2, w2], {}),
         "dense_forward": (lambda **o: K.dense_forward(x2, w2, b1, "gelu", **o),
@@ -493,6 +569,27 @@ def _cases(dt: np.dtype) -> dict:
         "global_avgpool1d_backward": (lambda **o: K.global_avgpool1d_backward(gp, (2, 4, 3),
                                                                               **o),
                                       {"out": ((2, 4, 3), dt)}, [gp], {}),
+        "batchnorm_forward": (lambda **o: K.batchnorm_forward(x4, c3, c3b, c3, c3p,
+                                                              training=True, **o),
+                              {"out": ((2, 3, 6, 6), dt), "mean_out": ((3,), dt),
+                               "var_out": ((3,), dt)}, [x4, c3, c3b, c3p], {"out": 0}),
+        "batchnorm_backward": (lambda **o: K.batchnorm_backward(p4x, x4, c3, c3p, c3b,
+                                                                training=True, **o),
+                               {"dx_out": ((2, 3, 6, 6), dt), "dweight_out": ((3,), dt),
+                                "dbias_out": ((3,), dt)}, [p4x, x4, c3, c3p, c3b],
+                               {"dx_out": 0}),
+        "batchnorm_update_stats": (
+            lambda **o: K.batchnorm_update_stats(o.get("running_mean", c3.copy()),
+                                                 o.get("running_var", c3p.copy()), c3b, c3p,
+                                                 8, 0.1),
+            {"running_mean": ((3,), dt), "running_var": ((3,), dt)}, [c3b, c3p], {}),
+        "layernorm_forward": (lambda **o: K.layernorm_forward(x2, 5, r5, r5b, **o),
+                              {"out": ((4, 5), dt), "mean_out": ((4,), dt),
+                               "rstd_out": ((4,), dt)}, [x2, r5, r5b], {"out": 0}),
+        "layernorm_backward": (lambda **o: K.layernorm_backward(g5, x2, r4, r4p, r5, **o),
+                               {"dx_out": ((4, 5), dt), "dweight_out": ((5,), dt),
+                                "dbias_out": ((5,), dt)}, [g5, x2, r4, r4p, r5],
+                               {"dx_out": 0}),
     }
 
 

@@ -537,9 +537,10 @@ def check_batchnorm_forward(x, weight, bias, running_mean, running_var, training
     if training and x.size // max(c, 1) == 0 and c:
         raise ValueError(f"batch norm in training needs at least one value per channel, got "
                          f"x of shape {x.shape}")
-    out = output(out, "out", x.shape, dt, same_ok=(x,))
-    mean = output(mean_out, "mean_out", (c,), dt, (x, out))
-    var = output(var_out, "var_out", (c,), dt, (x, out, mean))
+    ins = (x, w, b, rm, rv)
+    out = output(out, "out", x.shape, dt, ins[1:], same_ok=(x,))
+    mean = output(mean_out, "mean_out", (c,), dt, (*ins, out))
+    var = output(var_out, "var_out", (c,), dt, (*ins, out, mean))
     return x, w, b, rm, rv, training, eps, out, mean, var
 
 
@@ -559,24 +560,24 @@ def check_batchnorm_backward(grad_out, x, mean, var, weight, training, eps, dx_o
     var = _channel_vec(var, "var", c, dt, True)
     w = _channel_vec(weight, "weight", c, dt, False)
     eps = real_number(eps, "eps")
-    dx = output(dx_out, "dx_out", x.shape, dt, (x,), same_ok=(dy,))
-    dw = output(dweight_out, "dweight_out", (c,), dt, (x, dy, dx))
-    db = output(dbias_out, "dbias_out", (c,), dt, (x, dy, dx, dw))
+    ins = (dy, x, mean, var, w)
+    dx = output(dx_out, "dx_out", x.shape, dt, ins[1:], same_ok=(dy,))
+    dw = output(dweight_out, "dweight_out", (c,), dt, (*ins, dx))
+    db = output(dbias_out, "dbias_out", (c,), dt, (*ins, dx, dw))
     return dy, x, mean, var, w, bool(training), eps, dx, dw, db
 
 
 def check_batchnorm_update_stats(running_mean, running_var, mean, var, count,
                                  momentum) -> tuple:
-    """Checked arguments of ``batchnorm_update_stats`` (running_* updated in place)."""
-    for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
-        if not isinstance(arr, np.ndarray) or arr.dtype not in (_F32, _F64):
-            raise TypeError(f"{name} must be a float32 or float64 numpy.ndarray, got "
-                            f"{getattr(arr, 'dtype', type(arr).__name__)}")
-    c = running_mean.shape[0] if running_mean.ndim == 1 else -1
-    rm = output(running_mean, "running_mean", (c,), running_mean.dtype)
-    rv = output(running_var, "running_var", (c,), running_mean.dtype, (rm,))
-    m = _channel_vec(mean, "mean", c, rm.dtype, True)
-    v = _channel_vec(var, "var", c, rm.dtype, True)
+    """Checked arguments of ``batchnorm_update_stats``: ``running_mean``, ``running_var``
+    are outputs (updated in place) of mean's shape and dtype (that of mean and var).
+    """
+    dt = common_float_dtype(mean, var)
+    m = as_float_array(mean, "mean", dt, 1)
+    c = m.shape[0]
+    v = _channel_vec(var, "var", c, dt, True)
+    rm = output(running_mean, "running_mean", (c,), dt, (m, v))
+    rv = output(running_var, "running_var", (c,), dt, (m, v, rm))
     if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 2:
         raise ValueError(f"count must be an int >= 2 (values behind each statistic), got "
                          f"{count!r}")
@@ -619,9 +620,9 @@ def check_layernorm_forward(x, normalized_shape, weight, bias, eps, out, mean_ou
         check_shape(arr, name, shape)
         ws.append(arr)
     lead = x.shape[:x.ndim - k]
-    out = output(out, "out", x.shape, dt, same_ok=(x,))
-    mean = output(mean_out, "mean_out", lead, dt, (x, out))
-    rstd = output(rstd_out, "rstd_out", lead, dt, (x, out, mean))
+    out = output(out, "out", x.shape, dt, ws, same_ok=(x,))
+    mean = output(mean_out, "mean_out", lead, dt, (x, *ws, out))
+    rstd = output(rstd_out, "rstd_out", lead, dt, (x, *ws, out, mean))
     return x, shape, ws[0], ws[1], real_number(eps, "eps"), out, mean, rstd
 
 
@@ -645,7 +646,8 @@ def check_layernorm_backward(grad_out, x, mean, rstd, weight, dx_out, dweight_ou
     if weight is not None:
         w = as_float_array(weight, "weight", dt)
         check_shape(w, "weight", shape)
-    dx = output(dx_out, "dx_out", x.shape, dt, (x,), same_ok=(dy,))
-    dw = output(dweight_out, "dweight_out", shape, dt, (x, dy, dx))
-    db = output(dbias_out, "dbias_out", shape, dt, (x, dy, dx, dw))
+    ins = (dy, x, mean, rstd, w)
+    dx = output(dx_out, "dx_out", x.shape, dt, ins[1:], same_ok=(dy,))
+    dw = output(dweight_out, "dweight_out", shape, dt, (*ins, dx))
+    db = output(dbias_out, "dbias_out", shape, dt, (*ins, dx, dw))
     return dy, x, mean, rstd, w, dx, dw, db

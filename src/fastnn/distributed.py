@@ -415,6 +415,27 @@ class DataParallel:
         self.timings["fit_s"] = time.perf_counter() - t_fit
         return history
 
+    def broadcast_buffers(self) -> None:
+        """Collective: copy rank 0's layer buffers (batch norm's running statistics and
+        ``num_batches_tracked``) to every rank, as torch DDP's ``broadcast_buffers``.
+
+        Each rank normalizes its own shard in training and updates its own running
+        statistics from it; :meth:`fit` calls this at the end of every epoch (before
+        validation) and at the end of training, so evaluation, checkpoints and the
+        trained model use rank 0's statistics on every rank.  A no-op (no message)
+        for a model without buffers.
+        """
+        layers = self.model.layers
+        if not any(ly.buffers() for ly in layers):
+            return
+        mine = [{k: np.array(v) for k, v in ly.buffers().items()} for ly in layers] \
+            if self.is_root else None
+        got = self.comm.bcast(mine, root=0)
+        if not self.is_root:
+            for ly, vals in zip(layers, got):
+                if vals:
+                    ly.set_buffers(vals)
+
     def weights_crc(self) -> int:
         """CRC-32 of this rank's weights (compared across ranks every epoch)."""
         return zlib.crc32(self.model.parameters().view(np.uint8))
@@ -662,6 +683,7 @@ class _ParallelTrainer(Trainer):
         reduced over all ranks.
         """
         dp, m = self.dp, self.model
+        dp.broadcast_buffers()  # rank 0's running statistics for validation and callbacks
         train_states = [met.state() for met in self.metrics]  # before validation resets them
         part = None
         if self.pending is None and validation is not None:
@@ -701,5 +723,6 @@ class _ParallelTrainer(Trainer):
                 except Exception:  # noqa: BLE001,S110 -- already failing; keep the first error
                     pass
             return
+        self.dp.broadcast_buffers()
         self.call_callbacks(callbacks, "on_train_end", logs)
         self.dp.agree(self.pending, "at the end of training")

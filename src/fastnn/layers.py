@@ -868,7 +868,48 @@ class GlobalAvgPool2D(Layer):
         return {"name": self.name}
 
 
-class _BatchNorm(Layer):
+class _AffineMixin:
+    """``weight``/``bias`` (and their gradients) of a normalization layer whose
+    parameters are optional: ``_has_weight`` and ``_has_bias`` say which exist
+    (``params`` then holds weight first, bias second).
+    """
+
+    _has_weight = _has_bias = False
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        """The scale (ones at first), or None (no affine parameters, or not built)."""
+        return self.params[0] if self._has_weight and self.params else None
+
+    @weight.setter
+    def weight(self, value: Any) -> None:
+        if not self._has_weight:
+            raise AttributeError(f"this {type(self).__name__} has no weight (affine off)")
+        self.set_param(0, value)
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """The shift (zeros at first), or None (no bias, or not built)."""
+        return self.params[1] if self._has_bias and self.params else None
+
+    @bias.setter
+    def bias(self, value: Any) -> None:
+        if not self._has_bias:
+            raise AttributeError(f"this {type(self).__name__} has no bias")
+        self.set_param(1, value)
+
+    @property
+    def grad_weight(self) -> np.ndarray | None:
+        """dL/dweight from the last backward pass."""
+        return self.grads[0] if self._has_weight and self.grads else None
+
+    @property
+    def grad_bias(self) -> np.ndarray | None:
+        """dL/dbias from the last backward pass."""
+        return self.grads[1] if self._has_bias and self.grads else None
+
+
+class _BatchNorm(_AffineMixin, Layer):
     """Shared parts of BatchNorm1D and BatchNorm2D (torch's ``_BatchNorm`` semantics).
 
     The learnable ``weight`` (ones) and ``bias`` (zeros) live in the model's flat
@@ -889,40 +930,13 @@ class _BatchNorm(Layer):
         self.momentum = None if momentum is None else real_number(momentum, "momentum", 0.0,
                                                                   1.0)
         self.affine = bool(affine)
+        self._has_weight = self._has_bias = self.affine
         self.param_names = ("weight", "bias") if self.affine else ()
         self.running_mean: np.ndarray | None = None
         self.running_var: np.ndarray | None = None
         self._tracked = np.zeros((), np.int64)
 
     # ---- parameters and buffers ---------------------------------------------
-    @property
-    def weight(self) -> np.ndarray | None:
-        """The scale gamma, (num_features,); None with ``affine=False`` or before building."""
-        return self.params[0] if self.affine and self.params else None
-
-    @weight.setter
-    def weight(self, value: Any) -> None:
-        self.set_param(0, value)
-
-    @property
-    def bias(self) -> np.ndarray | None:
-        """The shift beta, (num_features,); None with ``affine=False`` or before building."""
-        return self.params[1] if self.affine and self.params else None
-
-    @bias.setter
-    def bias(self, value: Any) -> None:
-        self.set_param(1, value)
-
-    @property
-    def grad_weight(self) -> np.ndarray | None:
-        """dL/dweight from the last backward pass."""
-        return self.grads[0] if self.affine and self.grads else None
-
-    @property
-    def grad_bias(self) -> np.ndarray | None:
-        """dL/dbias from the last backward pass."""
-        return self.grads[1] if self.affine and self.grads else None
-
     @property
     def num_batches_tracked(self) -> int:
         """Training-mode forwards seen (torch's buffer of the same name)."""
@@ -1113,7 +1127,7 @@ class BatchNorm2D(_BatchNorm):
     _what = "4-D (batch, channels, height, width)"
 
 
-class LayerNorm(Layer):
+class LayerNorm(_AffineMixin, Layer):
     """Layer normalization over the trailing dimensions (``torch.nn.LayerNorm``).
 
     ``y = (x - mean) / sqrt(var + eps) * weight + bias`` where mean and the biased
@@ -1144,38 +1158,9 @@ class LayerNorm(Layer):
         self.eps = real_number(eps, "eps")
         self.elementwise_affine = bool(elementwise_affine)
         self.use_bias = bool(bias) and self.elementwise_affine
+        self._has_weight, self._has_bias = self.elementwise_affine, self.use_bias
         self.param_names = (("weight", "bias") if self.use_bias else ("weight",)) \
             if self.elementwise_affine else ()
-
-    @property
-    def weight(self) -> np.ndarray | None:
-        """The scale, of normalized_shape (None without elementwise_affine)."""
-        return self.params[0] if self.elementwise_affine and self.params else None
-
-    @weight.setter
-    def weight(self, value: Any) -> None:
-        self.set_param(0, value)
-
-    @property
-    def bias(self) -> np.ndarray | None:
-        """The shift, of normalized_shape (None without a bias)."""
-        return self.params[1] if self.use_bias and self.params else None
-
-    @bias.setter
-    def bias(self, value: Any) -> None:
-        if not self.use_bias:
-            raise AttributeError("this LayerNorm has no bias")
-        self.set_param(1, value)
-
-    @property
-    def grad_weight(self) -> np.ndarray | None:
-        """dL/dweight from the last backward pass."""
-        return self.grads[0] if self.elementwise_affine and self.grads else None
-
-    @property
-    def grad_bias(self) -> np.ndarray | None:
-        """dL/dbias from the last backward pass."""
-        return self.grads[1] if self.use_bias and self.grads else None
 
     def param_shapes(self, input_shape):
         """Weight (and bias), of normalized_shape."""
