@@ -25,5 +25,15 @@ static int fnn_embed_threads(double work, int n_threads)
     return fnn_threads_for(work, FNN_EMBED_MIN_WORK, n_threads);
 }
 
+/* Check the sizes of an (n, l, d) sequence array; the threads for a pass over it. */
+static int fnn_seq_check(int64_t n, int64_t l, int64_t d, int n_threads, int *nt)
+{
+    if (n < 0 || l < 0 || d < 0) return FNN_EINVAL;
+    int64_t t;
+    if (fnn_mul_overflows(n, l, &t) || fnn_mul_overflows(t, d, &t)) return FNN_EOVERFLOW;
+    *nt = fnn_embed_threads((double)n * (double)(l + 1) * (double)d, n_threads);
+    return FNN_OK;
+}
+
 #define FNN_TEMPLATE "embed_impl.h"
 #include "fnn_template.h"

@@ -86,10 +86,9 @@ int SFX(fnn_embedding_backward)(T *dw, int64_t *bad, const int64_t *idx, const T
 int SFX(fnn_global_avgpool1d_forward)(T *out, const T *x, int64_t n, int64_t l, int64_t d,
                                       int n_threads)
 {
-    if (n < 0 || l < 0 || d < 0) return FNN_EINVAL;
-    int64_t t;
-    if (fnn_mul_overflows(n, l, &t) || fnn_mul_overflows(t, d, &t)) return FNN_EOVERFLOW;
-    const int nt = fnn_embed_threads((double)n * (double)(l + 1) * (double)d, n_threads);
+    int nt;
+    const int st = fnn_seq_check(n, l, d, n_threads, &nt);
+    if (st != FNN_OK) return st;
     const T inv = l ? (T)1 / (T)l : (T)0;
     (void)nt;
 #ifdef _OPENMP
@@ -117,10 +116,9 @@ int SFX(fnn_global_avgpool1d_forward)(T *out, const T *x, int64_t n, int64_t l, 
 int SFX(fnn_global_avgpool1d_backward)(T *dx, const T *dout, int64_t n, int64_t l, int64_t d,
                                        int n_threads)
 {
-    if (n < 0 || l < 0 || d < 0) return FNN_EINVAL;
-    int64_t t;
-    if (fnn_mul_overflows(n, l, &t) || fnn_mul_overflows(t, d, &t)) return FNN_EOVERFLOW;
-    const int nt = fnn_embed_threads((double)n * (double)(l + 1) * (double)d, n_threads);
+    int nt;
+    const int st = fnn_seq_check(n, l, d, n_threads, &nt);
+    if (st != FNN_OK) return st;
     const T inv = l ? (T)1 / (T)l : (T)0;
     (void)nt;
 #ifdef _OPENMP

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data-home", default=None)
     args = p.parse_args(argv)
     (x, y), (xt, yt), source = load(args.quick, args.data_home)
-    scale = 0.2 if args.quick else 1.0  # epochs of the few-shot runs
+    scale = 0.1 if args.quick else 1.0  # epochs of the few-shot runs
 
     def epochs(n: int) -> int:
         return max(1, int(n * scale))

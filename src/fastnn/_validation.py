@@ -482,6 +482,15 @@ def check_index_range(idx: np.ndarray, num_embeddings: int, fn: str) -> None:
                          f"{num_embeddings})")
 
 
+def embedding_grad(grad_out: Any, idx: np.ndarray) -> np.ndarray:
+    """``grad_out`` of an embedding backward: float, shape ``(*idx.shape, embedding_dim)``."""
+    g = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out))
+    if g.ndim != idx.ndim + 1 or g.shape[:-1] != idx.shape:
+        raise ValueError(f"grad_out must have shape {(*idx.shape, 'embedding_dim')}, got "
+                         f"{g.shape}")
+    return g
+
+
 def input_shape_3d(fn: str, input_shape: Any) -> tuple[int, int, int]:
     """``input_shape`` as (batch, length, features) of non-negative ints."""
     try:

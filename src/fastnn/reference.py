@@ -581,10 +581,7 @@ def embedding_backward(grad_out: Any, indices: Any, num_embeddings: int, *,
     """Twin of :func:`fastnn.kernels.embedding_backward`: ``np.add.at`` of the rows."""
     idx = _v.index_array(indices)
     v = _v.positive_int(num_embeddings, "num_embeddings")
-    g = as_float_array(grad_out, "grad_out", common_float_dtype(grad_out))
-    if g.ndim != idx.ndim + 1 or g.shape[:-1] != idx.shape:
-        raise ValueError(f"grad_out must have shape {(*idx.shape, 'embedding_dim')}, got "
-                         f"{g.shape}")
+    g = _v.embedding_grad(grad_out, idx)
     _v.check_index_range(idx, v, "embedding_backward")
     dw = np.zeros((v, g.shape[-1]), g.dtype)
     np.add.at(dw, idx.reshape(-1), g.reshape(idx.size, g.shape[-1]))

@@ -12,6 +12,7 @@ from .._validation import (
     as_float_array,
     check_shape,
     common_float_dtype,
+    embedding_grad,
     index_array,
     input_shape_3d,
     output,
@@ -66,12 +67,8 @@ def embedding_backward(grad_out: Any, indices: Any, num_embeddings: int, *,
     """
     idx = index_array(indices)
     v = positive_int(num_embeddings, "num_embeddings")
-    dt = common_float_dtype(grad_out)
-    g = as_float_array(grad_out, "grad_out", dt)
-    if g.ndim != idx.ndim + 1 or g.shape[:-1] != idx.shape:
-        raise ValueError(f"grad_out must have shape {(*idx.shape, 'embedding_dim')}, got "
-                         f"{g.shape}")
-    d = g.shape[-1]
+    g = embedding_grad(grad_out, idx)
+    dt, d = g.dtype, g.shape[-1]
     dw = output(out, "out", (v, d), dt, (g,))
     _k.embedding_backward[_SPEC[dt]](dw, idx.reshape(-1), g.reshape(idx.size, d), 0.0,
                                      get_num_threads())
