@@ -449,3 +449,24 @@ def test_data_parallel_normalizes_each_shard_and_keeps_rank0_statistics(tmp_path
             np.testing.assert_allclose(v, r0["ref_buffers"][name][k], atol=1e-12, rtol=0)
     assert r0["buffers"]["batchnorm2d_1"]["num_batches_tracked"] == 6
     assert abs(r0["evaluate"]["loss"] - r0["ref_evaluate"]["loss"]) < 1e-12
+
+
+def test_load_weights_checks_buffer_shapes(tmp_path):
+    def net(c):
+        return fnn.Sequential([fnn.Dense(3, c, name="d"), fnn.BatchNorm1D(c, name="bn"),
+                               fnn.Dense(c, 2, name="out")], seed=0)
+
+    src = net(4)
+    src.forward(np.random.default_rng(0).standard_normal((8, 3)), training=True)
+    for path, save in ((tmp_path / "w.fnnw", src.save_weights), (tmp_path / "m.fnn", src.save)):
+        save(path)
+        other = net(5)
+        rm = other["bn"].running_mean.copy()
+        with pytest.raises(ValueError, match="bn"):
+            other.load_weights(path)
+        assert np.array_equal(other["bn"].running_mean, rm)  # nothing assigned
+        assert other.load_weights(path, skip_mismatch=True) == []
+        same = net(4)
+        assert same.load_weights(path) == ["d", "bn", "out"]
+        assert same["bn"].num_batches_tracked == 1
+        assert np.array_equal(same["bn"].running_var, src["bn"].running_var)

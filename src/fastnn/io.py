@@ -12,6 +12,8 @@ Layout of a ``.fnn`` file::
                          configuration, counters, RNG state, per-layer state
     params/NNNN.npy      every parameter, in model order
     optim/NAME.npy       optimizer state buffers
+    buffers/LAYER/NAME.npy  non-trained layer buffers (batch norm's running statistics;
+                         also in the layer state, which ``load`` reads)
 
 Format versions: 1 stored the optimizer state of the trainable ranges only, back to
 back, with one step count; 2 (written now) stores every state buffer over the whole
@@ -138,6 +140,10 @@ def _write_model(model: Any, f: Any) -> None:
         "trainable": [layer.trainable for layer in model.layers],
         "layer_state": [layer.state() for layer in model.layers],
         "n_params": len(params),
+        # non-trained buffers (batch norm's running statistics) by layer name, also as
+        # buffers/<layer>/<buffer>.npy (what load_weights reads; load uses layer_state)
+        "buffers": {layer.name: list(layer.buffers()) for layer in model.layers
+                    if layer.buffers()},
         "epoch": model.epoch,
         "step": model.step,
         "rng": _jsonable(model.rng.bit_generator.state),
@@ -152,6 +158,9 @@ def _write_model(model: Any, f: Any) -> None:
         z.writestr("fastnn.json", json.dumps(meta, indent=1))
         for i, p in enumerate(params):
             z.writestr(f"params/{i:04d}.npy", _npy_bytes(p))
+        for layer in model.layers:
+            for bname, b in layer.buffers().items():
+                z.writestr(f"buffers/{layer.name}/{bname}.npy", _npy_bytes(np.asarray(b)))
         if opt is not None:
             for name, arr in opt.state.items():
                 z.writestr(f"optim/{name}.npy", _npy_bytes(arr))
@@ -415,27 +424,21 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
 def _buffers_to_load(model: Any, z: zipfile.ZipFile, meta: dict,
                      skip_mismatch: bool) -> list[tuple[Any, dict[str, np.ndarray]]]:
     """(layer, {buffer: array}) for the model's layers whose buffers the file holds, read
-    and shape-checked (nothing assigned): ``<layer>/<buffer>.npy`` entries of a weights
-    file, the layer state of a whole-model file.
+    and shape-checked (nothing assigned): the ``<layer>/<buffer>.npy`` entries of a
+    weights file, ``buffers/<layer>/<buffer>.npy`` of a model file.
     """
-    if meta["format"] == FORMAT:
-        stored = {spec.get("config", {}).get("name"): st
-                  for spec, st in zip(meta["model"]["layers"], meta["layer_state"])}
-    else:
-        stored = meta.get("buffers", {})
+    stored = meta.get("buffers", {})
+    prefix = "buffers/" if meta["format"] == FORMAT else ""
     out = []
     for layer in model.layers:
         mine = layer.buffers()
         have = stored.get(layer.name)
         if not mine or not have:
             continue
-        if meta["format"] == FORMAT:
-            values = {k: np.asarray(v) for k, v in have.items() if k in mine}
-        else:
-            values = {k: _read_npy(z, f"{layer.name}/{k}.npy", mine[k].size)
-                      for k in have if k in mine}
-            values = {k: v.reshape(mine[k].shape) if v.size == mine[k].size else v
-                      for k, v in values.items()}  # (.npy stores a 0-d count as (1,))
+        values = {k: _read_npy(z, f"{prefix}{layer.name}/{k}.npy", mine[k].size)
+                  for k in have if k in mine}
+        values = {k: v.reshape(mine[k].shape) if v.size == mine[k].size else v
+                  for k, v in values.items()}  # (.npy stores a 0-d count as (1,))
         if set(values) != set(mine) or any(values[k].shape != mine[k].shape for k in mine):
             if skip_mismatch:
                 continue

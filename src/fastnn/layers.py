@@ -239,7 +239,10 @@ class Layer:
 
     def buffers(self) -> dict[str, np.ndarray]:
         """Arrays that are saved with the weights but not trained (e.g. batch norm's
-        running statistics): name -> the array itself.  None for most layers.
+        running statistics): name -> the array itself (assigning into it in place sets
+        the buffer).  None for most layers.  A layer holding other layers returns
+        theirs under prefixed names (``"0.running_mean"``); ``save_weights`` /
+        ``load_weights``, model files and DataParallel's broadcast all go through it.
         """
         return {}
 
