@@ -275,3 +275,16 @@ def test_bag_of_words_model_roundtrips_through_torch():
                                                          "Dense"]
     x = np.random.default_rng(0).integers(0, 20, (5, 7))
     assert np.abs(back.predict(x) - m.predict(x)).max() < 1e-12
+
+
+def test_fuse_batchnorm_folds_inside_blocks():
+    rng = np.random.default_rng(5)
+    m = bn_resnet()
+    m.compile("adam")
+    m.fit(rng.standard_normal((16, 1, 8, 8)), rng.integers(0, 3, 16), epochs=2, verbose=0)
+    fused = m.fuse_batchnorm()
+    kinds = [type(la).__name__ for la in fused[2].layers]
+    assert "BatchNorm2D" not in kinds and kinds == ["Conv2D", "Conv2D"]
+    assert fused[2].layers[0].activation == "relu"
+    x = rng.standard_normal((4, 1, 8, 8))
+    assert np.abs(fused.predict(x) - m.predict(x)).max() < 1e-12
