@@ -251,3 +251,40 @@ def test_onnx_bn_resnet(tmp_path):
     fnn.interop.export_onnx(m, tmp_path / "m.onnx")
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert np.abs(sess.run(None, {"input": x})[0] - m.predict(x)).max() < 1e-5
+
+
+def test_from_torch_reads_blocks_with_batchnorm_and_their_statistics():
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    m = bn_resnet()
+    m.compile("adam")
+    m.fit(rng.standard_normal((16, 1, 8, 8)), rng.integers(0, 3, 16), epochs=2, verbose=0)
+    back = fnn.interop.from_torch(fnn.interop.to_torch(m), dtype="float64",
+                                  input_shape=(1, 8, 8))
+    assert np.array_equal(back[3].layers[1].running_var, m[3].layers[1].running_var)
+    x = rng.standard_normal((3, 1, 8, 8))
+    assert np.abs(back.predict(x) - m.predict(x)).max() < 1e-12
+
+
+def test_bag_of_words_model_roundtrips_through_torch():
+    pytest.importorskip("torch")
+    m = fnn.Sequential([fnn.Embedding(20, 4), fnn.GlobalAvgPool1D(), fnn.Dense(4, 2)],
+                       dtype="float64", seed=0)
+    back = fnn.interop.from_torch(fnn.interop.to_torch(m), dtype="float64")
+    assert [type(la).__name__ for la in back.layers] == ["Embedding", "GlobalAvgPool1D",
+                                                         "Dense"]
+    x = np.random.default_rng(0).integers(0, 20, (5, 7))
+    assert np.abs(back.predict(x) - m.predict(x)).max() < 1e-12
+
+
+def test_fuse_batchnorm_folds_inside_blocks():
+    rng = np.random.default_rng(5)
+    m = bn_resnet()
+    m.compile("adam")
+    m.fit(rng.standard_normal((16, 1, 8, 8)), rng.integers(0, 3, 16), epochs=2, verbose=0)
+    fused = m.fuse_batchnorm()
+    kinds = [type(la).__name__ for la in fused[2].layers]
+    assert "BatchNorm2D" not in kinds and kinds == ["Conv2D", "Conv2D"]
+    assert fused[2].layers[0].activation == "relu"
+    x = rng.standard_normal((4, 1, 8, 8))
+    assert np.abs(fused.predict(x) - m.predict(x)).max() < 1e-12

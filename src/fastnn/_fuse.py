@@ -72,7 +72,8 @@ def fuse_batchnorm(model: Any) -> Any:
             values.append((new, vals))
             i += 1 if merge else 0
         else:
-            layers.append(copy.deepcopy(layer))
+            layers.append(_fused_block(model, layer) if type(layer).__name__ == "Residual"
+                          else copy.deepcopy(layer))
         i += 1
     fused = type(model)(layers, dtype=model.dtype, seed=model.seed,
                         input_shape=model.input_shape, name=model.name)
@@ -80,3 +81,16 @@ def fuse_batchnorm(model: Any) -> Any:
         for k, v in enumerate(vals):
             layer.set_param(k, v)
     return fused
+
+
+def _fused_block(model: Any, block: Layer) -> Layer:
+    """A copy of a Residual block with the batch norms of its ``f`` folded the same way
+    (the shortcut is copied as it is).
+    """
+    inner = fuse_batchnorm(type(model)([copy.deepcopy(la) for la in block.layers],
+                                       dtype=model.dtype))
+    body = [copy.deepcopy(la) for la in inner.layers]
+    for la in body:
+        la.name = None  # named by the new block
+    shortcut = None if block.shortcut is None else copy.deepcopy(block.shortcut)
+    return type(block)(body, shortcut, block.activation, name=block.name)
