@@ -288,3 +288,30 @@ def test_fuse_batchnorm_folds_inside_blocks():
     assert fused[2].layers[0].activation == "relu"
     x = rng.standard_normal((4, 1, 8, 8))
     assert np.abs(fused.predict(x) - m.predict(x)).max() < 1e-12
+
+
+def test_an_inner_layer_frozen_on_its_own_is_skipped_by_the_optimizer():
+    """Freezing one layer inside a block removes it from the optimizer's ranges (torch
+    skips a parameter with requires_grad=False): Adam's moments cannot move it, its
+    state is kept, and it trains again when unfrozen."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 6))
+    y = rng.integers(0, 3, 32)
+    m = fnn.Sequential([fnn.Dense(6, 8, "relu"),
+                        fnn.Residual([fnn.Dense(8, 8, "relu"), fnn.Dense(8, 8)],
+                                     activation="relu"),
+                        fnn.Dense(8, 3)], dtype="float64", seed=1)
+    m.compile(fnn.optim.Adam(lr=1e-2), loss="cross_entropy")
+    m.fit(x, y, epochs=2, batch_size=8, verbose=0)  # non-zero moments everywhere
+    inner, other = m.layers[1].layers
+    frozen_w, other_w = inner.params[0].copy(), other.params[0].copy()
+    inner.trainable = False
+    a, b = m.parameter_ranges()[1]
+    assert (a, a + inner.num_params()) not in m.trainable_ranges()
+    assert (a + inner.num_params(), b) in m.trainable_ranges()
+    m.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(inner.params[0], frozen_w)
+    assert not np.array_equal(other.params[0], other_w)
+    inner.trainable = True
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert not np.array_equal(inner.params[0], frozen_w)

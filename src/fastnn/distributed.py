@@ -276,7 +276,7 @@ class DataParallel:
         m, opt = self.model, self.model.optimizer
         config = m.get_config()
         config.pop("seed", None)  # rank 0's initial state and RNG are broadcast anyway
-        return {"model": config, "trainable": [ly.trainable for ly in m.layers],
+        return {"model": config, "trainable": m.trainable_ranges(),
                 "n_params": m.count_params(), "optimizer": (type(opt).__name__, opt.get_config()),
                 "loss": m.loss.name, "X": (x.shape, _fingerprint(x)),
                 "y": (y.shape, str(y.dtype), _fingerprint(y)), **extra}

@@ -1407,9 +1407,11 @@ class Residual(_ActivationMixin, Layer):
     out in the model's one flat buffer like any other layer's; ``params``,
     ``get_weights`` and the model file list them in that order, and ``param_names``
     reads ``"<inner layer>.<param>"``.  Inner layers without a name get
-    ``<type>_<i>`` (the shortcut ``shortcut``).  Freeze a block as a whole
-    (``block.trainable = False`` or ``model.freeze``): the optimizer sees one range
-    per top-level layer.  A model containing a Residual takes the layer-by-layer
+    ``<type>_<i>`` (the shortcut ``shortcut``).  ``block.trainable = False`` (or
+    ``model.freeze``) freezes every inner layer; an inner layer can also be frozen on
+    its own (``block.layers[i].trainable = False``): the optimizer then skips its span
+    and keeps its state, as torch skips a parameter with ``requires_grad=False``
+    (:meth:`Sequential.trainable_ranges`).  A model containing a Residual takes the layer-by-layer
     path, not the one-call MLP step.
     """
 

@@ -251,8 +251,28 @@ class Sequential:
         return list(self._ranges)
 
     def trainable_ranges(self) -> list[tuple[int, int]]:
-        """The :meth:`parameter_ranges` of the trainable layers (what an optimizer updates)."""
-        return [r for layer, r in zip(self._layers, self._ranges) if layer.trainable]
+        """``(start, stop)`` spans of the trainable parameters (what an optimizer updates):
+        one per trainable layer, and inside a layer made of layers (``Residual``) one per
+        inner layer that is trainable itself, so an inner layer frozen on its own is
+        skipped by the optimizer (its moments and step count kept, as torch skips a
+        parameter with ``requires_grad=False``), not merely given a zero gradient.
+        """
+        out: list[tuple[int, int]] = []
+
+        def walk(layer: Layer, start: int) -> None:
+            if not layer.trainable:
+                return
+            subs = layer.sublayers() if hasattr(layer, "sublayers") else []
+            if not subs:
+                out.append((start, start + layer.num_params()))
+                return
+            for sub in subs:
+                walk(sub, start)
+                start += sub.num_params()
+
+        for layer, (a, _) in zip(self._layers, self._ranges):
+            walk(layer, a)
+        return out
 
     def bind_gradient_buffer(self, buf: np.ndarray) -> None:
         """Make ``buf`` (shape (count_params(),), the model's dtype, C-contiguous; e.g. a view

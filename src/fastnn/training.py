@@ -281,7 +281,7 @@ class Trainer:
         if key is not None and key[5] == version and key[0] is opt and key[1] is params \
                 and key[2] is grads and key[4] is groups:
             return opt  # nothing that matters changed since the last check
-        flags = tuple(layer.trainable for layer in m.layers)
+        flags = tuple(m.trainable_ranges())  # inner layers' flags included
         if key is None or key[0] is not opt or key[1] is not params or key[2] is not grads \
                 or key[3] != flags or key[4] is not groups:
             opt.setup(params, grads, m.trainable_ranges())
