@@ -49,9 +49,13 @@ t0=$SECONDS
 # each step's wall-clock time since the start, and the CPU time (user + sys) that the
 # finished child processes used so far (on a loaded machine the wall clock stretches,
 # the CPU time much less)
-cpu_s() { times | awk 'NR == 2 { split($1, u, "m"); split($2, s, "m")
-    printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'; }
-step() { printf '\n== arm64_check [%4ds wall, %4ds cpu] %s\n' "$((SECONDS - t0))" "$(cpu_s)" "$*"; }
+times_file=$(mktemp)
+step() {
+    times > "$times_file" # in this shell: a command substitution would time a subshell
+    printf '\n== arm64_check [%4ds wall, %4ds cpu] %s\n' "$((SECONDS - t0))" "$(awk 'NR == 2 {
+        split($1, u, "m"); split($2, s, "m"); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' \
+        "$times_file")" "$*"
+}
 die() { echo "arm64_check: $*" >&2; exit 2; }
 
 [ "$(uname -m)" = x86_64 ] || die "runs on an x86-64 Linux host (uname -m: $(uname -m))"
@@ -85,6 +89,7 @@ cleanup() {
         echo -1 > "/proc/sys/fs/binfmt_misc/$binfmt_name" || true
     fi
     if [ "$binfmt_mounted" = 1 ]; then umount /proc/sys/fs/binfmt_misc 2>/dev/null || true; fi
+    rm -f "$times_file"
     exit "$rc"
 }
 trap cleanup EXIT
