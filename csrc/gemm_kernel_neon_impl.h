@@ -3,6 +3,7 @@
  *   T, SFX          the element type and the name suffix (fnn_template.h style);
  *   VEC, W          the vector type and its lanes (float32x4_t, 4 / float64x2_t, 2);
  *   MR, NV          the tile's rows and its width in vectors (NR = NV * W);
+ *   TRANSPOSE(r)    r[0..W) (VEC) transposed in place, for the packing kernels;
  *   VLD, VST, VDUP, VFMA, VFMA_LANE, VMUL, VADD   the intrinsics (VFMA(c, a, b) =
  *                   c + a * b, VFMA_LANE(c, a, v, l) = c + a * v[l], fused on
  *                   purpose: see docs/architecture.md, "contraction").
@@ -54,6 +55,42 @@ void SFX(fnn_ukr_neon)(int64_t k, const T *ap, const T *bp, int64_t ldbp, T *c, 
     }
 }
 
+/* dst[p*R + i] = src[i*ld + p] for i < R, p < kc: one full panel of R rows of a
+ * row-major matrix (R a multiple of W), W x W blocks at a time through
+ * TRANSPOSE (r[q] row q in, column q out). */
+FNN_INLINE void SFX(fnn_pack_rows_neon)(T *FNN_RESTRICT dst, const T *FNN_RESTRICT src,
+                                        int64_t ld, int64_t kc, const int R)
+{
+    int64_t p = 0;
+    for (; p + W <= kc; p += W) {
+#pragma GCC unroll 8
+        for (int i0 = 0; i0 < R; i0 += W) {
+            VEC r[W];
+#pragma GCC unroll 4
+            for (int q = 0; q < W; q++) r[q] = VLD(src + (i0 + q) * ld + p);
+            TRANSPOSE(r);
+#pragma GCC unroll 4
+            for (int q = 0; q < W; q++) VST(dst + (p + q) * R + i0, r[q]);
+        }
+    }
+    for (; p < kc; p++)
+        for (int i = 0; i < R; i++) dst[p * R + i] = src[i * ld + p];
+}
+
+/* One full MR-row panel of non-transposed A (row stride lda), kc columns:
+ * dst[p*MR + i] = a[i*lda + p]. */
+void SFX(fnn_pack_a_neon)(T *dst, const T *a, int64_t lda, int64_t kc)
+{
+    SFX(fnn_pack_rows_neon)(dst, a, lda, kc, MR);
+}
+
+/* One full NR-wide panel of transposed B (panel rows j at b + j*ldb), kc values
+ * each: dst[p*NR + j] = b[j*ldb + p]. */
+void SFX(fnn_pack_bt_neon)(T *dst, const T *b, int64_t ldb, int64_t kc)
+{
+    SFX(fnn_pack_rows_neon)(dst, b, ldb, kc, NV * W);
+}
+
 #undef T
 #undef SFX
 #undef VEC
@@ -67,3 +104,4 @@ void SFX(fnn_ukr_neon)(int64_t k, const T *ap, const T *bp, int64_t ldbp, T *c, 
 #undef VFMA_LANE
 #undef VMUL
 #undef VADD
+#undef TRANSPOSE

@@ -5,9 +5,10 @@
  * part of the AArch64 baseline, so no target attribute is needed and the
  * generic level's loops are already NEON code (the compiler vectorizes them):
  * the loops here are the same code, registered so that every family of this
- * level reports it; the level's gain is the register-blocked GEMM.  Packing
- * and edge tiles use the portable loops of gemm_impl.h (compiled for MR = 6,
- * 8 and NR = 8, 12 as constants).  Functions are named fnn_<what>_neon_<dtype>. */
+ * level reports it; the level's gain is the register-blocked GEMM.  Packing of
+ * full panels that need a transpose (non-transposed A, transposed B) goes
+ * through NEON 4 x 4 (float) / 2 x 2 (double) transposes; the other panels and
+ * the edge tiles use the portable loops of gemm_impl.h.  Functions are named fnn_<what>_neon_<dtype>. */
 #include <math.h>
 #include <string.h>
 
@@ -41,6 +42,18 @@
 #define VFMA_LANE vfmaq_laneq_f32
 #define VMUL vmulq_f32
 #define VADD vaddq_f32
+/* 4 x 4: trn1/trn2 of row pairs, then of 64-bit halves */
+#define TRANSPOSE(r)                                                                         \
+    do {                                                                                     \
+        const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r[0], r[1]));                \
+        const float64x2_t t1 = vreinterpretq_f64_f32(vtrn2q_f32(r[0], r[1]));                \
+        const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r[2], r[3]));                \
+        const float64x2_t t3 = vreinterpretq_f64_f32(vtrn2q_f32(r[2], r[3]));                \
+        r[0] = vreinterpretq_f32_f64(vtrn1q_f64(t0, t2));                                    \
+        r[1] = vreinterpretq_f32_f64(vtrn1q_f64(t1, t3));                                    \
+        r[2] = vreinterpretq_f32_f64(vtrn2q_f64(t0, t2));                                    \
+        r[3] = vreinterpretq_f32_f64(vtrn2q_f64(t1, t3));                                    \
+    } while (0)
 #include "gemm_kernel_neon_impl.h" /* undefines its parameters */
 
 #define T double
@@ -56,6 +69,12 @@
 #define VFMA_LANE vfmaq_laneq_f64
 #define VMUL vmulq_f64
 #define VADD vaddq_f64
+#define TRANSPOSE(r)                                                                         \
+    do {                                                                                     \
+        const float64x2_t t0 = vtrn1q_f64(r[0], r[1]);                                       \
+        r[1] = vtrn2q_f64(r[0], r[1]);                                                       \
+        r[0] = t0;                                                                           \
+    } while (0)
 #include "gemm_kernel_neon_impl.h" /* undefines its parameters */
 
 /* Registers the NEON GEMM kernels and blocking and the loops (over what
@@ -65,10 +84,12 @@ void fnn_register_neon(fnn_isa_ctx *ctx)
 {
     ctx->gemm_f32 = (fnn_gemm_cfg_f32){.mr = FNN_NEON_MR_F32, .nr = FNN_NEON_NR_F32,
                                        .mc = 128, .kc = 256, .nc = 4080,
-                                       .ukr = fnn_ukr_neon_f32};
+                                       .ukr = fnn_ukr_neon_f32, .pack_a = fnn_pack_a_neon_f32,
+                                       .pack_bt = fnn_pack_bt_neon_f32};
     ctx->gemm_f64 = (fnn_gemm_cfg_f64){.mr = FNN_NEON_MR_F64, .nr = FNN_NEON_NR_F64,
                                        .mc = 96, .kc = 256, .nc = 4088,
-                                       .ukr = fnn_ukr_neon_f64};
+                                       .ukr = fnn_ukr_neon_f64, .pack_a = fnn_pack_a_neon_f64,
+                                       .pack_bt = fnn_pack_bt_neon_f64};
     ctx->isa_of[FNN_FAM_GEMM_F32] = ctx->isa_of[FNN_FAM_GEMM_F64] = FNN_ISA_NEON;
     ctx->loops_f32 = fnn_loops_neon_f32;
     ctx->loops_f64 = fnn_loops_neon_f64;

@@ -71,7 +71,8 @@ def test_tile_boundaries_alpha_beta(k_case, ta, tb, dtype, threads):
             b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
             c0 = rng.standard_normal((m, n)).astype(dtype)
             got = K.gemm(a, b, trans_a=ta, trans_b=tb, alpha=0.5, beta=-1.5, out=c0.copy())
-            want = 0.5 * in_float64(R.gemm, a, b, trans_a=ta, trans_b=tb) - 1.5 * c0.astype(np.float64)
+            want = (0.5 * in_float64(R.gemm, a, b, trans_a=ta, trans_b=tb)
+                    - 1.5 * c0.astype(np.float64))
             assert_close(got, want, dtype, k, f"gemm {m}x{k}x{n} ta={ta} tb={tb} a=.5 b=-1.5")
 
 

@@ -10,7 +10,8 @@
 #   2. the optimizer and kernel tests pass at every ISA level the machine has
 #      (test_optim_kernels.py's twins round twice: one contraction fails them).
 # setup.py passes -ffp-contract=off after $CFLAGS, so both hold; drop that flag and
-# 18 optimizer cases fail (the arm64 failures of issue 21).
+# both fail (29 contracted functions; 4 rmsprop cases at each level on x86-64; on
+# arm64, where GCC contracts by default, 18 optimizer cases failed in issue 21).
 #
 #   tools/fp_contract_check.sh [PYTEST ARGS...]
 # Needs a C compiler, Cython, setuptools, numpy, pytest (and objdump on x86-64).
