@@ -73,7 +73,7 @@ typedef enum {
  * caller can warn.  Returns the level chosen.  Idempotent. */
 int fnn_init(void);
 int fnn_isa(void);
-/* "generic", "avx2", "avx512", "neon"; "unknown" outside [0, FNN_ISA_COUNT). */
+/* "generic", "avx2", "avx512", "avx512_bf16", "amx", "neon"; "unknown" outside [0, FNN_ISA_COUNT). */
 const char *fnn_isa_name(int isa);
 /* 1 if the CPU and the OS support level isa (the check cpu.c uses). */
 int fnn_isa_supported(int isa);
