@@ -21,13 +21,18 @@
 #define FNN_BF16X_MR 12
 #define FNN_BF16X_NV 2 /* zmm vectors per row: NR = 32 */
 
-/* 512 bits reinterpreted as 32 bf16 values. */
+/* 512 bits reinterpreted as 32 bf16 values (a register cast natively; SIMDe's
+ * type is a struct or a float vector, so a copy there). */
+#ifdef FNN_AVX512_EMULATED
 FNN_TARGET_AVX512_BF16 static inline __m512bh fnn_as_bh_avx512bf16_bf16(__m512i x)
 {
     __m512bh r;
     memcpy(&r, &x, sizeof(r));
     return r;
 }
+#else
+#define fnn_as_bh_avx512bf16_bf16(x) ((__m512bh)(x))
+#endif
 
 /* 12 x 32 tile: 24 zmm accumulators; per k pair 2 B vectors (16 columns x 2
  * values each) and 12 broadcast A pairs, 24 VDPBF16PS.  ap: pairs (kp/2, 12);
