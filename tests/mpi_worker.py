@@ -350,5 +350,6 @@ def run_api():
         json.dump(out, f)
 
 
-{"equiv": run_equiv, "equiv_bf16": run_equiv_bf16, "fail": run_fail, "failsave": run_failsave, "crash": run_crash,
+{"equiv": run_equiv, "equiv_bf16": run_equiv_bf16,
+ "fail": run_fail, "failsave": run_failsave, "crash": run_crash,
  "api": run_api, "single": run_single, "stop": run_stop}[MODE]()

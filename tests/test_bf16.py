@@ -268,7 +268,8 @@ def test_dense_forward_backward_match_twins(bf16, act):
         assert_close(u, v, np.float32, k=kk, what=f"{act} {name}")
 
 
-@pytest.mark.parametrize("shape", [((2, 3, 9, 8), (5, 3, 3, 3), 1, 1), ((3, 4, 7, 7), (6, 4, 2, 2), 2, 0),
+@pytest.mark.parametrize("shape", [((2, 3, 9, 8), (5, 3, 3, 3), 1, 1),
+                                   ((3, 4, 7, 7), (6, 4, 2, 2), 2, 0),
                                    ((1, 2, 6, 5), (3, 2, 1, 1), 1, 0)])
 @pytest.mark.parametrize("act", ["identity", "relu", "softmax"])
 def test_conv2d_matches_twins(bf16, shape, act):
@@ -315,8 +316,8 @@ for t in (1, 2):
     assert_close(a, R.dense_forward(x, w, None, "relu"), np.float32, k=200)
     xc = rng.standard_normal((3, 5, 13, 11)).astype(np.float32)
     wc = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
-    assert_close(K.conv2d_forward(xc, wc, None, padding=1), R.conv2d_forward(xc, wc, None, padding=1),
-                 np.float32, k=45)
+    assert_close(K.conv2d_forward(xc, wc, None, padding=1),
+                 R.conv2d_forward(xc, wc, None, padding=1), np.float32, k=45)
 print(fastnn.config()["isa"], fastnn.config()["kernels"]["gemm_bf16"])
 print("ok")
 """

@@ -48,7 +48,8 @@ def round_bf16(x: Any) -> np.ndarray:
 def _op(x: np.ndarray) -> np.ndarray:
     """A matmul operand as the kernels see it: float32 under matmul precision "bf16"
     is rounded to bfloat16 and widened to float64 (products then exact, summed in
-    float64); anything else is returned unchanged."""
+    float64); anything else is returned unchanged.
+    """
     if x.dtype == np.float32 and get_matmul_precision() == "bf16":
         return round_bf16(x).astype(np.float64)
     return x
