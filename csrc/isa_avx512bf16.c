@@ -67,6 +67,12 @@ FNN_TARGET_AVX512_BF16 void fnn_ukr_avx512bf16_bf16(int64_t kp, const uint16_t *
     }
 }
 
+#ifdef FNN_AVX512_EMULATED
+typedef simde__mmask16 fnn_mask16_avx512bf16;
+#else
+typedef __mmask16 fnn_mask16_avx512bf16;
+#endif
+
 /* 16 floats -> their bf16 bits in the low halves of 16 32-bit lanes
  * (fnn_bf16_from_bits on each lane). */
 FNN_TARGET_AVX512_BF16 static inline __m512i fnn_cvt16_avx512bf16_bf16(const float *src)
@@ -77,8 +83,8 @@ FNN_TARGET_AVX512_BF16 static inline __m512i fnn_cvt16_avx512bf16_bf16(const flo
     const __m512i odd = _mm512_and_si512(hi, _mm512_set1_epi32(1));
     __m512i r = _mm512_srli_epi32(
         _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
-    const __mmask16 nan = _mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
-    const __mmask16 sub = _mm512_cmplt_epi32_mask(mag, _mm512_set1_epi32(0x00800000));
+    const fnn_mask16_avx512bf16 nan = _mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
+    const fnn_mask16_avx512bf16 sub = _mm512_cmplt_epi32_mask(mag, _mm512_set1_epi32(0x00800000));
     r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
     r = _mm512_mask_mov_epi32(r, sub, _mm512_and_si512(hi, _mm512_set1_epi32(0x8000)));
     return _mm512_and_si512(r, _mm512_set1_epi32(0xffff));
@@ -123,10 +129,13 @@ FNN_TARGET_AVX512_BF16 static void fnn_pack_a_fast_avx512bf16_bf16(
             uint16_t *d = dst + (p0 / 32) * width * 32 + i * 32;
             if (i < rows && p0 + 32 <= kc) {
                 const float *s = src + i * ld + p0;
-                const __m256i a = _mm512_cvtepi32_epi16(fnn_cvt16_avx512bf16_bf16(s));
-                const __m256i b = _mm512_cvtepi32_epi16(fnn_cvt16_avx512bf16_bf16(s + 16));
-                _mm256_storeu_si256((__m256i *)(void *)d, a);
-                _mm256_storeu_si256((__m256i *)(void *)(d + 16), b);
+                /* the 16-bit words 0, 2, 4, ... of the two converted halves */
+                const __m512i lo = fnn_cvt16_avx512bf16_bf16(s);
+                const __m512i hi = fnn_cvt16_avx512bf16_bf16(s + 16);
+                const __m512i idx = _mm512_set_epi16(
+                    62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32,
+                    30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+                _mm512_storeu_si512((void *)d, _mm512_permutex2var_epi16(lo, idx, hi));
                 continue;
             }
             for (int64_t q = 0; q < 32; q++) { /* the last rows and k values: zero-filled */

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 import fastnn as fnn
+import fastnn.datasets
 
 
 def train(precision: str, data, epochs: int = 10, drop_at: int = 7, seed: int = 0) -> dict:

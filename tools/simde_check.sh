@@ -72,12 +72,14 @@ done
 # the AVX512-BF16 level (VDPBF16PS through SIMDe; AMX has no emulation): the bf16 tests
 if [ "$bf16" = 1 ]; then
     echo "== simde_check: tests/test_bf16.py at FASTNN_ISA=avx512_bf16 (SIMDe)"
-    FASTNN_ISA=avx512_bf16 python - <<'PY'
+    if ! FASTNN_ISA=avx512_bf16 python - <<'PY'
 import fastnn
 c = fastnn.config()
 assert c["isa"] == "avx512_bf16" and c["kernels"]["gemm_bf16"] == "avx512_bf16", c
 PY
-    [ $? -eq 0 ] || status=1
+    then
+        status=1
+    fi
     FASTNN_ISA=avx512_bf16 python -m pytest -q -p no:cacheprovider tests/test_bf16.py 2>&1 |
         tail -n 3
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
