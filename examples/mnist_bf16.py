@@ -39,6 +39,7 @@ def train(precision: str, data, epochs: int = 10, drop_at: int = 7, seed: int = 
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Train in float32 and in bf16; print and return both runs."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-home", default=os.environ.get("FASTNN_DATA"))
     p.add_argument("--epochs", type=int, default=10)
