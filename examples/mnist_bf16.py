@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     (xtr, ytr), (xte, yte) = fnn.datasets.load_mnist(a.data_home)
     data = ((xtr.reshape(-1, 784).astype(np.float32) / 255, ytr),
             (xte.reshape(-1, 784).astype(np.float32) / 255, yte))
-    runs = [train(prec, data, epochs=a.epochs) for prec in ("float32", "bf16")]
+    runs = []
+    for prec in ("float32", "bf16"):
+        runs.append(train(prec, data, epochs=a.epochs))
+        print(f"{prec}: test error {100 * runs[-1]['test_error']:.2f}%, "
+              f"{runs[-1]['seconds']:.1f} s", flush=True)
     print(f"fastnn {fnn.__version__}, isa {fnn.config()['isa']}, bf16 kernel "
           f"{fnn.config()['kernels']['gemm_bf16']}, {fnn.get_num_threads()} thread(s)")
     for r in runs:
