@@ -84,7 +84,7 @@ FNN_TARGET_AVX512_BF16 static inline __m512i fnn_cvt16_avx512bf16_bf16(const flo
     __m512i r = _mm512_srli_epi32(
         _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
     const fnn_mask16_avx512bf16 nan = _mm512_cmpgt_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
-    const fnn_mask16_avx512bf16 sub = _mm512_cmplt_epi32_mask(mag, _mm512_set1_epi32(0x00800000));
+    const fnn_mask16_avx512bf16 sub = _mm512_cmpgt_epi32_mask(_mm512_set1_epi32(0x00800000), mag);
     r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
     r = _mm512_mask_mov_epi32(r, sub, _mm512_and_si512(hi, _mm512_set1_epi32(0x8000)));
     return _mm512_and_si512(r, _mm512_set1_epi32(0xffff));
