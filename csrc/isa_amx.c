@@ -73,26 +73,44 @@ FNN_TARGET_AMX static void fnn_tile_end_amx_bf16(void) { _tile_release(); }
 /* 32 x 32 tile: C tiles (2 x 2) += A (32 x 32 k block) @ B (32 k x 32) per k
  * block of 32; ap: A panel with KA = 32 (per k block 32 rows x 32 values,
  * rows 64 bytes apart); bp: pair panel, NR = 32 (pair rows 128 bytes apart).
- * The tiles go through an aligned buffer to C = alpha * acc + beta * C. */
+ * alpha 1 (every call the layers make): the C tiles are loaded from C (beta 1)
+ * or zeroed (beta 0) and stored straight back; otherwise they go through an
+ * aligned buffer to C = alpha * acc + beta * C. */
 FNN_TARGET_AMX void fnn_ukr_amx_bf16(int64_t kp, const uint16_t *ap, const uint16_t *bp,
                                      float *c, int64_t ldc, float alpha, float beta)
 {
-    float buf[32 * 32] __attribute__((aligned(64)));
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    const int direct = alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
+    const int64_t ldcb = ldc * (int64_t)sizeof(float);
+    if (direct && beta == 1.0f) {
+        _tile_loadd(0, c, ldcb);
+        _tile_loadd(1, c + 16, ldcb);
+        _tile_loadd(2, c + 16 * ldc, ldcb);
+        _tile_loadd(3, c + 16 * ldc + 16, ldcb);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
     for (int64_t kb = 0; kb < kp; kb += 32) {
         const uint16_t *a0 = ap + kb * 32, *b0 = bp + kb * 32;
         _tile_loadd(4, a0, 64);
-        _tile_loadd(5, a0 + 16 * 32, 64);
         _tile_loadd(6, b0, 128);
         _tile_loadd(7, b0 + 32, 128);
+        _tile_loadd(5, a0 + 16 * 32, 64);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
+    if (direct) {
+        _tile_stored(0, c, ldcb);
+        _tile_stored(1, c + 16, ldcb);
+        _tile_stored(2, c + 16 * ldc, ldcb);
+        _tile_stored(3, c + 16 * ldc + 16, ldcb);
+        return;
+    }
+    float buf[32 * 32] __attribute__((aligned(64)));
     _tile_stored(0, buf, 128);
     _tile_stored(1, buf + 16, 128);
     _tile_stored(2, buf + 16 * 32, 128);

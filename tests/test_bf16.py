@@ -268,7 +268,8 @@ def test_dense_forward_backward_match_twins(bf16, act):
         assert_close(u, v, np.float32, k=kk, what=f"{act} {name}")
 
 
-@pytest.mark.parametrize("shape", [((2, 3, 9, 8), (5, 3, 3, 3), 1, 1), ((3, 4, 7, 7), (6, 4, 2, 2), 2, 0),
+@pytest.mark.parametrize("shape", [((2, 3, 9, 8), (5, 3, 3, 3), 1, 1),
+                                   ((3, 4, 7, 7), (6, 4, 2, 2), 2, 0),
                                    ((1, 2, 6, 5), (3, 2, 1, 1), 1, 0)])
 @pytest.mark.parametrize("act", ["identity", "relu", "softmax"])
 def test_conv2d_matches_twins(bf16, shape, act):
@@ -315,8 +316,20 @@ for t in (1, 2):
     assert_close(a, R.dense_forward(x, w, None, "relu"), np.float32, k=200)
     xc = rng.standard_normal((3, 5, 13, 11)).astype(np.float32)
     wc = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
-    assert_close(K.conv2d_forward(xc, wc, None, padding=1), R.conv2d_forward(xc, wc, None, padding=1),
-                 np.float32, k=45)
+    assert_close(K.conv2d_forward(xc, wc, None, padding=1),
+                 R.conv2d_forward(xc, wc, None, padding=1), np.float32, k=45)
+# the packing's rounding, exactly: op(A) @ I and I @ op(B) give the rounded operand
+# (ties, subnormals, values that round up a binade); full panels and ragged edges
+tricky = np.array([1 + 2.0**-8, 1 + 3 * 2.0**-8, -(1 + 2.0**-8 + 2.0**-20), 1e-39, -1e-40,
+                   2.0**-126, 3.3e38, -2.5, 0.1], np.float32)
+for n in (64, 37):
+    v = rng.choice(tricky, size=(n, n)).astype(np.float32)
+    eye = np.eye(n, dtype=np.float32)
+    want = R.round_bf16(v)
+    for tr in (0, 1):
+        src = np.ascontiguousarray(v.T) if tr else v
+        assert np.array_equal(K.gemm(src, eye, trans_a=tr), want), ("A", n, tr)
+        assert np.array_equal(K.gemm(eye, src, trans_b=tr), want), ("B", n, tr)
 print(fastnn.config()["isa"], fastnn.config()["kernels"]["gemm_bf16"])
 print("ok")
 """

@@ -7,7 +7,7 @@ import pytest
 import fastnn
 from fastnn import _kernels
 
-WIDTH = {"avx512": 512, "avx2": 256, "neon": 128, "generic": 0}
+WIDTH = {"avx512": 512, "avx2": 256, "neon": 128, "generic": 0, "avx512_bf16": 512, "amx": 512}
 
 
 def test_fma_peak_uses_the_widest_vectors_of_the_level_in_use():

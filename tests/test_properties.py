@@ -483,6 +483,17 @@ def test_layernorm_matches_twin(data):
                         R.layernorm_backward(gy, x, mean, rstd, w), ("dx", "dweight", "dbias")):
         close(a, e, dt, k=max(d, x.size // d), what=f"layernorm {nm}")
     g.check()
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=64),
+       st.sampled_from(["c", "reversed", "f32_from_f64"]))
+def test_round_bf16_matches_twin_bit_for_bit(words, layout):
+    x = np.array(words, np.uint32).view(np.float32)
+    if layout == "reversed":
+        x = x[::-1]
+    elif layout == "f32_from_f64":
+        x = x.astype(np.float64)  # converted back to float32 at the boundary, exactly
+    got, want = K.round_bf16(x), R.round_bf16(x)
+    assert got.dtype == np.float32 and got.shape == np.shape(x)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
 def test_every_public_kernel_is_covered():
@@ -495,7 +506,7 @@ def test_every_public_kernel_is_covered():
                "embedding_forward", "embedding_backward", "global_avgpool1d_forward",
                "global_avgpool1d_backward",
                "batchnorm_forward", "batchnorm_backward", "batchnorm_update_stats",
-               "layernorm_forward", "layernorm_backward", *OPTS}
+               "layernorm_forward", "layernorm_backward", "round_bf16", *OPTS}
     assert set(K.__all__) == covered
     assert set(R.__all__) == set(K.__all__)
     assert set(OUTPUT_CASES) | set(OPTS) == set(K.__all__)
@@ -509,6 +520,7 @@ def _cases(dt: np.dtype) -> dict:
     rng = np.random.default_rng(7)
     r = lambda *s: randn(rng, s, dt)  # noqa: E731
     x2, w2, b1 = r(4, 5), r(5, 3), r(3)
+    xf = x2.astype(np.float32)
     a2, g2 = r(4, 3), r(4, 3)
     x4, w4, b4 = r(2, 3, 6, 6), r(4, 3, 3, 3), r(4)
     g4 = r(2, 4, 4, 4)
@@ -590,6 +602,9 @@ def _cases(dt: np.dtype) -> dict:
                                {"dx_out": ((4, 5), dt), "dweight_out": ((5,), dt),
                                 "dbias_out": ((5,), dt)}, [g5, x2, r4, r4p, r5],
                                {"dx_out": 0}),
+        # float32 only (the bf16 operand conversion), in place allowed
+        "round_bf16": (lambda **o: K.round_bf16(xf, **o),
+                       {"out": ((4, 5), np.dtype(np.float32))}, [xf], {"out": 0}),
     }
 
 
@@ -609,13 +624,13 @@ def _as_out_of(arr: np.ndarray, shape, dtype) -> np.ndarray | None:
 def test_bad_outputs_are_clear_errors(name, dtype):
     call, outs, inputs, inplace = _cases(dtype)[name]
     call()  # the valid call works
-    other = np.dtype(np.float32) if dtype == np.float64 else np.dtype(np.float64)
     for kw, (shape, dt) in outs.items():
         ro = np.zeros(shape, dt)
         ro.flags.writeable = False
         with pytest.raises(ValueError, match="read-only"):
             call(**{kw: ro})
-        wrong_dt = np.zeros(shape, other if dt.kind == "f" else np.int32)
+        other_dt = np.dtype(np.float64) if dt == np.float32 else np.dtype(np.float32)
+        wrong_dt = np.zeros(shape, other_dt if dt.kind == "f" else np.int32)
         with pytest.raises(TypeError, match=kw):
             call(**{kw: wrong_dt})
         with pytest.raises(ValueError, match=kw):

@@ -12,8 +12,10 @@
 #   4. A fresh venv with `pip install "<wheel>[test]"`; pytest on a copy of
 #      tests/ in a temporary directory where the source tree cannot be
 #      imported (fastnn.__file__ and its OpenMP runtime must come from the
-#      venv), then again with FASTNN_ISA=generic, the kernel tests at every
-#      other ISA level the CPU has (avx2 on an AVX-512 machine), then once more
+#      venv), then again with FASTNN_ISA=generic, the whole suite at every
+#      other ISA level the CPU has (avx2 on an AVX-512 machine; the bf16 subset
+#      -- tests/test_bf16.py, test_kernels.py, test_training.py -- at the bf16
+#      levels avx512_bf16 and amx, which only add the bf16 GEMM), then once more
 #      with the oldest NumPy that the metadata allows.
 #
 # Usage: tools/check_wheel.sh [--keep]   (--keep: leave the work directory)
@@ -171,15 +173,24 @@ FASTNN_ISA=generic python -m pytest tests -q -p no:cacheprovider 2>&1 | tail -n 
 test "${PIPESTATUS[0]}" -eq 0 || fail "pytest with FASTNN_ISA=generic"
 
 # every other level this machine has (avx2 on an AVX-512 machine): the whole suite,
-# at the level asked for (asserted); kernel tests run at 1 and 2 threads (their fixture)
+# at the level asked for (asserted); kernel tests run at 1 and 2 threads (their fixture).
+# The bf16 levels (avx512_bf16, amx) add only the bf16 GEMM kernel over avx512, so there
+# (and at avx512 when a bf16 level is the default: its float kernels already ran in the
+# default run) only the bf16 subset runs: the bf16, kernel and training test files.
+BF16_SUBSET="tests/test_bf16.py tests/test_kernels.py tests/test_training.py"
 best=$(python -c 'import fastnn; print(fastnn.config()["isa"])')
 for level in $(python -c 'import fastnn
 print(" ".join(k for k, ok in fastnn.config()["isa_supported"].items() if ok))'); do
     [ "$level" = generic ] || [ "$level" = "$best" ] && continue
-    step "pytest with FASTNN_ISA=$level"
+    files=tests
+    case "$level:$best" in
+        avx512_bf16:* | amx:* | avx512:avx512_bf16 | avx512:amx) files=$BF16_SUBSET ;;
+    esac
+    step "pytest with FASTNN_ISA=$level ($files)"
     isa=$(FASTNN_ISA=$level python -c 'import fastnn; print(fastnn.config()["isa"])')
     [ "$isa" = "$level" ] || fail "FASTNN_ISA=$level selected $isa"
-    FASTNN_ISA=$level python -m pytest tests -q -p no:cacheprovider 2>&1 | tail -n 1
+    # shellcheck disable=SC2086 # $files is a list of paths
+    FASTNN_ISA=$level python -m pytest $files -q -p no:cacheprovider 2>&1 | tail -n 1
     test "${PIPESTATUS[0]}" -eq 0 || fail "pytest with FASTNN_ISA=$level"
 done
 

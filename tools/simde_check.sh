@@ -3,7 +3,8 @@
 # (csrc/fnn_simd_avx512.h then takes the intrinsics from SIMDe's portable
 # implementation instead of <immintrin.h>, drops the AVX-512 target attributes,
 # and cpu.c forces the avx512 level on), into a temporary copy of the package,
-# and run the kernel tests there at FASTNN_ISA=avx512, at 1 and 2 threads.
+# and run the kernel tests there at FASTNN_ISA=avx512, at 1 and 2 threads, then
+# tests/test_bf16.py at FASTNN_ISA=avx512_bf16 (the VDPBF16PS kernel on SIMDe).
 #
 #   tools/simde_check.sh [PYTEST ARGS...]    default: the kernel and engine test files
 #
@@ -55,7 +56,9 @@ c = fastnn.config()
 assert c["isa"] == "avx512" and c["avx512_emulated"], c
 print("simde_check: fastnn from", fastnn.__file__, "isa", c["isa"], "(emulated)", c["kernels"])
 PY
+bf16=0
 if [ $# -eq 0 ]; then
+    bf16=1
     set -- tests/test_kernels.py tests/test_gemm_engine.py tests/test_conv_kernels.py \
         tests/test_dropout_kernels.py tests/test_optim_kernels.py tests/test_hard_inputs.py \
         tests/test_isa.py
@@ -66,5 +69,20 @@ for t in 1 2; do
     OMP_NUM_THREADS=$t python -m pytest -q -p no:cacheprovider "$@" 2>&1 | tail -n 3
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
+# the AVX512-BF16 level (VDPBF16PS through SIMDe; AMX has no emulation): the bf16 tests
+if [ "$bf16" = 1 ]; then
+    echo "== simde_check: tests/test_bf16.py at FASTNN_ISA=avx512_bf16 (SIMDe)"
+    if ! FASTNN_ISA=avx512_bf16 python - <<'PY'
+import fastnn
+c = fastnn.config()
+assert c["isa"] == "avx512_bf16" and c["kernels"]["gemm_bf16"] == "avx512_bf16", c
+PY
+    then
+        status=1
+    fi
+    FASTNN_ISA=avx512_bf16 python -m pytest -q -p no:cacheprovider tests/test_bf16.py 2>&1 |
+        tail -n 3
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 [ "$status" -eq 0 ] && echo "simde_check: OK" || echo "simde_check: FAIL" >&2
 exit "$status"

@@ -11,6 +11,12 @@ CNN on 1x28x28 images, ``--net cnn``) with:
     jax_jit           one jax.jit-compiled step (forward, grad, Adam)
     sklearn           MLPClassifier(solver="adam").partial_fit on the batch
 
+and, on request (``--contestants fastnn,fastnn_bf16,torch_autocast_bf16``, or
+``--precision bf16`` for exactly those three), the bfloat16 matmul precision:
+
+    fastnn_bf16          the same fastnn step under fastnn.matmul_precision("bf16")
+    torch_autocast_bf16  torch_eager under torch.autocast("cpu", dtype=torch.bfloat16)
+
 Method: each thread count runs in its own subprocess pinned to that many CPUs
 (``sched_setaffinity`` before any library loads, ``OMP_NUM_THREADS`` etc. set),
 because some peers size their thread pools once.  Contestants are warmed up,
@@ -40,6 +46,7 @@ NETS = {"mlp": (784, 256, 256, 10), "wide": (784, 800, 10),
 CNN = NETS["cnn"]
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
 ALL = ("fastnn", "numpy", "torch_eager", "torch_fused_adam", "jax_jit", "sklearn")
+BF16 = ("fastnn_bf16", "torch_autocast_bf16")  # on request: --precision bf16
 
 
 class Skip(Exception):
@@ -96,7 +103,7 @@ def _loop(step: Callable[[int], None], n_batches: int) -> Callable[[int], None]:
     return run
 
 
-def make_fastnn(layers, batch, threads):
+def make_fastnn(layers, batch, threads, precision="float32"):
     """Fastnn through its public API."""
     import fastnn as fnn
 
@@ -115,7 +122,18 @@ def make_fastnn(layers, batch, threads):
     model.set_weights([a for wb in _he(layers) for a in wb])
     model.compile(optimizer=fnn.optim.Adam(lr=LR, betas=BETAS, eps=EPS), loss="cross_entropy")
     data = _data(layers, batch)
+    if precision == "bf16":
+        def step(i):
+            with fnn.matmul_precision("bf16"):
+                model.train_step(*data[i])
+
+        return _loop(step, len(data))
     return _loop(lambda i: model.train_step(*data[i]), len(data))
+
+
+def make_fastnn_bf16(layers, batch, threads):
+    """Fastnn with matmul precision bf16 (GEMM operands rounded to bfloat16)."""
+    return make_fastnn(layers, batch, threads, precision="bf16")
 
 
 def make_numpy(layers, batch, threads):
@@ -161,7 +179,7 @@ def make_numpy(layers, batch, threads):
     return _loop(step, len(data))
 
 
-def _make_torch(layers, batch, threads, fused):
+def _make_torch(layers, batch, threads, fused, autocast=False):
     try:
         import torch
         from torch import nn
@@ -196,7 +214,12 @@ def _make_torch(layers, batch, threads, fused):
     def step(i):
         x, y = data[i]
         opt.zero_grad(set_to_none=True)
-        lossf(model(x), y).backward()
+        if autocast:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = lossf(model(x), y)
+            loss.backward()
+        else:
+            lossf(model(x), y).backward()
         opt.step()
 
     return _loop(step, len(data))
@@ -205,6 +228,11 @@ def _make_torch(layers, batch, threads, fused):
 def make_torch_eager(layers, batch, threads):
     """PyTorch eager with its default (foreach) Adam."""
     return _make_torch(layers, batch, threads, fused=False)
+
+
+def make_torch_autocast_bf16(layers, batch, threads):
+    """PyTorch eager under torch.autocast("cpu", dtype=torch.bfloat16), default Adam."""
+    return _make_torch(layers, batch, threads, fused=False, autocast=True)
 
 
 def make_torch_fused_adam(layers, batch, threads):
@@ -286,7 +314,8 @@ def make_sklearn(layers, batch, threads):
 
 MAKERS = {"fastnn": make_fastnn, "numpy": make_numpy, "torch_eager": make_torch_eager,
           "torch_fused_adam": make_torch_fused_adam, "jax_jit": make_jax_jit,
-          "sklearn": make_sklearn}
+          "sklearn": make_sklearn, "fastnn_bf16": make_fastnn_bf16,
+          "torch_autocast_bf16": make_torch_autocast_bf16}
 
 
 def _thread_env(threads: int) -> dict[str, str]:
@@ -370,8 +399,8 @@ def _net_name(layers) -> str:
 def table(result: dict) -> str:
     """Markdown table: samples/s (median) per contestant, ratios of fastnn to each peer."""
     lines = []
-    names = [n for n in ALL if any(n in b["seconds_per_step"] for t in result["threads"].values()
-                                   for b in t.values())]
+    names = [n for n in ALL + BF16 if any(n in b["seconds_per_step"]
+                                          for t in result["threads"].values() for b in t.values())]
     head = "| batch | threads | " + " | ".join(names) + " | fastnn ÷ best peer | % of FMA cap |"
     lines += [f"Network {_net_name(result['layers'])}, Adam, float32; samples/s "
               f"(median of interleaved reps); {result['flop_per_sample'] / 1e6:.2f} MFLOP of "
@@ -381,13 +410,25 @@ def table(result: dict) -> str:
     for t, per_batch in result["threads"].items():
         for b, m in per_batch.items():
             sps = {n: int(b) / statistics.median(v) for n, v in m["seconds_per_step"].items()}
-            peers = [v for n, v in sps.items() if n != "fastnn"]
+            peers = [v for n, v in sps.items() if n != "fastnn" and n not in BF16]
             ratio = (f"{sps['fastnn'] / max(peers):.2f}x" if peers and "fastnn" in sps else "-")
             cap = "-"
             if peak and "fastnn" in sps:
                 cap = f"{100 * sps['fastnn'] * result['flop_per_sample'] / (peak[t] * 1e9):.0f}%"
             cells = [f"{sps[n]:,.0f}" if n in sps else "skip" for n in names]
             lines.append(f"| {b} | {t} | " + " | ".join(cells) + f" | {ratio} | {cap} |")
+    bf = [(t, b, {n: int(b) / statistics.median(v) for n, v in m["seconds_per_step"].items()})
+          for t, per_batch in result["threads"].items() for b, m in per_batch.items()]
+    if any("fastnn_bf16" in sps for _, _, sps in bf):
+        lines += ["", "bf16 (float32 peers excluded above): fastnn_bf16 ÷ each", "",
+                  "| batch | threads | ÷ torch_autocast_bf16 | ÷ fastnn (float32) |",
+                  "|---|---|---|---|"]
+        for t, b, sps in bf:
+            if "fastnn_bf16" not in sps:
+                continue
+            r = [f"{sps['fastnn_bf16'] / sps[n]:.2f}x" if n in sps else "-"
+                 for n in ("torch_autocast_bf16", "fastnn")]
+            lines.append(f"| {b} | {t} | {r[0]} | {r[1]} |")
     return "\n".join(lines)
 
 
@@ -446,7 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--net", choices=sorted(NETS), default="mlp")
     p.add_argument("--batches", default="16,64,256,1024")
     p.add_argument("--threads", default="1,2")
-    p.add_argument("--contestants", default=",".join(ALL))
+    p.add_argument("--contestants", default=",".join(ALL),
+                   help=f"comma-separated, of {', '.join(ALL + BF16)}")
+    p.add_argument("--precision", choices=("float32", "bf16"), default="float32",
+                   help="bf16: contestants fastnn, fastnn_bf16, torch_autocast_bf16 "
+                        "(unless --contestants is given)")
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--target-s", type=float, default=0.25)
     p.add_argument("--fma-peak", default=None,
@@ -462,8 +507,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(w["net"], w["batches"], w["threads"], w["names"], w["reps"],
                                 w["target_s"])))
         return 0
+    contestants = a.contestants
+    if a.precision == "bf16" and contestants == ",".join(ALL):
+        contestants = "fastnn,fastnn_bf16,torch_autocast_bf16"
+    unknown = [n for n in contestants.split(",") if n not in MAKERS]
+    if unknown:
+        p.error(f"unknown contestant(s) {', '.join(unknown)}; choose from {', '.join(MAKERS)}")
     res = run(a.net, tuple(int(b) for b in a.batches.split(",")),
-              tuple(int(t) for t in a.threads.split(",")), tuple(a.contestants.split(",")),
+              tuple(int(t) for t in a.threads.split(",")), tuple(contestants.split(",")),
               a.reps, a.target_s)
     if a.fma_peak:
         res["fma_peak_gflops"] = {k: float(v) for k, v in

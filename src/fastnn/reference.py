@@ -29,7 +29,7 @@ def _fill(out: np.ndarray | None, value: np.ndarray) -> np.ndarray:
     return out
 
 
-def round_bf16(x: Any) -> np.ndarray:
+def round_bf16(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     """Twin of :func:`fastnn.kernels.round_bf16`: float32 values rounded to bfloat16.
 
     Round to nearest even on the bit pattern; NaN stays NaN (made quiet), values
@@ -42,13 +42,15 @@ def round_bf16(x: Any) -> np.ndarray:
     rne = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
     bits = np.where(mag > 0x7F800000, (u >> np.uint32(16)) | np.uint32(0x40),
                     np.where(mag < 0x00800000, (u >> np.uint32(16)) & np.uint32(0x8000), rne))
-    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32).reshape(x.shape)
+    return _fill(out, (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+                 .reshape(x.shape))
 
 
 def _op(x: np.ndarray) -> np.ndarray:
     """A matmul operand as the kernels see it: float32 under matmul precision "bf16"
     is rounded to bfloat16 and widened to float64 (products then exact, summed in
-    float64); anything else is returned unchanged."""
+    float64); anything else is returned unchanged.
+    """
     if x.dtype == np.float32 and get_matmul_precision() == "bf16":
         return round_bf16(x).astype(np.float64)
     return x

@@ -61,12 +61,14 @@ def gemm(a: Any, b: Any, *, trans_a: bool = False, trans_b: bool = False, alpha:
     return out
 
 
-def round_bf16(x: Any) -> np.ndarray:
+def round_bf16(x: Any, *, out: np.ndarray | None = None) -> np.ndarray:
     """float32 values rounded to bfloat16 by the conversion the bf16 GEMM packs with.
 
     Parameters
     ----------
     x : array_like, any shape (converted to float32)
+    out : ndarray, float32, the shape of x, optional
+        Result buffer; may be exactly ``x`` (in place).
 
     Returns
     -------
@@ -77,10 +79,12 @@ def round_bf16(x: Any) -> np.ndarray:
         AVX512-BF16 read it.  See :func:`fastnn.set_matmul_precision`.
 
     """
-    src = np.ascontiguousarray(as_float_array(x, "x", np.dtype(np.float32), None)).reshape(-1)
-    bits = np.empty(src.shape, np.uint16)
-    _k.f32_to_bf16(src, bits)
-    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32).reshape(np.shape(x))
+    x = as_float_array(x, "x", np.dtype(np.float32), None)
+    out = output(out, "out", x.shape, np.dtype(np.float32), same_ok=(x,))
+    bits = np.empty(x.size, np.uint16)
+    _k.f32_to_bf16(x.reshape(-1), bits)
+    out[...] = (bits.astype(np.uint32) << np.uint32(16)).view(np.float32).reshape(x.shape)
+    return out
 
 
 def dense_forward(x: Any, w: Any, b: Any = None, activation: str | None = "identity", *,
