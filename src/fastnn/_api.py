@@ -122,6 +122,8 @@ def config() -> dict:
 
 def show_config() -> None:
     """Print the ISA of each kernel family, the CPU's features, block sizes and threads."""
+    from . import _kernels
+
     cfg = config()
     print(f"fastnn {cfg['version']}")
     levels = ", ".join(k for k, ok in cfg["isa_supported"].items() if ok)
@@ -138,7 +140,12 @@ def show_config() -> None:
     print(f"  gemm bf16   : MR={b['MR']} NR={b['NR']} MC={b['MC']} KC={b['KC']} NC={b['NC']} "
           f"({cfg['kernels']['gemm_bf16']} kernel)")
     print(f"  matmul     : {cfg['matmul_precision']} (fastnn.set_matmul_precision)")
-    mode = "flushed to zero (FTZ+DAZ)" if cfg["flush_denormal"] else "IEEE gradual underflow"
+    if _kernels._mxcsr() == 0:  # no MXCSR (arm64): the setting is not applied there yet
+        mode = "IEEE gradual underflow (set_flush_denormal acts on x86's MXCSR only)"
+    elif cfg["flush_denormal"]:
+        mode = "flushed to zero (FTZ+DAZ)"
+    else:
+        mode = "IEEE gradual underflow"
     print(f"  subnormals : {mode}")
     print(f"  numpy      : {cfg['numpy']}")
 
