@@ -126,17 +126,21 @@ int fnn_fma_peak(double *wall, double *cpu, int *width, double seconds, int n_th
     if (!(seconds > 0.0) || n_threads < 1) return FNN_EINVAL;
     fnn_fma_chains_fn run = fnn_fma_chains_generic_f32;
     int lanes = 1;
+    /* the vectors of the level the float32 GEMM runs at (the bf16 levels above avx512
+     * keep avx512's float kernels) */
+    const int isa = fnn_family_isa(FNN_FAM_GEMM_F32);
+    (void)isa;
 #ifdef FNN_HAVE_X86
-    if (fnn_isa() == FNN_ISA_AVX512) {
+    if (isa == FNN_ISA_AVX512) {
         run = fnn_fma_chains_avx512_f32;
         lanes = 16;
-    } else if (fnn_isa() == FNN_ISA_AVX2) {
+    } else if (isa == FNN_ISA_AVX2) {
         run = fnn_fma_chains_avx2_f32;
         lanes = 8;
     }
 #endif
 #ifdef FNN_HAVE_ARM64
-    if (fnn_isa() == FNN_ISA_NEON) {
+    if (isa == FNN_ISA_NEON) {
         run = fnn_fma_chains_neon_f32;
         lanes = 4;
     }

@@ -122,7 +122,7 @@ def config() -> dict:
 
 def show_config() -> None:
     """Print the ISA of each kernel family, the CPU's features, block sizes and threads."""
-    from . import _kernels
+    import platform
 
     cfg = config()
     print(f"fastnn {cfg['version']}")
@@ -140,7 +140,8 @@ def show_config() -> None:
     print(f"  gemm bf16   : MR={b['MR']} NR={b['NR']} MC={b['MC']} KC={b['KC']} NC={b['NC']} "
           f"({cfg['kernels']['gemm_bf16']} kernel)")
     print(f"  matmul     : {cfg['matmul_precision']} (fastnn.set_matmul_precision)")
-    if _kernels._mxcsr() == 0:  # no MXCSR (arm64): the setting is not applied there yet
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        # no MXCSR (arm64): the setting is not applied there yet
         mode = "IEEE gradual underflow (set_flush_denormal acts on x86's MXCSR only)"
     elif cfg["flush_denormal"]:
         mode = "flushed to zero (FTZ+DAZ)"
