@@ -18,6 +18,9 @@
  *
  * Backward: per image, delta = act'-folded dout (db summed from it while
  * hot), dW += delta @ col_i^T and dcol = W^T @ delta on fnn_gemm, then col2im.
+ * Images with under 128 output pixels go G at a time (fnn_conv_bgroup, G P >=
+ * 128): their deltas and im2cols side by side as (oc, G P) and (K, G P), so
+ * the two GEMMs get a k / n of G P instead of P (packing paid once per group).
  *
  * Threads: with several images, images are split statically across threads,
  * each with its own slice of the workspace (a per-thread dW, summed in thread
