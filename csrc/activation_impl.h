@@ -22,6 +22,10 @@ int SFX(fnn_act_forward)(T *out, const T *x, int64_t rows, int64_t cols, int act
 {
     if (rows < 0 || cols < 0 || act < 0 || act >= FNN_ACT_COUNT) return FNN_EINVAL;
     void (*act_row)(T *, const T *, int64_t, int) = fnn_ctx()->SFX(loops).act_row;
+    if (act != FNN_ACT_SOFTMAX) { /* elementwise: the rows are one contiguous run */
+        act_row(out, x, rows * cols, act);
+        return FNN_OK;
+    }
     for (int64_t i = 0; i < rows; i++) {
         if (act == FNN_ACT_SOFTMAX)
             SFX(softmax_row)(out + i * cols, x + i * cols, cols);
@@ -38,6 +42,10 @@ int SFX(fnn_act_backward)(T *dz, T *dbias, const T *da, const T *a, const T *z, 
     if (fnn_act_needs_z(act) && z == NULL) return FNN_EINVAL;
     void (*act_grad_row)(T *, const T *, const T *, const T *, int64_t, int) =
         fnn_ctx()->SFX(loops).act_grad_row;
+    if (dbias == NULL && act != FNN_ACT_SOFTMAX) { /* elementwise: one contiguous run */
+        act_grad_row(dz, da, a, z, rows * cols, act);
+        return FNN_OK;
+    }
     if (dbias)
         for (int64_t j = 0; j < cols; j++) dbias[j] = 0;
     for (int64_t i = 0; i < rows; i++) {

@@ -57,6 +57,19 @@ static int64_t fnn_conv_ldcol(int64_t P, size_t elem)
     return ((size_t)P * elem) % 512 == 0 ? P + (int64_t)(64 / elem) : P;
 }
 
+/* Images per GEMM in the backward: enough that the group's G*P pixels give the
+ * dW GEMM a k (and the dcol GEMM an n) of at least 128 -- per-image GEMMs on a
+ * 4x4 or 7x7 output are too small to pay for their packing -- but 1 when one
+ * image already has that many (and never more than the batch). */
+static int64_t fnn_conv_bgroup(const fnn_conv_geom *g)
+{
+    const int64_t P = g->oh * g->ow;
+    if (P <= 0 || P >= 128) return 1;
+    int64_t G = (128 + P - 1) / P;
+    if (G > g->n) G = g->n < 1 ? 1 : g->n;
+    return G;
+}
+
 /* Plan the workspace for up to nt threads.  With avail == 0 the plan is for
  * exactly min(nt, n) slots (the size query); otherwise the number of slots is
  * cut to what fits in avail bytes, and FNN_EINVAL if not even one does.
@@ -81,13 +94,19 @@ static int fnn_conv_workspace_plan(fnn_conv_ws *ws, const fnn_conv_geom *g, size
     /* room for the layout of either forward micro-kernel (engine or conv) */
     const int64_t Ppad = FNN_MAX((P + nr - 1) / nr * nr, (P + cnr - 1) / cnr * cnr);
     const int64_t Mpad = FNN_MAX((g->oc + mr - 1) / mr * mr, (g->oc + cmr - 1) / cmr * cmr);
-    const double est = ((double)Ka * Ppad + (double)g->oc * P + (double)Ppad + 2.0 * P +
+    /* the backward's group of G images: col (K, ldcol(G P)) (+ one line of slack for a
+     * short last group), delta (oc, G P) grouped plus one image's (oc, P) when G > 1 */
+    const int64_t G = fnn_conv_bgroup(g), GP = G * P;
+    const int64_t ldg = fnn_conv_ldcol(GP, elem) + (G > 1 ? (int64_t)(64 / elem) : 0);
+    const int64_t dgrp = G > 1 ? g->oc * (GP + P) : g->oc * P;
+    const double est = ((double)Ka * Ppad + (double)K * ldg + (double)dgrp + (double)Ppad +
+                        2.0 * P +
                         (double)g->oc * K + (double)Mpad * Ka + (double)g->n * g->oc) *
                        (double)elem * (nt < 1 ? 1 : nt);
     if (est > (double)SIZE_MAX / 4 || est > 9e18) return FNN_EOVERFLOW;
     const size_t shared = align64(elem * (size_t)FNN_MAX(Mpad * Ka, g->n * g->oc));
-    const size_t col = align64(elem * (size_t)FNN_MAX(Ka * Ppad, K * fnn_conv_ldcol(P, elem)));
-    const size_t delta = align64(elem * (size_t)FNN_MAX(g->oc * P, Ppad));
+    const size_t col = align64(elem * (size_t)FNN_MAX(Ka * Ppad, K * ldg));
+    const size_t delta = align64(elem * (size_t)FNN_MAX(dgrp, Ppad));
     const size_t tmp = align64(elem * (size_t)(2 * P));
     const size_t dw = align64(elem * (size_t)(g->oc * K));
     ws->wa_off = 0;

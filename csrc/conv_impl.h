@@ -18,6 +18,9 @@
  *
  * Backward: per image, delta = act'-folded dout (db summed from it while
  * hot), dW += delta @ col_i^T and dcol = W^T @ delta on fnn_gemm, then col2im.
+ * Images with under 128 output pixels go G at a time (fnn_conv_bgroup, G P >=
+ * 128): their deltas and im2cols side by side as (oc, G P) and (K, G P), so
+ * the two GEMMs get a k / n of G P instead of P (packing paid once per group).
  *
  * Threads: with several images, images are split statically across threads,
  * each with its own slice of the workspace (a per-thread dW, summed in thread
@@ -518,6 +521,78 @@ static int SFX(conv_bwd_image)(T *dxi, T *dwt, T beta_w, T *dbp, T *col, T *dscr
     return FNN_OK;
 }
 
+/* The backward of images [i0, i0 + gs) in one pair of GEMMs (gs >= 2, see
+ * fnn_conv_bgroup): each image's delta (oc, P), found as conv_bwd_image does (its
+ * bias row sums dbp (gs, oc) the same), is copied into its P columns of dgrp
+ * (oc, gs P), and its im2col into the same columns of col (K, gs P); then
+ * dwt (oc, K) = dgrp @ col^T (+ beta_w dwt), dcol = W^T dgrp and col2im per image.
+ * dscratch holds dgrp then one image's delta: oc (gs P + P). */
+static int SFX(conv_bwd_group)(T *dx, T *dwt, T beta_w, T *dbp, T *col, T *dscratch, T *tmp,
+                               const T *dout, const T *a, const T *z, const T *x, const T *w,
+                               const fnn_conv_geom *g, int act, int64_t gs, int nt)
+{
+    const int64_t P = g->oh * g->ow, K = g->c * g->kh * g->kw, oc = g->oc, GP = gs * P;
+    const int64_t img_in = g->c * g->h * g->w, img_out = oc * P;
+    T *dgrp = dscratch, *dimg = dscratch + oc * GP;
+    /* col rows ld apart, ld chosen so the rows do not all map to one L1 set */
+    const int64_t ld = fnn_conv_ldcol(GP, sizeof(T));
+    for (int64_t j = 0; j < gs; j++) {
+        const T *douti = dout + j * img_out, *delta = douti;
+        if (act == FNN_ACT_SOFTMAX) {
+            SFX(softmax_channels_grad)(dimg, douti, a + j * img_out, oc, P, tmp);
+            delta = dimg;
+        } else if (act != FNN_ACT_IDENTITY) {
+            int st = SFX(fnn_act_backward)(dimg, NULL, douti, a ? a + j * img_out : NULL,
+                                           z ? z + j * img_out : NULL, oc, P, act);
+            if (st != FNN_OK) return st;
+            delta = dimg;
+        }
+        for (int64_t o = 0; o < oc; o++) {
+            if (dbp) dbp[j * oc + o] = SFX(sum_row)(delta + o * P, P);
+            memcpy(dgrp + o * GP + j * P, delta + o * P, (size_t)P * sizeof(T));
+        }
+        if (K) SFX(im2col)(col + j * P, x + j * img_in, g, ld);
+    }
+    if (K == 0) return FNN_OK;
+    /* dW (oc, K) += dgrp (oc, GP) @ col^T (GP, K): col read transposed by the packing */
+    int st = SFX(fnn_gemm)(dwt, dgrp, col, oc, K, GP, GP, ld, K, 0, 1, (T)1, beta_w, NULL, nt);
+    if (st != FNN_OK || dx == NULL) return st;
+    /* dcol (K, GP) = W^T (K, oc) @ dgrp (oc, GP), into col's buffer, then col2im */
+    st = SFX(fnn_gemm)(col, w, dgrp, K, GP, oc, K, GP, ld, 1, 0, (T)1, (T)0, NULL, nt);
+    if (st != FNN_OK) return st;
+    for (int64_t j = 0; j < gs; j++) SFX(col2im)(dx + j * img_in, col + j * P, g, ld);
+    return FNN_OK;
+}
+
+/* Images [i0, i1) of the backward into dwt (+ beta_w dwt for the first), in
+ * groups of G (conv_bwd_group; one image at a time when G is 1). */
+static int SFX(conv_bwd_range)(T *dx, T *dwt, T beta_w, T *dbp, T *col, T *dsc, T *tmp,
+                               const T *dout, const T *a, const T *z, const T *x, const T *w,
+                               const fnn_conv_geom *g, int act, int64_t i0, int64_t i1,
+                               int64_t G, int nt)
+{
+    const int64_t P = g->oh * g->ow, oc = g->oc;
+    const int64_t img_in = g->c * g->h * g->w, img_out = oc * P;
+    int st = FNN_OK;
+    for (int64_t i = i0; i < i1 && st == FNN_OK;) {
+        const int64_t gs = FNN_MIN(G, i1 - i);
+        const T bw = i == i0 ? beta_w : (T)1;
+        if (gs == 1)
+            st = SFX(conv_bwd_image)(dx ? dx + i * img_in : NULL, dwt, bw,
+                                     dbp ? dbp + i * oc : NULL, col, dsc, tmp,
+                                     dout + i * img_out, a ? a + i * img_out : NULL,
+                                     z ? z + i * img_out : NULL, x + i * img_in, w, g, act, nt);
+        else
+            st = SFX(conv_bwd_group)(dx ? dx + i * img_in : NULL, dwt, bw,
+                                     dbp ? dbp + i * oc : NULL, col, dsc, tmp,
+                                     dout + i * img_out, a ? a + i * img_out : NULL,
+                                     z ? z + i * img_out : NULL, x + i * img_in, w, g, act, gs,
+                                     nt);
+        i += gs;
+    }
+    return st;
+}
+
 int SFX(fnn_conv2d_backward)(T *dx, T *dw, T *db, void *work, size_t work_bytes, const T *dout,
                              const T *a, const T *z, const T *x, const T *w, int64_t n, int64_t c,
                              int64_t h, int64_t wd, int64_t oc, int64_t kh, int64_t kw, int64_t sh,
@@ -529,7 +604,7 @@ int SFX(fnn_conv2d_backward)(T *dx, T *dw, T *db, void *work, size_t work_bytes,
     if (act < 0 || act >= FNN_ACT_COUNT) return FNN_EINVAL;
     if (fnn_act_needs_z(act) && z == NULL) return FNN_EINVAL;
     const int64_t P = g.oh * g.ow, K = c * kh * kw;
-    const int64_t img_in = c * h * wd, img_out = oc * P, nw = oc * K;
+    const int64_t img_in = c * h * wd, nw = oc * K;
     if (n == 0 || P == 0 || oc == 0) {
         /* no output: every gradient is zero (dw scaled by beta_w) */
         if (dx && img_in) memset(dx, 0, (size_t)(n * img_in) * sizeof(T));
@@ -544,14 +619,12 @@ int SFX(fnn_conv2d_backward)(T *dx, T *dw, T *db, void *work, size_t work_bytes,
     if (work == NULL) return FNN_EINVAL;
     char *base = (char *)work;
     T *dbp = (T *)(base + ws.dbp_off); /* (n, oc) per-image bias sums */
+    const int64_t G = fnn_conv_bgroup(&g);
     if (ws.slots <= 1) {
         char *slot = base + ws.slot_off;
         T *col = (T *)slot, *dsc = (T *)(slot + ws.delta_off), *tmp = (T *)(slot + ws.tmp_off);
-        for (int64_t i = 0; i < n && st == FNN_OK; i++)
-            st = SFX(conv_bwd_image)(dx ? dx + i * img_in : NULL, dw, i == 0 ? beta_w : (T)1,
-                                     db ? dbp + i * oc : NULL, col, dsc, tmp, dout + i * img_out,
-                                     a ? a + i * img_out : NULL, z ? z + i * img_out : NULL,
-                                     x + i * img_in, w, &g, act, nt);
+        st = SFX(conv_bwd_range)(dx, dw, beta_w, db ? dbp : NULL, col, dsc, tmp, dout, a, z, x,
+                                 w, &g, act, 0, n, G, nt);
         if (st != FNN_OK) return st;
     } else {
         int failed = FNN_OK;
@@ -572,19 +645,14 @@ int SFX(fnn_conv2d_backward)(T *dx, T *dw, T *db, void *work, size_t work_bytes,
             T *tmp = (T *)(slot + ws.tmp_off), *dwt = (T *)(slot + ws.dw_off);
             const int64_t i0 = n * tid / nth, i1 = n * (tid + 1) / nth;
             if (i1 == i0) memset(dwt, 0, (size_t)nw * sizeof(T));
-            for (int64_t i = i0; i < i1; i++) {
-                int s = SFX(conv_bwd_image)(dx ? dx + i * img_in : NULL, dwt,
-                                            i == i0 ? (T)0 : (T)1, db ? dbp + i * oc : NULL, col,
-                                            dsc, tmp, dout + i * img_out,
-                                            a ? a + i * img_out : NULL,
-                                            z ? z + i * img_out : NULL, x + i * img_in, w, &g,
-                                            act, 1);
+            {
+                int s = SFX(conv_bwd_range)(dx, dwt, (T)0, db ? dbp : NULL, col, dsc, tmp, dout,
+                                            a, z, x, w, &g, act, i0, i1, G, 1);
                 if (s != FNN_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
                     failed = s;
-                    break;
                 }
             }
 #ifdef _OPENMP

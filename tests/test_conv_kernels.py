@@ -132,6 +132,23 @@ def test_conv2d_backward_many_images_two_threads_is_repeatable(threads):
         assert_close(u, v, np.float32, 9 * 169, what, scale=64)
 
 
+@pytest.mark.parametrize("activation", ACTS)
+def test_conv2d_backward_grouped_small_outputs_match_reference(activation, dtype, threads):
+    """Outputs under 128 pixels go through the backward's GEMMs a group of images at a
+    time (4x4 outputs: 8 images a group); 37 images leave a short last group, and on 2
+    threads each thread's share its own."""
+    rng = rng_for("grouped", activation)
+    x, wt, b = conv_data(rng, dtype, 37, 5, 8, 8, 6, 3)
+    z = np.empty(R.conv2d_forward(x, wt, b, 2, 1).shape, dtype)
+    a = R.conv2d_forward(x, wt, b, 2, 1, activation, z_out=z)
+    assert a.shape[2:] == (4, 4)
+    g = rng.standard_normal(a.shape).astype(dtype)
+    got = K.conv2d_backward(g, x, wt, a, z, 2, 1, activation)
+    want = R.conv2d_backward(g, x, wt, a, z, 2, 1, activation)
+    for u, v, what, n in zip(got, want, ("dx", "dw", "db"), (6 * 9, 37 * 16, 37 * 16)):
+        assert_close(u, v, dtype, n, f"grouped conv2d_backward {what} ({activation})", scale=64)
+
+
 def test_conv2d_forward_same_result_on_any_thread_count():
     rng = rng_for("threads")
     x, wt, b = conv_data(rng, np.float32, 5, 3, 13, 8, 6, 3)
