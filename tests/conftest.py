@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import zlib
 from pathlib import Path
 
@@ -13,6 +14,13 @@ import pytest
 import fastnn
 
 EPS = {np.dtype(np.float32): 1.2e-7, np.dtype(np.float64): 2.3e-16}
+
+# A shell that starts a command in the background (`cmd &` without job control, nohup)
+# hands it SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the
+# tests that deliver a real SIGINT (and the child processes they start, which inherit
+# an ignored signal across exec) need Python's usual handler, as in a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def in_float64(twin, *args, **kwargs):
