@@ -190,7 +190,7 @@ print(" ".join(k for k, ok in fastnn.config()["isa_supported"].items() if ok))')
     isa=$(FASTNN_ISA=$level python -c 'import fastnn; print(fastnn.config()["isa"])')
     [ "$isa" = "$level" ] || fail "FASTNN_ISA=$level selected $isa"
     # shellcheck disable=SC2086 # $files is a list of paths
-    FASTNN_ISA=$level python -m pytest $files -q -p no:cacheprovider 2>&1 | tail -n 1
+    FASTNN_ISA=$level python -m pytest $files -q -p no:cacheprovider 2>&1 | tail -n 3
     test "${PIPESTATUS[0]}" -eq 0 || fail "pytest with FASTNN_ISA=$level"
 done
 

@@ -5,8 +5,10 @@
 # flags under which GCC fuses every a * b + c it can, into a temporary copy of the
 # package; then
 #   1. x86-64: no FMA instruction (vfmadd/vfmsub/vfnmadd/vfnmsub) in any function
-#      outside the AVX2/AVX-512 levels' fnn_<what>_avx2|avx512_<dtype> (where the
-#      micro-kernels call FMA on purpose, as intrinsics): nothing was contracted;
+#      outside the AVX2/AVX-512 levels' fnn_<what>_avx2|avx512_<dtype> and the bf16
+#      levels' fnn_<what>_avx512bf16|amx_bf16 (where the micro-kernels call FMA on
+#      purpose, as intrinsics: the bf16 kernels' alpha/beta epilogue): nothing was
+#      contracted;
 #   2. the optimizer and kernel tests pass at every ISA level the machine has
 #      (test_optim_kernels.py's twins round twice: one contraction fails them).
 # setup.py passes -ffp-contract=off after $CFLAGS, so both hold; drop that flag and
@@ -44,7 +46,7 @@ status=0
 if [ "$arch" = x86_64 ] && command -v objdump >/dev/null; then
     echo "== fp_contract_check: FMA instructions outside the AVX2/AVX-512 levels"
     objdump -d --no-show-raw-insn "$so" > "$tmp/dis.txt"
-    awk -v allow='^fnn_[a-z0-9_]+_avx(2|512)_(f32|f64)([.].*)?$' '
+    awk -v allow='^fnn_[a-z0-9_]+_(avx(2|512)_(f32|f64)|(avx512bf16|amx)_bf16)([.].*)?$' '
         /^[0-9a-f]+ <.*>:$/ { fn = $2; gsub(/[<>:]/, "", fn); next }
         $0 ~ /\tv?fn?m(add|sub)[0-9a-z]*(ps|pd|ss|sd) / {
             if (fn ~ allow) ok[fn]++; else { bad[fn]++; nbad++ }
