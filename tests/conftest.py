@@ -15,6 +15,12 @@ import fastnn
 
 EPS = {np.dtype(np.float32): 1.2e-7, np.dtype(np.float64): 2.3e-16}
 
+#: the optional peers fastnn's modules and the README's examples may import (fastnn.sklearn
+#: needs scikit-learn, ...): where one is not installed (the emulated arm64 venv has none)
+#: a test may skip what needs it; everything else must still import and run
+OPTIONAL_PEERS = frozenset({"sklearn", "scipy", "torch", "mpi4py", "onnx", "onnxruntime",
+                            "matplotlib", "pandas"})
+
 # A shell that starts a command in the background (`cmd &` without job control, nohup)
 # hands it SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the
 # tests that deliver a real SIGINT (and the child processes they start, which inherit

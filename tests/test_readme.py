@@ -6,14 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import OPTIONAL_PEERS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
-# optional peers a README block may use (fastnn.sklearn needs scikit-learn): a block
-# whose peer is not installed is skipped, as the tests of that peer are (the emulated
-# arm64 venv has none of them); where they are installed (CI on x86-64) every block runs
-OPTIONAL_PEERS = {"sklearn", "scipy", "torch", "onnx", "onnxruntime", "mpi4py", "matplotlib",
-                  "pandas", "joblib"}
+# a block whose optional peer is not installed is skipped, as the tests of that peer
+# are; where they are installed (CI on x86-64) every block runs
 
 
 @pytest.mark.skipif(not README.exists(), reason="README.md not beside the tests")
